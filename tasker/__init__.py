@@ -1,0 +1,96 @@
+"""tasker: database-backed run tracking for data pipelines.
+
+Stages contain tasks; each execution of a task is a run with numbered subtasks and progress.
+Runs live in SQLite by default, or in PostgreSQL or MySQL/MariaDB shared across hosts.
+"""
+
+from __future__ import annotations
+
+from tasker.api import (
+    configure,
+    create_schema,
+    get_config,
+    register_task,
+    register_tasks,
+    subtask_complete,
+    subtask_fail,
+    subtask_increment,
+    subtask_start,
+    subtask_update,
+    task_complete,
+    task_fail,
+    task_start,
+    task_update,
+)
+from tasker.config import Config
+from tasker.errors import (
+    ConfigError,
+    DatabaseError,
+    RegistrationError,
+    SchemaVersionError,
+    TaskerError,
+    TaskerWarning,
+    UnknownRunError,
+    UnknownSubtaskError,
+    ValidationError,
+)
+from tasker.models import (
+    RunRecord,
+    StageRecord,
+    Status,
+    SubtaskRecord,
+    TaskRecord,
+    TaskStatusRecord,
+)
+from tasker.queries import (
+    get_active_tasks,
+    get_run,
+    get_stages,
+    get_subtask_progress,
+    get_task_history,
+    get_task_status,
+    get_tasks,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DatabaseError",
+    "RegistrationError",
+    "RunRecord",
+    "SchemaVersionError",
+    "StageRecord",
+    "Status",
+    "SubtaskRecord",
+    "TaskRecord",
+    "TaskStatusRecord",
+    "TaskerError",
+    "TaskerWarning",
+    "UnknownRunError",
+    "UnknownSubtaskError",
+    "ValidationError",
+    "__version__",
+    "configure",
+    "create_schema",
+    "get_active_tasks",
+    "get_config",
+    "get_run",
+    "get_stages",
+    "get_subtask_progress",
+    "get_task_history",
+    "get_task_status",
+    "get_tasks",
+    "register_task",
+    "register_tasks",
+    "subtask_complete",
+    "subtask_fail",
+    "subtask_increment",
+    "subtask_start",
+    "subtask_update",
+    "task_complete",
+    "task_fail",
+    "task_start",
+    "task_update",
+]

@@ -1,0 +1,488 @@
+"""The explicit tracking API: parity with the seed's R package, for code that cannot use
+decorators. ``run_id`` arguments default to the current run.
+
+Every call checks its arguments before touching the database, so a rejected call changes
+nothing that was already recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from tasker import console, context, validate
+from tasker.config import Config
+from tasker.errors import UnknownRunError, ValidationError
+from tasker.models import NewRun, Status, parse_status
+from tasker.process_info import process_info
+from tasker.recorder import RECORDER
+from tasker.registration import specs_from
+
+__all__ = [
+    "configure",
+    "create_schema",
+    "get_config",
+    "register_task",
+    "register_tasks",
+    "subtask_complete",
+    "subtask_fail",
+    "subtask_increment",
+    "subtask_start",
+    "subtask_update",
+    "task_complete",
+    "task_fail",
+    "task_start",
+    "task_update",
+]
+
+_RUN_STATUSES = (
+    Status.STARTED,
+    Status.RUNNING,
+    Status.COMPLETED,
+    Status.FAILED,
+    Status.SKIPPED,
+    Status.CANCELLED,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _quiet(quiet: bool | None) -> bool:
+    return RECORDER.config.quiet if quiet is None else quiet
+
+
+def resolve_run_id(run_id: str | None) -> str:
+    """``run_id`` checked and normalised, or the current run's id."""
+    if run_id is None:
+        current = context.current_run_id()
+        if current is None:
+            raise UnknownRunError(
+                "no current run: call task_start() first, pass run_id=..., or set "
+                f"{context.RUN_ID_ENV} in the environment"
+            )
+        run_id = current
+    if not isinstance(run_id, str):
+        raise ValidationError(f"run_id must be a string UUID, got {type(run_id).__name__}")
+    try:
+        return str(uuid.UUID(run_id.strip()))
+    except ValueError:
+        raise ValidationError(
+            f"run_id {run_id!r} is not a UUID: expected the id returned by task_start(), "
+            "e.g. '123e4567-e89b-12d3-a456-426614174000'"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def configure(config_file: str | os.PathLike[str] | None = None, **settings: Any) -> Config:
+    """Set tasker's configuration explicitly; returns the resolved configuration.
+
+    Keyword arguments take precedence over environment variables and the YAML file. Each call
+    replaces the settings of the previous one. Keys: ``url``, ``driver``, ``host``, ``port``,
+    ``dbname``, ``user``, ``password``, ``schema``, ``path`` (SQLite), ``heartbeat_interval``,
+    ``stale_after``, ``flush_interval``, ``console`` (auto/true/false), ``quiet``, ``strict``,
+    ``environment``, ``version``, ``default_stage``.
+    """
+    return RECORDER.configure(settings, None if config_file is None else os.fspath(config_file))
+
+
+def get_config() -> Config:
+    """The resolved configuration; ``.sources`` says where each value came from."""
+    return RECORDER.config
+
+
+def create_schema() -> bool:
+    """Create tasker's tables, views and indexes if missing; True if they were created.
+
+    Idempotent and safe to call from many processes at once.
+    """
+    return RECORDER.raw_store.create_schema()
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def register_task(
+    stage: str,
+    name: str,
+    task_type: str | None = None,
+    *,
+    stage_order: int | None = None,
+    task_order: int | None = None,
+    description: str | None = None,
+    stage_description: str | None = None,
+    script_path: str | None = None,
+    script_filename: str | None = None,
+    log_path: str | None = None,
+    log_filename: str | None = None,
+) -> int:
+    """Register a task (and its stage) so the monitor lists it before it runs; returns task_id.
+
+    Registering again updates the task in place: given fields replace the stored ones,
+    omitted ones are kept. New stages and tasks without an order go after the existing ones.
+    """
+    row: dict[str, Any] = {
+        "stage": stage,
+        "name": name,
+        "type": task_type,
+        "stage_order": stage_order,
+        "task_order": task_order,
+        "description": description,
+        "stage_description": stage_description,
+        "script_path": script_path,
+        "script_filename": script_filename,
+        "log_path": log_path,
+        "log_filename": log_filename,
+    }
+    return register_tasks([row])[0]
+
+
+def register_tasks(tasks: Any) -> list[int]:
+    """Register many tasks in one transaction; returns their task_ids in order.
+
+    ``tasks`` is a list of dicts (keys as :func:`register_task`'s arguments; ``type`` for the
+    task type), a pandas DataFrame with those columns, or the path of a YAML or CSV file.
+    """
+    specs = specs_from(tasks)
+    if not specs:
+        return []
+    return RECORDER.store.register_tasks(specs, _now())
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def _lookup_task_by_script(stage: str | None) -> tuple[str, str]:
+    info = process_info()
+    if info.script_filename is None:
+        raise ValidationError(
+            "task_start() needs a task name: none was given and this process has no script "
+            "file to look one up by"
+        )
+    matches = RECORDER.store.find_task_by_script(info.script_filename)
+    if stage is not None:
+        matches = [m for m in matches if m.stage_name == stage]
+    if len(matches) == 1:
+        return matches[0].stage_name, matches[0].task_name
+    if len(matches) > 1:
+        found = ", ".join(f"{m.stage_name} / {m.task_name}" for m in matches)
+        raise ValidationError(
+            f"script {info.script_filename} is registered for several tasks ({found}): pass "
+            "stage and task to task_start()"
+        )
+    return stage or RECORDER.config.default_stage, info.script_filename.rsplit(".", 1)[0]
+
+
+def task_start(
+    stage: str | None = None,
+    task: str | None = None,
+    total_subtasks: int | None = None,
+    message: str | None = None,
+    *,
+    version: str | None = None,
+    git_commit: str | None = None,
+    task_type: str | None = None,
+    parent_run_id: str | None = None,
+    log_path: str | None = None,
+    log_filename: str | None = None,
+    quiet: bool | None = None,
+) -> str:
+    """Start a run of ``stage`` / ``task`` and make it the current run; returns its run_id.
+
+    An unregistered task is registered on the fly. With no ``task``, the task registered for
+    this script's file name is used (else the script's name in the default stage).
+    """
+    total = validate.count(total_subtasks, "total_subtasks")
+    message = validate.optional_text(message, "message")
+    version = validate.optional_text(version, "version", 100)
+    git_commit = validate.optional_text(git_commit, "git_commit", 64)
+    task_type = validate.optional_text(task_type, "task_type", 20)
+    if stage is not None:
+        stage = validate.name(stage, "stage", validate.STAGE_NAME_MAX)
+    if task is not None:
+        task = validate.name(task, "task", validate.TASK_NAME_MAX)
+    parent = (
+        resolve_run_id(parent_run_id) if parent_run_id is not None else context.current_run_id()
+    )
+    log_path, log_filename = validate.split_path(
+        validate.optional_text(log_path, "log_path"),
+        validate.optional_text(log_filename, "log_filename", validate.SHORT_TEXT_MAX),
+    )
+    config = RECORDER.config
+    if task is None:
+        stage, task = _lookup_task_by_script(stage)
+    elif stage is None:
+        stage = config.default_stage
+    info = process_info()
+    run_id = str(uuid.uuid4())
+    run = NewRun(
+        run_id=run_id,
+        stage=stage,
+        task=task,
+        task_type=task_type,
+        status=Status.STARTED,
+        start_time=_now(),
+        hostname=info.hostname,
+        process_id=info.process_id,
+        parent_pid=info.parent_pid,
+        process_start_time=info.process_start_time,
+        parent_run_id=parent,
+        user_name=info.user_name,
+        python_version=info.python_version,
+        command_line=info.command_line,
+        script_path=info.script_path,
+        script_filename=info.script_filename,
+        log_path=log_path,
+        log_filename=log_filename,
+        version=version or config.version,
+        git_commit=git_commit,
+        environment=config.environment,
+        total_subtasks=total,
+        overall_progress_message=message,
+    )
+    RECORDER.store.start_run(run)
+    context.push(context.RunState(run_id=run_id, stage=stage, task=task, total_subtasks=total))
+    if not _quiet(quiet):
+        console.task_start(stage, task, run_id)
+    return run_id
+
+
+def task_update(
+    status: str | Status = Status.RUNNING,
+    *,
+    overall_percent: float | None = None,
+    current_subtask: int | None = None,
+    message: str | None = None,
+    error_message: str | None = None,
+    error_detail: str | None = None,
+    run_id: str | None = None,
+    quiet: bool | None = None,
+) -> None:
+    """Update a run: status, overall percent (0 to 100), current subtask, message.
+
+    A terminal status (COMPLETED, FAILED, SKIPPED, CANCELLED) ends the run: its end time is
+    set, it stops being current, and its unfinished subtasks end with the same status.
+    """
+    st = parse_status(status, allowed=_RUN_STATUSES)
+    values: dict[str, Any] = {}
+    pct = validate.percent(overall_percent, "overall_percent")
+    if pct is not None:
+        values["overall_percent_complete"] = pct
+    cur = validate.positive_int(current_subtask, "current_subtask")
+    if cur is not None:
+        values["current_subtask"] = cur
+    msg = validate.optional_text(message, "message")
+    if msg is not None:
+        values["overall_progress_message"] = msg
+    err = validate.optional_text(error_message, "error_message")
+    if err is not None:
+        values["error_message"] = err
+    detail = validate.optional_text(error_detail, "error_detail")
+    if detail is not None:
+        values["error_detail"] = detail
+    rid = resolve_run_id(run_id)
+    if st.is_terminal:
+        _end_run(rid, st, values, msg or err, quiet)
+        return
+    RECORDER.store.update_run(rid, {"status": st.value, **values}, _now())
+    if not _quiet(quiet):
+        console.task_update(rid, st.value, msg)
+
+
+def _end_run(
+    run_id: str, status: Status, values: dict[str, Any], line: str | None, quiet: bool | None
+) -> None:
+    subtask_message = None
+    if status in (Status.FAILED, Status.CANCELLED):
+        subtask_message = f"ended {status.value} with its run"
+    RECORDER.store.end_run(run_id, status, values, _now(), subtask_message)
+    context.pop(run_id)
+    if not _quiet(quiet):
+        console.task_update(run_id, status.value, line)
+
+
+def task_complete(
+    message: str | None = None, *, run_id: str | None = None, quiet: bool | None = None
+) -> None:
+    """End a run COMPLETED at 100%; its unfinished subtasks are completed too."""
+    msg = validate.optional_text(message, "message")
+    values = {"overall_progress_message": msg} if msg is not None else {}
+    _end_run(resolve_run_id(run_id), Status.COMPLETED, values, msg, quiet)
+
+
+def task_fail(
+    error_message: str | BaseException | None = None,
+    error_detail: str | None = None,
+    *,
+    error_type: str | None = None,
+    exit_code: int | None = None,
+    run_id: str | None = None,
+    quiet: bool | None = None,
+) -> None:
+    """End a run FAILED; its unfinished subtasks end FAILED too.
+
+    ``error_message`` may be an exception: its type, message and traceback are recorded.
+    """
+    if isinstance(error_message, BaseException):
+        exc = error_message
+        error_type = error_type or type(exc).__qualname__
+        error_detail = error_detail or "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)
+        )
+        error_message = str(exc) or type(exc).__qualname__
+    values: dict[str, Any] = {}
+    msg = validate.optional_text(error_message, "error_message")
+    for key, value in (
+        ("error_message", msg),
+        ("error_detail", validate.optional_text(error_detail, "error_detail")),
+        ("error_type", validate.optional_text(error_type, "error_type", validate.SHORT_TEXT_MAX)),
+    ):
+        if value is not None:
+            values[key] = value
+    if exit_code is not None:
+        if isinstance(exit_code, bool) or not isinstance(exit_code, int):
+            raise ValidationError(f"exit_code must be a whole number, got {exit_code!r}")
+        values["exit_code"] = exit_code
+    _end_run(resolve_run_id(run_id), Status.FAILED, values, msg, quiet)
+
+
+# ---------------------------------------------------------------------------- subtasks
+
+
+def _local_subtask(run_id: str, number: int | None) -> int | None:
+    """The subtask to act on: the one given, else this process's current one for the run
+    (None lets the store read the run's current subtask from the database)."""
+    if number is not None:
+        return number
+    state = context.find(run_id)
+    return state.current_subtask if state is not None else None
+
+
+def subtask_start(
+    name: str,
+    items_total: int | None = None,
+    message: str | None = None,
+    *,
+    subtask_number: int | None = None,
+    run_id: str | None = None,
+    quiet: bool | None = None,
+) -> int:
+    """Start the next numbered subtask of a run (1, 2, 3 …) and return its number.
+
+    The run becomes RUNNING. Passing an existing ``subtask_number`` restarts that subtask.
+    """
+    name = validate.name(name, "subtask name", validate.SUBTASK_NAME_MAX)
+    total = validate.count(items_total, "items_total")
+    msg = validate.optional_text(message, "message")
+    number = validate.positive_int(subtask_number, "subtask_number")
+    rid = resolve_run_id(run_id)
+    n = RECORDER.store.start_subtask(rid, number, name, total, msg, _now())
+    state = context.find(rid)
+    if state is not None:
+        state.current_subtask = n
+    if not _quiet(quiet):
+        console.subtask_start(n, name, msg)
+    return n
+
+
+def subtask_update(
+    status: str | Status = Status.RUNNING,
+    *,
+    percent: float | None = None,
+    items_complete: int | None = None,
+    items_total: int | None = None,
+    message: str | None = None,
+    error_message: str | None = None,
+    subtask_number: int | None = None,
+    run_id: str | None = None,
+    quiet: bool | None = None,
+) -> None:
+    """Update a subtask (the current one unless ``subtask_number``): status, percent,
+    ``items_complete`` (absolute; percent follows from it when items_total is known),
+    message. COMPLETED, FAILED, SKIPPED and CANCELLED end it."""
+    st = parse_status(status, allowed=tuple(s for s in Status if s is not Status.NOT_STARTED))
+    values: dict[str, Any] = {"status": st.value}
+    pct = validate.percent(percent, "percent")
+    if pct is not None:
+        values["percent_complete"] = pct
+    items = validate.count(items_complete, "items_complete")
+    total = validate.count(items_total, "items_total")
+    if total is not None:
+        values["items_total"] = total
+    msg = validate.optional_text(message, "message")
+    if msg is not None:
+        values["progress_message"] = msg
+    err = validate.optional_text(error_message, "error_message")
+    if err is not None:
+        values["error_message"] = err
+    number = validate.positive_int(subtask_number, "subtask_number")
+    rid = resolve_run_id(run_id)
+    if st.is_terminal:
+        values["end_time"] = _now()
+        if st is Status.COMPLETED and pct is None:
+            values["percent_complete"] = 100.0
+    n = RECORDER.store.update_subtask(
+        rid, _local_subtask(rid, number), values, _now(), items_complete=items
+    )
+    if not _quiet(quiet):
+        console.subtask_update(n, st.value, msg or err)
+
+
+def subtask_increment(
+    increment: int = 1,
+    *,
+    subtask_number: int | None = None,
+    run_id: str | None = None,
+    quiet: bool | None = True,
+) -> None:
+    """Add ``increment`` items to a subtask's count, atomically in the database: safe when
+    many threads, processes or hosts count into the same subtask."""
+    by = validate.count(increment, "increment")
+    assert by is not None
+    number = validate.positive_int(subtask_number, "subtask_number")
+    rid = resolve_run_id(run_id)
+    n = RECORDER.store.increment_subtask(rid, _local_subtask(rid, number), by, _now())
+    if not _quiet(quiet):
+        console.subtask_increment(n, by)
+
+
+def subtask_complete(
+    message: str | None = None,
+    *,
+    items_complete: int | None = None,
+    subtask_number: int | None = None,
+    run_id: str | None = None,
+    quiet: bool | None = None,
+) -> None:
+    """End a subtask COMPLETED at 100% (optionally with its final item count)."""
+    subtask_update(
+        Status.COMPLETED,
+        message=message,
+        items_complete=items_complete,
+        subtask_number=subtask_number,
+        run_id=run_id,
+        quiet=quiet,
+    )
+
+
+def subtask_fail(
+    error_message: str | None = None,
+    *,
+    subtask_number: int | None = None,
+    run_id: str | None = None,
+    quiet: bool | None = None,
+) -> None:
+    """End a subtask FAILED with an error message (the run itself goes on)."""
+    subtask_update(
+        Status.FAILED,
+        error_message=error_message,
+        subtask_number=subtask_number,
+        run_id=run_id,
+        quiet=quiet,
+    )

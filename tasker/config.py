@@ -1,0 +1,487 @@
+"""Configuration: explicit arguments > environment variables > YAML file > defaults.
+
+The result is one frozen :class:`Config`. It remembers where every value came from
+(``Config.sources``) so that ``get_config()`` and ``tasker config`` can explain it, and it
+never shows the database password: ``repr``, ``url`` and every error message mask it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+__all__ = ["CONFIG_FILENAME", "Config", "find_config_file", "load_config"]
+
+CONFIG_FILENAME = ".tasker.yml"
+DRIVERS = ("sqlite", "postgresql", "mysql")
+_DRIVER_ALIASES = {
+    "sqlite": "sqlite",
+    "sqlite3": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "pg": "postgresql",
+    "psycopg": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+# The SQLAlchemy dialect+driver tasker uses for each backend when a URL names none.
+SQLALCHEMY_DRIVERS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+}
+CONSOLE_MODES = ("auto", "true", "false")
+DEFAULT_PG_SCHEMA = "tasker"
+
+
+def _bool(value: object, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("1", "true", "yes", "on"):
+            return True
+        if v in ("0", "false", "no", "off", ""):
+            return False
+    raise ConfigError(f"{what}: expected true or false, got {value!r}")
+
+
+def _positive_float(value: object, what: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: expected a positive number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"{what}: expected a positive number of seconds, got {value!r}")
+    return number
+
+
+def _port(value: object, what: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        port = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{what}: expected a port number from 1 to 65535, got {value!r}"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{what}: expected a port number from 1 to 65535, got {value!r}")
+    return port
+
+
+def _text(value: object, what: str) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{what}: expected a string, got {value!r}")
+
+
+def _driver(value: object, what: str) -> str:
+    name = _text(value, what).strip().lower()
+    if name not in _DRIVER_ALIASES:
+        raise ConfigError(f"{what}: unknown driver {value!r}: expected one of {', '.join(DRIVERS)}")
+    return _DRIVER_ALIASES[name]
+
+
+def _console(value: object, what: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = _text(value, what).strip().lower()
+    if text in ("yes", "on", "1"):
+        text = "true"
+    if text in ("no", "off", "0"):
+        text = "false"
+    if text not in CONSOLE_MODES:
+        raise ConfigError(f"{what}: expected one of auto, true, false; got {value!r}")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class _Key:
+    section: str
+    parse: Callable[[object, str], Any]
+    env: str | None = None
+
+
+# Every configuration key: its YAML section, how its value is checked, its variable.
+_KEYS: dict[str, _Key] = {
+    "url": _Key("database", _text, "TASKER_DB_URL"),
+    "driver": _Key("database", _driver, "TASKER_DB_DRIVER"),
+    "host": _Key("database", _text, "TASKER_DB_HOST"),
+    "port": _Key("database", _port, "TASKER_DB_PORT"),
+    "dbname": _Key("database", _text, "TASKER_DB_NAME"),
+    "user": _Key("database", _text, "TASKER_DB_USER"),
+    "password": _Key("database", _text, "TASKER_DB_PASSWORD"),
+    "schema": _Key("database", _text, "TASKER_DB_SCHEMA"),
+    "path": _Key("database", _text, "TASKER_DB_PATH"),
+    "heartbeat_interval": _Key("tracking", _positive_float, "TASKER_HEARTBEAT_INTERVAL"),
+    "stale_after": _Key("tracking", _positive_float, "TASKER_STALE_AFTER"),
+    "flush_interval": _Key("tracking", _positive_float, "TASKER_FLUSH_INTERVAL"),
+    "console": _Key("tracking", _console, "TASKER_CONSOLE"),
+    "quiet": _Key("tracking", _bool, "TASKER_QUIET"),
+    "strict": _Key("tracking", _bool, "TASKER_STRICT"),
+    "environment": _Key("tracking", _text, "TASKER_ENVIRONMENT"),
+    "version": _Key("tracking", _text, "TASKER_VERSION"),
+    "default_stage": _Key("tracking", _text, "TASKER_DEFAULT_STAGE"),
+}
+_SECTIONS = ("database", "tracking")
+_DB_PARTS = ("driver", "host", "port", "dbname", "user", "password", "path")
+# Precedence ranks of the sources, highest first.
+_RANK = {"default": 0, "file": 1, "env": 2, "argument": 3}
+
+
+def user_data_dir() -> Path:
+    """Where the default SQLite database lives ($XDG_DATA_HOME/tasker)."""
+    if sys.platform == "win32":  # pragma: no cover - exercised only on Windows
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "tasker"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tasker"
+
+
+def user_config_dir() -> Path:
+    """Where a per-user configuration file is looked for ($XDG_CONFIG_HOME/tasker)."""
+    if sys.platform == "win32":  # pragma: no cover - exercised only on Windows
+        base = os.environ.get("APPDATA") or str(Path.home() / "AppData" / "Roaming")
+        return Path(base) / "tasker"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tasker"
+
+
+_DEFAULTS: dict[str, Any] = {
+    "heartbeat_interval": 10.0,
+    "stale_after": 60.0,
+    "flush_interval": 1.0,
+    "console": "auto",
+    "quiet": False,
+    "strict": False,
+    "default_stage": "DEFAULT",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The resolved configuration. ``sources`` says where each value came from."""
+
+    driver: str
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
+    user: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    schema: str | None = None
+    path: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
+    sqlalchemy_driver: str = ""
+    heartbeat_interval: float = 10.0
+    stale_after: float = 60.0
+    flush_interval: float = 1.0
+    console: str = "auto"
+    quiet: bool = False
+    strict: bool = False
+    environment: str | None = None
+    version: str | None = None
+    default_stage: str = "DEFAULT"
+    config_file: str | None = None
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        fields = []
+        for f in dataclasses.fields(self):
+            if f.name in ("sources", "query"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "password":
+                value = "***" if value else None
+            fields.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(fields)})"
+
+    def sqlalchemy_url(self) -> URL:
+        """The connection URL, password included: for the store's engine only."""
+        from sqlalchemy.engine import URL
+
+        if self.driver == "sqlite":
+            return URL.create(self.sqlalchemy_driver or "sqlite", database=self.path)
+        return URL.create(
+            self.sqlalchemy_driver or SQLALCHEMY_DRIVERS[self.driver],
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=self.dbname,
+            query=dict(self.query),
+        )
+
+    @property
+    def url(self) -> str:
+        """The connection URL with the password masked: safe to print."""
+        return self.sqlalchemy_url().render_as_string(hide_password=True)
+
+    @property
+    def db_schema(self) -> str | None:
+        """The schema (PostgreSQL) or database (MySQL) qualifier for tasker's tables."""
+        if self.driver == "sqlite":
+            return None
+        return self.schema
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(key, value, source) rows for display; the password is masked."""
+        rows = [("url", self.url, self.sources.get("url", "derived"))]
+        for key in _KEYS:
+            if key == "url":
+                continue
+            value = getattr(self, key)
+            if key == "password" and value:
+                value = "***"
+            rows.append(
+                (key, "" if value is None else str(value), self.sources.get(key, "default"))
+            )
+        return rows
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_vars(value: str, environ: Mapping[str, str]) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (default used when VAR is unset or empty)."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        current = environ.get(name, "")
+        if current == "" and default is not None:
+            return default
+        return current
+
+    return _VAR.sub(repl, value)
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """The nearest ``.tasker.yml`` walking up from ``start``, then the user config directory."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    for name in ("tasker.yml", CONFIG_FILENAME):
+        candidate = user_config_dir() / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_yaml(path: Path, environ: Mapping[str, str]) -> Iterator[tuple[str, object, str]]:
+    """Yield (key, raw value, source) from a config file, rejecting unknown keys."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(
+            f"configuration file {path} is not valid YAML ({where}): {exc.problem}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"configuration file {path}: expected a mapping with the sections "
+            f"{' and '.join(_SECTIONS)}, got {type(data).__name__}"
+        )
+    for section, body in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"configuration file {path}: unknown section {section!r}: expected "
+                f"{' or '.join(_SECTIONS)}"
+            )
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"configuration file {path}: section {section!r} must be a mapping of keys"
+            )
+        allowed = [k for k, spec in _KEYS.items() if spec.section == section]
+        for key, raw in body.items():
+            if key not in allowed:
+                raise ConfigError(
+                    f"configuration file {path}: unknown key {section}.{key}: expected one of "
+                    f"{', '.join(allowed)}"
+                )
+            value = expand_vars(raw, environ) if isinstance(raw, str) else raw
+            yield key, value, f"file {path} ({section}.{key})"
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Resolve the configuration from ``overrides`` (``configure()`` arguments), the
+    environment, a YAML file and the defaults, in that order of precedence."""
+    env = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown configuration key {unknown[0]!r}: expected one of {', '.join(_KEYS)}"
+        )
+
+    # Which file: an explicit argument, then TASKER_CONFIG, then discovery.
+    path: Path | None
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist")
+    elif env.get("TASKER_CONFIG"):
+        path = Path(env["TASKER_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"TASKER_CONFIG names {path}, which does not exist")
+    else:
+        path = find_config_file(cwd)
+
+    # (value, source, rank) for each key, the highest rank winning.
+    chosen: dict[str, tuple[Any, str, int]] = {}
+
+    def offer(key: str, raw: object, source: str, rank: int) -> None:
+        if raw is None:
+            return
+        value = _KEYS[key].parse(raw, f"{source}" if rank != _RANK["argument"] else key)
+        current = chosen.get(key)
+        if current is None or rank >= current[2]:
+            chosen[key] = (value, source, rank)
+
+    for key, value in _DEFAULTS.items():
+        offer(key, value, "default", _RANK["default"])
+    if path is not None:
+        for key, raw, source in _read_yaml(path, env):
+            offer(key, raw, source, _RANK["file"])
+    for key, spec in _KEYS.items():
+        if spec.env and env.get(spec.env, "") != "":
+            offer(key, env[spec.env], f"environment variable {spec.env}", _RANK["env"])
+    for key, raw in overrides.items():
+        offer(key, raw, "configure()", _RANK["argument"])
+
+    values: dict[str, Any] = {k: v for k, (v, _, _) in chosen.items()}
+    sources: dict[str, str] = {k: s for k, (_, s, _) in chosen.items()}
+    sqlalchemy_driver = ""
+    query: tuple[tuple[str, str], ...] = ()
+
+    # A URL sets every connection part; parts given with at least its precedence win over it.
+    if "url" in chosen:
+        url_value, url_source, url_rank = chosen["url"]
+        parts, sqlalchemy_driver, query = _parse_url(url_value, url_source)
+        for key, part in parts.items():
+            if key in chosen and chosen[key][2] >= url_rank:
+                continue
+            values[key] = part
+            sources[key] = url_source
+        for key in _DB_PARTS:
+            if key not in parts and key in chosen and chosen[key][2] < url_rank:
+                values.pop(key, None)
+                sources.pop(key, None)
+
+    driver = values.get("driver")
+    if driver is None:
+        driver = "postgresql" if values.get("host") else "sqlite"
+        sources["driver"] = "derived (host given)" if values.get("host") else "default"
+    if sqlalchemy_driver and not sqlalchemy_driver.startswith(
+        "postgresql" if driver == "postgresql" else driver
+    ):
+        sqlalchemy_driver = ""  # the split driver setting outranks the URL's dialect
+    values["driver"] = driver
+
+    if driver == "sqlite":
+        db_path = values.get("path") or values.get("dbname")
+        if not db_path:
+            db_path = str(user_data_dir() / "tasker.db")
+            sources["path"] = "default"
+        elif "path" not in values:
+            sources["path"] = sources.get("dbname", "default")
+        values["path"] = db_path
+        for key in ("host", "port", "user", "password"):
+            values.pop(key, None)
+    else:
+        if not values.get("dbname"):
+            raise ConfigError(
+                f"the {driver} database name is not set: give database.dbname in "
+                f"{CONFIG_FILENAME}, TASKER_DB_NAME, or a URL in TASKER_DB_URL"
+            )
+        values.setdefault("host", "localhost")
+        values.setdefault("port", 5432 if driver == "postgresql" else 3306)
+        if driver == "postgresql" and "schema" not in values:
+            values["schema"] = DEFAULT_PG_SCHEMA
+        if "user" not in values:
+            user = env.get("USER") or env.get("USERNAME")
+            if user:
+                values["user"] = user
+                sources["user"] = "environment variable USER"
+    schema = values.get("schema")
+    if schema is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", schema):
+        raise ConfigError(
+            f"{sources.get('schema', 'schema')}: invalid schema name {schema!r}: expected letters,"
+            " digits and underscores, starting with a letter or underscore"
+        )
+
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return Config(
+        **{k: v for k, v in values.items() if k in fields and k != "url"},
+        query=query,
+        sqlalchemy_driver=sqlalchemy_driver or SQLALCHEMY_DRIVERS[driver],
+        config_file=str(path) if path is not None else None,
+        sources=sources,
+    )
+
+
+def _parse_url(value: str, source: str) -> tuple[dict[str, Any], str, tuple[tuple[str, str], ...]]:
+    """Split a SQLAlchemy URL into tasker's connection parts (never echoing a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        masked = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", value)
+        raise ConfigError(
+            f"{source}: {masked!r} is not a database URL: expected e.g. "
+            "postgresql://user@host:5432/dbname, mysql://user@host/dbname or sqlite:///path/file.db"
+        ) from None
+    backend, _, dbapi = url.drivername.partition("+")
+    driver = _driver(backend, f"{source}: the URL's dialect")
+    sa_driver = url.drivername if dbapi else SQLALCHEMY_DRIVERS[driver]
+    if driver == "mysql" and backend == "mariadb" and not dbapi:
+        sa_driver = "mysql+pymysql"
+    parts: dict[str, Any] = {"driver": driver}
+    if driver == "sqlite":
+        parts["path"] = url.database or ":memory:"
+    else:
+        for key, part in (
+            ("host", url.host),
+            ("port", url.port),
+            ("dbname", url.database),
+            ("user", url.username),
+            ("password", url.password),
+        ):
+            if part is not None:
+                parts[key] = part
+    query = tuple((k, str(v)) for k, v in url.query.items() if isinstance(v, str))
+    return parts, sa_driver, query

@@ -1,0 +1,97 @@
+"""Facts about the running process that a run records: host, PID, user, script, command.
+
+Everything is read once per process (and again after a fork, when the PID changes): tracking a
+run must not cost a system call per field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+__all__ = ["ProcessInfo", "process_info"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessInfo:
+    hostname: str
+    process_id: int
+    parent_pid: int | None
+    process_start_time: float | None
+    user_name: str | None
+    python_version: str
+    command_line: str
+    script_path: str | None
+    script_filename: str | None
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers with an arbitrary uid)
+        return os.environ.get("USER") or None
+
+
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch (Linux); None where unknown.
+
+    With the PID this identifies a process even after its PID is reused.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        ticks = int(fields[19])
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"btime"):
+                    boot = int(line.split()[1])
+                    break
+            else:
+                return None
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _script() -> tuple[str | None, str | None]:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        return None, None
+    resolved = Path(path).resolve()
+    return str(resolved.parent), resolved.name
+
+
+def _command_line() -> str:
+    argv = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
+    return shlex.join(str(a) for a in argv)
+
+
+_cached: ProcessInfo | None = None
+
+
+def process_info() -> ProcessInfo:
+    """This process's facts, cached until the PID changes (fork)."""
+    global _cached
+    pid = os.getpid()
+    if _cached is None or _cached.process_id != pid:
+        script_path, script_filename = _script()
+        _cached = ProcessInfo(
+            hostname=socket.gethostname(),
+            process_id=pid,
+            parent_pid=os.getppid() if hasattr(os, "getppid") else None,
+            process_start_time=process_start_time(pid),
+            user_name=_user(),
+            python_version=sys.version.split()[0],
+            command_line=_command_line(),
+            script_path=script_path,
+            script_filename=script_filename,
+        )
+    return _cached

@@ -1,0 +1,143 @@
+"""The read side, shared by the Python API, the CLI and the dashboard.
+
+Each query returns immutable records (``tasker.models``); ``as_frame=True`` returns a pandas
+DataFrame with the same columns instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tasker import context
+from tasker.errors import ValidationError
+from tasker.models import (
+    RunRecord,
+    StageRecord,
+    Status,
+    SubtaskRecord,
+    TaskRecord,
+    TaskStatusRecord,
+    parse_status,
+)
+from tasker.recorder import RECORDER
+
+__all__ = [
+    "get_active_tasks",
+    "get_run",
+    "get_stages",
+    "get_subtask_progress",
+    "get_task_history",
+    "get_task_status",
+    "get_tasks",
+    "to_frame",
+]
+
+
+def to_frame(records: Sequence[Any], columns: Sequence[str]) -> Any:
+    """Records as a pandas DataFrame (statuses as strings)."""
+    try:
+        import pandas as pd
+    except ModuleNotFoundError:
+        raise ValidationError(
+            "as_frame=True needs pandas: pip install 'pipeline-tasker[pandas]'"
+        ) from None
+    return pd.DataFrame([r.as_dict() for r in records], columns=list(columns))
+
+
+def _frame_or_list(records: list[Any], record_type: type, as_frame: bool) -> Any:
+    if not as_frame:
+        return records
+    import dataclasses
+
+    return to_frame(records, [f.name for f in dataclasses.fields(record_type)])
+
+
+def _statuses(status: str | Status | Sequence[str | Status] | None) -> list[str] | None:
+    if status is None:
+        return None
+    items = [status] if isinstance(status, (str, Status)) else list(status)
+    return [parse_status(s).value for s in items]
+
+
+def _limit(limit: object) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError(f"limit must be a whole number of 1 or more, got {limit!r}")
+    return limit
+
+
+def get_task_status(
+    stage: str | None = None,
+    task: str | None = None,
+    status: str | Status | Sequence[str | Status] | None = None,
+    *,
+    as_frame: bool = False,
+) -> Any:
+    """Every registered task with its latest run, in stage and task order.
+
+    Tasks that never ran are NOT_STARTED. ``status`` filters on one status or several.
+    Returns ``list[TaskStatusRecord]`` (or a DataFrame).
+    """
+    records = RECORDER.store.task_status(stage=stage, task=task, status=_statuses(status))
+    return _frame_or_list(records, TaskStatusRecord, as_frame)
+
+
+def get_active_tasks(*, as_frame: bool = False) -> Any:
+    """Runs that are STARTED or RUNNING, in stage and task order (``list[RunRecord]``)."""
+    return _frame_or_list(RECORDER.store.active_runs(), RunRecord, as_frame)
+
+
+def get_task_history(
+    stage: str | None = None,
+    task: str | None = None,
+    limit: int | None = 100,
+    *,
+    status: str | Status | Sequence[str | Status] | None = None,
+    hostname: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    offset: int = 0,
+    as_frame: bool = False,
+) -> Any:
+    """Past and present runs, newest first (``list[RunRecord]``)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValidationError(f"offset must be a whole number of 0 or more, got {offset!r}")
+    records = RECORDER.store.history(
+        stage=stage,
+        task=task,
+        status=_statuses(status),
+        hostname=hostname,
+        since=since,
+        until=until,
+        limit=_limit(limit),
+        offset=offset,
+    )
+    return _frame_or_list(records, RunRecord, as_frame)
+
+
+def get_run(run_id: str | None = None) -> RunRecord:
+    """One run with everything captured about it (the current run by default)."""
+    from tasker.api import resolve_run_id
+
+    return RECORDER.store.get_run(resolve_run_id(run_id))
+
+
+def get_subtask_progress(run_id: str | None = None, *, as_frame: bool = False) -> Any:
+    """The subtasks of a run (the current run by default), by number."""
+    from tasker.api import resolve_run_id
+
+    rid = resolve_run_id(run_id if run_id is not None else context.current_run_id())
+    return _frame_or_list(RECORDER.store.subtasks(rid), SubtaskRecord, as_frame)
+
+
+def get_tasks(stage: str | None = None, *, as_frame: bool = False) -> Any:
+    """Registered tasks with their stages, in stage and task order (``list[TaskRecord]``)."""
+    return _frame_or_list(RECORDER.store.tasks(stage=stage), TaskRecord, as_frame)
+
+
+def get_stages(*, as_frame: bool = False) -> Any:
+    """Registered stages in stage order (``list[StageRecord]``)."""
+    return _frame_or_list(RECORDER.store.stages(), StageRecord, as_frame)

@@ -1,0 +1,96 @@
+"""The recorder: holds the configuration and the store, and isolates the API from both.
+
+One recorder per process. It is created empty, loads the configuration on first use and opens
+the store (creating the schema when it is missing) on the first call that needs the database.
+After a fork the child drops the parent's store and opens its own: connections are never
+shared between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from tasker.config import Config, load_config
+from tasker.console import setup_console
+from tasker.store.sql import SqlStore, open_store
+
+__all__ = ["RECORDER", "Recorder"]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._overrides: dict[str, Any] = {}
+        self._config_file: str | None = None
+        self._config: Config | None = None
+        self._store: SqlStore | None = None
+
+    def configure(self, overrides: Mapping[str, Any], config_file: str | None = None) -> Config:
+        """Replace the explicit settings; the previous store is closed."""
+        config = load_config(overrides, config_file=config_file)
+        with self._lock:
+            self._overrides = dict(overrides)
+            self._config_file = config_file
+            self._set_config(config)
+        return config
+
+    def _set_config(self, config: Config) -> None:
+        if self._store is not None:
+            self._store.dispose()
+            self._store = None
+        self._config = config
+        setup_console(config.console)
+
+    @property
+    def config(self) -> Config:
+        config = self._config
+        if config is None:
+            with self._lock:
+                if self._config is None:
+                    self._set_config(load_config(self._overrides, config_file=self._config_file))
+                config = self._config
+        assert config is not None
+        return config
+
+    @property
+    def raw_store(self) -> SqlStore:
+        """The store, opened on first use, its schema not yet checked."""
+        store = self._store
+        if store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = open_store(self.config)
+                store = self._store
+        return store
+
+    @property
+    def store(self) -> SqlStore:
+        """The store, opened (and the schema created or checked) on first use."""
+        store = self.raw_store
+        store.ensure_schema()
+        return store
+
+    def reset(self) -> None:
+        """Forget the configuration and close the store (tests; ``configure()`` from scratch)."""
+        with self._lock:
+            if self._store is not None:
+                self._store.dispose()
+            self._store = None
+            self._config = None
+            self._overrides = {}
+            self._config_file = None
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's pooled connections belong to the parent: drop them unclosed.
+        self._lock = threading.RLock()
+        if self._store is not None:
+            self._store.engine.dispose(close=False)
+            self._store = None
+
+
+RECORDER = Recorder()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=RECORDER._after_fork_in_child)

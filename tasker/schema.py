@@ -1,0 +1,454 @@
+"""The database schema: SQLAlchemy Core tables, views and per-dialect DDL.
+
+This module is the single source of truth. The store creates the schema from
+:func:`ddl_statements`, and ``schema/*.sql`` are generated from the same function
+(``python -m tasker.schema``); a test fails when the files drift from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    and_,
+    case,
+    literal,
+    select,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.types import TypeDecorator
+
+from tasker.models import STATUS_VALUES
+
+__all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
+
+# Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
+SCHEMA_VERSION = 1
+DIALECTS: dict[str, Dialect] = {
+    "postgresql": postgresql.dialect(),  # type: ignore[no-untyped-call]
+    "sqlite": sqlite.dialect(),
+    "mysql": mysql.dialect(),
+}
+ACTIVE_STATUS_VALUES = ("STARTED", "RUNNING")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL stores TIMESTAMPTZ; SQLite and MySQL have no time zone, so tasker stores UTC
+    there and attaches UTC again on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        if dialect.name == "postgresql":
+            return value
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite views return plain text
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+
+
+def _uuid() -> Any:
+    # Native UUID on PostgreSQL; the canonical 36-character text elsewhere, so that ids read
+    # the same in every database and in every tool.
+    return Uuid(as_uuid=False).with_variant(String(36), "sqlite", "mysql", "mariadb")
+
+
+def _long_text() -> Any:
+    # MySQL's TEXT holds only 64 KB; tracebacks and messages may be longer.
+    return Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def _serial() -> Any:
+    # INTEGER PRIMARY KEY is SQLite's rowid alias; BIGINT elsewhere for long histories.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+_MYSQL_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+def _status_check(table: str) -> CheckConstraint:
+    values = ", ".join(f"'{v}'" for v in STATUS_VALUES)
+    return CheckConstraint(f"status IN ({values})", name=f"ck_{table}_status")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """The tables of one tasker schema."""
+
+    metadata: MetaData
+    schema_info: Table
+    stages: Table
+    tasks: Table
+    task_runs: Table
+    subtask_progress: Table
+    schema: str | None
+
+    def qualified(self, name: str) -> str:
+        """``schema.name`` or ``name``: for the views, which are not Table objects."""
+        return f"{self.schema}.{name}" if self.schema else name
+
+
+def build_tables(schema: str | None = None) -> Tables:
+    """Build the tables in ``schema`` (a PostgreSQL schema or MySQL database), or unqualified."""
+    md = MetaData(schema=schema)
+    schema_info = Table(
+        "schema_info",
+        md,
+        Column("key", String(64), primary_key=True),
+        Column("value", String(255), nullable=False),
+        **_MYSQL_TABLE_OPTIONS,
+    )
+    stages = Table(
+        "stages",
+        md,
+        Column("stage_id", _serial(), primary_key=True, autoincrement=True),
+        Column("stage_name", String(100), nullable=False),
+        Column("stage_order", Integer),
+        Column("description", _long_text()),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        UniqueConstraint("stage_name", name="uq_stages_stage_name"),
+        Index("ix_stages_stage_order", "stage_order"),
+        **_MYSQL_TABLE_OPTIONS,
+    )
+    tasks = Table(
+        "tasks",
+        md,
+        Column("task_id", _serial(), primary_key=True, autoincrement=True),
+        Column(
+            "stage_id",
+            _serial(),
+            ForeignKey(stages.c.stage_id, name="fk_tasks_stage"),
+            nullable=False,
+        ),
+        Column("task_name", String(255), nullable=False),
+        Column("task_type", String(20)),
+        Column("task_order", Integer),
+        Column("description", _long_text()),
+        Column("script_path", _long_text()),
+        Column("script_filename", String(255)),
+        Column("log_path", _long_text()),
+        Column("log_filename", String(255)),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        UniqueConstraint("stage_id", "task_name", name="uq_tasks_stage_task"),
+        Index("ix_tasks_task_order", "stage_id", "task_order"),
+        **_MYSQL_TABLE_OPTIONS,
+    )
+    task_runs = Table(
+        "task_runs",
+        md,
+        Column("run_id", _uuid(), primary_key=True),
+        Column(
+            "task_id",
+            _serial(),
+            ForeignKey(tasks.c.task_id, name="fk_task_runs_task", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("parent_run_id", _uuid()),
+        Column("status", String(20), nullable=False),
+        Column("hostname", String(255), nullable=False),
+        Column("process_id", Integer, nullable=False),
+        Column("parent_pid", Integer),
+        Column("process_start_time", Double),
+        Column("user_name", String(100)),
+        Column("python_version", String(50)),
+        Column("command_line", _long_text()),
+        Column("script_path", _long_text()),
+        Column("script_filename", String(255)),
+        Column("log_path", _long_text()),
+        Column("log_filename", String(255)),
+        Column("version", String(100)),
+        Column("git_commit", String(64)),
+        Column("git_branch", String(255)),
+        Column("git_dirty", Boolean),
+        Column("environment", String(100)),
+        Column("start_time", UTCDateTime()),
+        Column("end_time", UTCDateTime()),
+        Column("last_update", UTCDateTime(), nullable=False),
+        Column("heartbeat", UTCDateTime()),
+        Column("total_subtasks", Integer),
+        Column("current_subtask", Integer),
+        Column("overall_percent_complete", Double),
+        Column("overall_progress_message", _long_text()),
+        Column("exit_code", Integer),
+        Column("cpu_seconds", Double),
+        Column("peak_memory_mb", Double),
+        Column("error_type", String(255)),
+        Column("error_message", _long_text()),
+        Column("error_detail", _long_text()),
+        _status_check("task_runs"),
+        # Latest run of each task: one index probe per task (the views' correlated lookup).
+        Index("ix_task_runs_task_start", "task_id", "start_time", "run_id"),
+        Index("ix_task_runs_start_time", "start_time"),
+        Index("ix_task_runs_parent_run", "parent_run_id"),
+        # Active runs: a partial index stays tiny however long the history grows. MySQL has
+        # no partial indexes; its plain index on status serves the same range scan.
+        Index(
+            "ix_task_runs_active",
+            "status",
+            "hostname",
+            postgresql_where=literal_column_in("status", ACTIVE_STATUS_VALUES),
+            sqlite_where=literal_column_in("status", ACTIVE_STATUS_VALUES),
+        ),
+        **_MYSQL_TABLE_OPTIONS,
+    )
+    subtask_progress = Table(
+        "subtask_progress",
+        md,
+        Column("progress_id", _serial(), primary_key=True, autoincrement=True),
+        Column(
+            "run_id",
+            _uuid(),
+            ForeignKey(task_runs.c.run_id, name="fk_subtask_progress_run", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("subtask_number", Integer, nullable=False),
+        Column("subtask_name", String(500)),
+        Column("status", String(20), nullable=False),
+        Column("start_time", UTCDateTime()),
+        Column("end_time", UTCDateTime()),
+        Column("last_update", UTCDateTime(), nullable=False),
+        Column("percent_complete", Double),
+        Column("progress_message", _long_text()),
+        Column("items_total", BigInteger),
+        Column("items_complete", BigInteger, nullable=False, server_default="0"),
+        Column("error_message", _long_text()),
+        _status_check("subtask_progress"),
+        UniqueConstraint("run_id", "subtask_number", name="uq_subtask_progress_run_number"),
+        **_MYSQL_TABLE_OPTIONS,
+    )
+    return Tables(md, schema_info, stages, tasks, task_runs, subtask_progress, schema)
+
+
+def literal_column_in(name: str, values: Sequence[str]) -> Any:
+    from sqlalchemy import column
+
+    return column(name).in_([literal(v) for v in values])
+
+
+def current_task_status_select(t: Tables) -> Select[Any]:
+    """Every registered task with its latest run (by start time) and that run's current
+    subtask; a task that never ran has status NOT_STARTED and no run fields."""
+    runs, sp = t.task_runs, t.subtask_progress
+    inner = runs.alias("latest_run")
+    latest = (
+        select(inner.c.run_id)
+        .where(inner.c.task_id == t.tasks.c.task_id)
+        .order_by(inner.c.start_time.desc(), inner.c.run_id.desc())
+        .limit(1)
+        .correlate(t.tasks)
+        .scalar_subquery()
+    )
+    status = case((runs.c.status.is_(None), literal("NOT_STARTED")), else_=runs.c.status)
+    return select(
+        t.stages.c.stage_name,
+        t.stages.c.stage_order,
+        t.tasks.c.task_id,
+        t.tasks.c.task_name,
+        t.tasks.c.task_type,
+        t.tasks.c.task_order,
+        t.tasks.c.script_path,
+        t.tasks.c.script_filename,
+        t.tasks.c.log_path,
+        t.tasks.c.log_filename,
+        status.label("status"),
+        runs.c.run_id,
+        runs.c.hostname,
+        runs.c.process_id,
+        runs.c.user_name,
+        runs.c.start_time,
+        runs.c.end_time,
+        runs.c.last_update,
+        runs.c.total_subtasks,
+        runs.c.current_subtask,
+        runs.c.overall_percent_complete,
+        runs.c.overall_progress_message,
+        sp.c.subtask_name,
+        sp.c.status.label("subtask_status"),
+        sp.c.percent_complete.label("subtask_percent_complete"),
+        sp.c.items_total,
+        sp.c.items_complete,
+        runs.c.error_message,
+    ).select_from(
+        t.stages.join(t.tasks, t.tasks.c.stage_id == t.stages.c.stage_id)
+        .outerjoin(runs, runs.c.run_id == latest)
+        .outerjoin(
+            sp,
+            and_(sp.c.run_id == runs.c.run_id, sp.c.subtask_number == runs.c.current_subtask),
+        )
+    )
+
+
+def run_select(t: Tables) -> Select[Any]:
+    """Runs joined with their task and stage: the shape of a RunRecord."""
+    runs = t.task_runs
+    return select(
+        runs.c.run_id,
+        runs.c.task_id,
+        t.stages.c.stage_name,
+        t.stages.c.stage_order,
+        t.tasks.c.task_name,
+        t.tasks.c.task_type,
+        t.tasks.c.task_order,
+        *[c for c in runs.c if c.name not in ("run_id", "task_id", "process_start_time")],
+    ).select_from(
+        runs.join(t.tasks, t.tasks.c.task_id == runs.c.task_id).join(
+            t.stages, t.stages.c.stage_id == t.tasks.c.stage_id
+        )
+    )
+
+
+def active_tasks_select(t: Tables) -> Select[Any]:
+    """Runs that are STARTED or RUNNING."""
+    return run_select(t).where(t.task_runs.c.status.in_(ACTIVE_STATUS_VALUES))
+
+
+VIEWS = {
+    "current_task_status": current_task_status_select,
+    "active_tasks": active_tasks_select,
+}
+
+
+def _compile(stmt: Any, dialect: Dialect) -> str:
+    return str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})).strip()
+
+
+def _pg_triggers(t: Tables) -> list[str]:
+    fn = t.qualified("tasker_touch")
+    # A BEFORE UPDATE trigger keeps last_update / updated_at current for any writer, tasker or
+    # not, while keeping a timestamp the writer set on purpose (e.g. a replayed journal).
+    stmts = [
+        f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "BEGIN\n"
+        "    IF TG_TABLE_NAME IN ('task_runs', 'subtask_progress') THEN\n"
+        "        IF NEW.last_update IS NOT DISTINCT FROM OLD.last_update THEN\n"
+        "            NEW.last_update := now();\n"
+        "        END IF;\n"
+        "    ELSIF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN\n"
+        "        NEW.updated_at := now();\n"
+        "    END IF;\n"
+        "    RETURN NEW;\n"
+        "END\n"
+        "$$"
+    ]
+    for table in ("stages", "tasks", "task_runs", "subtask_progress"):
+        trigger = f"trg_{table}_touch"
+        stmts.append(f"DROP TRIGGER IF EXISTS {trigger} ON {t.qualified(table)}")
+        stmts.append(
+            f"CREATE TRIGGER {trigger} BEFORE UPDATE ON {t.qualified(table)} "
+            f"FOR EACH ROW EXECUTE FUNCTION {fn}()"
+        )
+    return stmts
+
+
+def ddl_statements(dialect_name: str, schema: str | None = None) -> list[str]:
+    """Every statement that creates the schema on ``dialect_name``, in order.
+
+    ``schema_info`` comes last, so that its presence means the schema is complete.
+    """
+    dialect = DIALECTS[dialect_name]
+    t = build_tables(schema)
+    stmts: list[str] = []
+    if dialect_name == "postgresql" and schema:
+        stmts.append(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for table in t.metadata.sorted_tables:
+        if table is t.schema_info:
+            continue
+        stmts.append(_compile(CreateTable(table, if_not_exists=True), dialect))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            stmts.append(_compile(CreateIndex(index), dialect))
+    for name, build in VIEWS.items():
+        body = _compile(build(t), dialect)
+        if dialect_name == "sqlite":
+            stmts.append(f"DROP VIEW IF EXISTS {name}")
+            stmts.append(f"CREATE VIEW {name} AS\n{body}")
+        else:
+            stmts.append(f"CREATE OR REPLACE VIEW {t.qualified(name)} AS\n{body}")
+    if dialect_name == "postgresql":
+        stmts.extend(_pg_triggers(t))
+    stmts.append(_compile(CreateTable(t.schema_info, if_not_exists=True), dialect))
+    return stmts
+
+
+def render_sql(dialect_name: str) -> str:
+    """The generated ``schema/<dialect>.sql`` text (PostgreSQL in the default schema)."""
+    schema = "tasker" if dialect_name == "postgresql" else None
+    head = (
+        f"-- tasker schema version {SCHEMA_VERSION} for {dialect_name}.\n"
+        "-- Generated from tasker/schema.py by `python -m tasker.schema`; do not edit.\n"
+    )
+    body = ";\n\n".join(ddl_statements(dialect_name, schema)) + ";\n"
+    version = (
+        f"\nINSERT INTO {schema + '.' if schema else ''}schema_info (key, value) "
+        f"VALUES ('schema_version', '{SCHEMA_VERSION}');\n"
+    )
+    if dialect_name == "mysql":
+        version = version.replace("(key, value)", "(`key`, value)")
+    return head + "\n" + body + version
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write schema/<dialect>.sql from tasker.schema")
+    parser.add_argument("--out", default="schema", help="output folder (default: schema)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in DIALECTS:
+        (out / f"{name}.sql").write_text(render_sql(name), encoding="utf-8")
+        print(f"wrote {out / f'{name}.sql'}")
+    return 0
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

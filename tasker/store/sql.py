@@ -1,0 +1,833 @@
+"""The SQLAlchemy store: every statement tasker runs against its database is built here."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.sql.elements import ColumnElement
+
+from tasker.config import Config
+from tasker.errors import (
+    DatabaseError,
+    SchemaVersionError,
+    TaskerError,
+    UnknownRunError,
+    UnknownSubtaskError,
+)
+from tasker.models import (
+    NewRun,
+    RunRecord,
+    StageRecord,
+    Status,
+    SubtaskRecord,
+    TaskRecord,
+    TaskSpec,
+    TaskStatusRecord,
+)
+from tasker.schema import (
+    SCHEMA_VERSION,
+    Tables,
+    active_tasks_select,
+    build_tables,
+    current_task_status_select,
+    ddl_statements,
+    run_select,
+)
+from tasker.store.engine import is_transient, make_engine, wrap_db_error
+
+__all__ = ["SqlStore", "open_store"]
+
+T = TypeVar("T")
+_OPEN_SUBTASK = ("NOT_STARTED", "STARTED", "RUNNING")
+_TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "CANCELLED")
+_RETRY_SECONDS = 60.0
+# A lock id every tasker process agrees on, for serialising schema creation.
+_PG_LOCK_KEY = 0x7A5C3E1
+
+
+def _ordered(col: Any) -> Any:
+    """NULLs last on every backend (MySQL has no NULLS LAST)."""
+    return case((col.is_(None), 1), else_=0)
+
+
+class SqlStore:
+    """Reads and writes tasker's tables. Thread-safe; one per process and configuration."""
+
+    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine if engine is not None else make_engine(config)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "mariadb":
+            self.dialect = "mysql"
+        self.t: Tables = build_tables(config.db_schema)
+        self._task_ids: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._schema_checked = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _run(self, doing: str, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``fn`` in one transaction, retrying transient failures (locks, deadlocks)."""
+        deadline = time.monotonic() + _RETRY_SECONDS
+        attempt = 0
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    if not write and self.dialect == "sqlite":
+                        conn = conn.execution_options(sqlite_begin="DEFERRED")
+                    with conn.begin():
+                        return fn(conn)
+            except TaskerError:
+                raise
+            except SQLAlchemyError as exc:
+                attempt += 1
+                if is_transient(exc) and time.monotonic() < deadline:
+                    time.sleep(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))
+                    continue
+                raise wrap_db_error(exc, self.config, doing) from None
+
+    def _insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any]) -> None:
+        """Insert unless a unique key already holds the row (another writer's, just now)."""
+        if self.dialect == "postgresql":
+            stmt: Any = pg_dialect.insert(table).values(values).on_conflict_do_nothing()
+        elif self.dialect == "sqlite":
+            stmt = sqlite_dialect.insert(table).values(values).on_conflict_do_nothing()
+        else:
+            pk = next(iter(table.primary_key.columns))
+            stmt = mysql_dialect.insert(table).values(values).on_duplicate_key_update({pk.name: pk})
+        conn.execute(stmt)
+
+    # ------------------------------------------------------------------ schema
+
+    def schema_version(self) -> int | None:
+        """The stored schema version, or None when the schema does not exist."""
+        info = self.t.schema_info
+
+        def read(conn: Connection) -> int | None:
+            if not self.engine.dialect.has_table(conn, "schema_info", schema=self.t.schema):
+                return None
+            value = conn.execute(
+                select(info.c.value).where(info.c.key == "schema_version")
+            ).scalar_one_or_none()
+            return int(value) if value is not None else None
+
+        return self._run("reading the schema version", read, write=False)
+
+    def create_schema(self) -> bool:
+        """Create every table, index, view and trigger unless they exist; True if created.
+
+        Safe when many processes call it at once on an empty database: creation runs under
+        a database-wide lock (an advisory lock, GET_LOCK, or SQLite's write lock).
+        """
+
+        def create(conn: Connection) -> bool:
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            elif self.dialect == "mysql":
+                got = conn.execute(text("SELECT GET_LOCK('tasker_schema', 120)")).scalar()
+                if got != 1:
+                    raise DatabaseError("timed out waiting for another process creating the schema")
+            try:
+                version = self._read_version(conn)
+                if version is not None:
+                    self._check_version(version)
+                    return False
+                for stmt in ddl_statements(self.dialect, self.t.schema):
+                    self._exec_ddl(conn, stmt)
+                conn.execute(
+                    self.t.schema_info.insert().values(
+                        key="schema_version", value=str(SCHEMA_VERSION)
+                    )
+                )
+                return True
+            finally:
+                if self.dialect == "mysql":
+                    conn.execute(text("SELECT RELEASE_LOCK('tasker_schema')"))
+
+        created = self._run("creating the schema", create)
+        self._schema_checked = True
+        return created
+
+    def _exec_ddl(self, conn: Connection, stmt: str) -> None:
+        if self.dialect == "mysql" and stmt.startswith("CREATE INDEX"):
+            # MySQL DDL is not transactional: after an interrupted creation an index may
+            # already exist. 1061 = duplicate key name.
+            try:
+                conn.exec_driver_sql(stmt)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "args", (None,))[0] != 1061:
+                    raise
+            return
+        conn.exec_driver_sql(stmt.replace("%", "%%") if self.dialect != "sqlite" else stmt)
+
+    def _read_version(self, conn: Connection) -> int | None:
+        if not self.engine.dialect.has_table(conn, "schema_info", schema=self.t.schema):
+            return None
+        value = conn.execute(
+            select(self.t.schema_info.c.value).where(self.t.schema_info.c.key == "schema_version")
+        ).scalar_one_or_none()
+        return int(value) if value is not None else None
+
+    @staticmethod
+    def _check_version(version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the database holds tasker schema version {version}, newer than the version "
+                f"{SCHEMA_VERSION} this tasker understands: upgrade pipeline-tasker"
+            )
+
+    def ensure_schema(self) -> None:
+        """Create the schema on first use; check its version once per store."""
+        if not self._schema_checked:
+            with self._lock:
+                self._ensure_schema_locked()
+
+    def _ensure_schema_locked(self) -> None:
+        if self._schema_checked:  # another thread did it while this one waited
+            return
+        version = self.schema_version()
+        if version is None:
+            self.create_schema()
+        else:
+            self._check_version(version)
+        self._schema_checked = True
+
+    def drop_schema(self) -> None:
+        """Drop every tasker object (for tests and ``tasker purge --all``)."""
+
+        def drop(conn: Connection) -> None:
+            for view in ("current_task_status", "active_tasks"):
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {self.t.qualified(view)}")
+            self.t.metadata.drop_all(conn, checkfirst=True)
+
+        self._run("dropping the schema", drop)
+        self._task_ids.clear()
+        self._schema_checked = False
+
+    # ------------------------------------------------------------------ registration
+
+    def _ensure_stage(
+        self,
+        conn: Connection,
+        name: str,
+        order: int | None,
+        description: str | None,
+        now: datetime,
+    ) -> int:
+        stages = self.t.stages
+        row = conn.execute(
+            select(stages.c.stage_id, stages.c.stage_order, stages.c.description).where(
+                stages.c.stage_name == name
+            )
+        ).first()
+        if row is None:
+            if order is None:
+                order = (
+                    conn.execute(
+                        select(func.coalesce(func.max(stages.c.stage_order), 0))
+                    ).scalar_one()
+                    + 1
+                )
+            self._insert_ignore(
+                conn,
+                stages,
+                {
+                    "stage_name": name,
+                    "stage_order": order,
+                    "description": description,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            return int(
+                conn.execute(
+                    select(stages.c.stage_id).where(stages.c.stage_name == name)
+                ).scalar_one()
+            )
+        changes: dict[str, Any] = {}
+        if order is not None and order != row.stage_order:
+            changes["stage_order"] = order
+        if description is not None and description != row.description:
+            changes["description"] = description
+        if changes:
+            changes["updated_at"] = now
+            conn.execute(update(stages).where(stages.c.stage_id == row.stage_id).values(changes))
+        return int(row.stage_id)
+
+    def _ensure_task(self, conn: Connection, spec: TaskSpec, now: datetime) -> int:
+        tasks = self.t.tasks
+        stage_id = self._ensure_stage(
+            conn, spec.stage, spec.stage_order, spec.stage_description, now
+        )
+        given = {
+            "task_type": spec.task_type,
+            "task_order": spec.task_order,
+            "description": spec.description,
+            "script_path": spec.script_path,
+            "script_filename": spec.script_filename,
+            "log_path": spec.log_path,
+            "log_filename": spec.log_filename,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        where = and_(tasks.c.stage_id == stage_id, tasks.c.task_name == spec.name)
+        row = conn.execute(select(tasks).where(where)).first()
+        if row is None:
+            if "task_order" not in given:
+                given["task_order"] = (
+                    conn.execute(
+                        select(func.coalesce(func.max(tasks.c.task_order), 0)).where(
+                            tasks.c.stage_id == stage_id
+                        )
+                    ).scalar_one()
+                    + 1
+                )
+            self._insert_ignore(
+                conn,
+                tasks,
+                {
+                    "stage_id": stage_id,
+                    "task_name": spec.name,
+                    "created_at": now,
+                    "updated_at": now,
+                    **given,
+                },
+            )
+            return int(conn.execute(select(tasks.c.task_id).where(where)).scalar_one())
+        changes: dict[str, Any] = {k: v for k, v in given.items() if getattr(row, k) != v}
+        if changes:
+            changes["updated_at"] = now
+            conn.execute(update(tasks).where(tasks.c.task_id == row.task_id).values(changes))
+        return int(row.task_id)
+
+    def register_tasks(self, specs: Sequence[TaskSpec], now: datetime) -> list[int]:
+        """Register (or update in place) every task in one transaction; return their ids."""
+
+        def register(conn: Connection) -> list[int]:
+            return [self._ensure_task(conn, spec, now) for spec in specs]
+
+        ids = self._run("registering tasks", register)
+        with self._lock:
+            for spec, task_id in zip(specs, ids, strict=True):
+                self._task_ids[(spec.stage, spec.name)] = task_id
+        return ids
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, run: NewRun) -> None:
+        """Insert a run, registering its stage and task on the fly when they are new."""
+        key = (run.stage, run.task)
+        values = {
+            "run_id": run.run_id,
+            "status": run.status.value,
+            "last_update": run.start_time,
+            "heartbeat": run.start_time,
+            **{
+                name: getattr(run, name)
+                for name in (
+                    "parent_run_id",
+                    "hostname",
+                    "process_id",
+                    "parent_pid",
+                    "process_start_time",
+                    "user_name",
+                    "python_version",
+                    "command_line",
+                    "script_path",
+                    "script_filename",
+                    "log_path",
+                    "log_filename",
+                    "version",
+                    "git_commit",
+                    "git_branch",
+                    "git_dirty",
+                    "environment",
+                    "start_time",
+                    "total_subtasks",
+                    "overall_progress_message",
+                )
+            },
+        }
+
+        def insert(conn: Connection) -> int:
+            task_id = self._task_ids.get(key)
+            if task_id is None:
+                task_id = self._ensure_task(
+                    conn,
+                    TaskSpec(stage=run.stage, name=run.task, task_type=run.task_type),
+                    run.start_time,
+                )
+            conn.execute(self.t.task_runs.insert().values(task_id=task_id, **values))
+            return task_id
+
+        try:
+            task_id = self._run("recording the start of a run", insert)
+        except DatabaseError:
+            if key not in self._task_ids:
+                raise
+            # The cached task may have been purged meanwhile: look it up again.
+            self._task_ids.pop(key, None)
+            task_id = self._run("recording the start of a run", insert)
+        with self._lock:
+            self._task_ids[key] = task_id
+
+    def _missing_run(self, conn: Connection, run_id: str) -> UnknownRunError:
+        return UnknownRunError(
+            f"no run with run_id {run_id!r} in {self.config.driver} database: expected the "
+            "run_id returned by task_start()"
+        )
+
+    def _run_exists(self, conn: Connection, run_id: str) -> bool:
+        runs = self.t.task_runs
+        return (
+            conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is not None
+        )
+
+    def update_run(self, run_id: str, values: dict[str, Any], now: datetime) -> None:
+        """Set fields of a run (status, percent, message, …)."""
+        runs = self.t.task_runs
+
+        def apply(conn: Connection) -> None:
+            result = conn.execute(
+                update(runs).where(runs.c.run_id == run_id).values(last_update=now, **values)
+            )
+            if result.rowcount == 0:
+                raise self._missing_run(conn, run_id)
+
+        self._run("updating a run", apply)
+
+    def end_run(
+        self,
+        run_id: str,
+        status: Status,
+        values: dict[str, Any],
+        now: datetime,
+        subtask_message: str | None = None,
+    ) -> None:
+        """End a run with ``status``; its unfinished subtasks end the same way."""
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+
+        def apply(conn: Connection) -> None:
+            final = dict(values)
+            final.setdefault("end_time", now)
+            if status is Status.COMPLETED:
+                final.setdefault("overall_percent_complete", 100.0)
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(status=status.value, last_update=now, heartbeat=now, **final)
+            )
+            if result.rowcount == 0:
+                raise self._missing_run(conn, run_id)
+            sub_values: dict[str, Any] = {
+                "status": status.value,
+                "end_time": now,
+                "last_update": now,
+            }
+            if status is Status.COMPLETED:
+                sub_values["percent_complete"] = 100.0
+            elif subtask_message is not None:
+                sub_values["error_message"] = subtask_message
+            conn.execute(
+                update(sp)
+                .where(sp.c.run_id == run_id, sp.c.status.in_(_OPEN_SUBTASK))
+                .values(sub_values)
+            )
+
+        self._run("recording the end of a run", apply)
+
+    # ------------------------------------------------------------------ subtasks
+
+    def _current_subtask(self, conn: Connection, run_id: str) -> int:
+        runs = self.t.task_runs
+        row = conn.execute(select(runs.c.current_subtask).where(runs.c.run_id == run_id)).first()
+        if row is None:
+            raise self._missing_run(conn, run_id)
+        if row.current_subtask is None:
+            raise UnknownSubtaskError(
+                f"run {run_id} has no subtask yet: call subtask_start() first, or pass "
+                "subtask_number"
+            )
+        return int(row.current_subtask)
+
+    def _missing_subtask(self, conn: Connection, run_id: str, number: int) -> TaskerError:
+        if not self._run_exists(conn, run_id):
+            return self._missing_run(conn, run_id)
+        sp = self.t.subtask_progress
+        numbers = (
+            conn.execute(
+                select(sp.c.subtask_number)
+                .where(sp.c.run_id == run_id)
+                .order_by(sp.c.subtask_number)
+            )
+            .scalars()
+            .all()
+        )
+        have = ", ".join(str(n) for n in numbers) or "none yet"
+        return UnknownSubtaskError(f"run {run_id} has no subtask {number}: its subtasks are {have}")
+
+    def start_subtask(
+        self,
+        run_id: str,
+        number: int | None,
+        name: str | None,
+        items_total: int | None,
+        message: str | None,
+        now: datetime,
+    ) -> int:
+        """Start subtask ``number`` (the next free one when None); return its number.
+
+        Restarting an existing number resets it. The run becomes RUNNING.
+        """
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+
+        def apply(conn: Connection) -> int:
+            # Touching the run first both checks it exists and, on PostgreSQL and MySQL,
+            # locks its row, so concurrent auto-numbering of one run is serialised.
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(status=_started_to_running(runs.c.status), last_update=now)
+            )
+            if result.rowcount == 0:
+                raise self._missing_run(conn, run_id)
+            n = number
+            if n is None:
+                n = (
+                    int(
+                        conn.execute(
+                            select(func.coalesce(func.max(sp.c.subtask_number), 0)).where(
+                                sp.c.run_id == run_id
+                            )
+                        ).scalar_one()
+                    )
+                    + 1
+                )
+            fields = {
+                "subtask_name": name,
+                "status": Status.STARTED.value,
+                "start_time": now,
+                "end_time": None,
+                "last_update": now,
+                "items_total": items_total,
+                "items_complete": 0,
+                "percent_complete": 0.0,
+                "progress_message": message,
+                "error_message": None,
+            }
+            exists = conn.execute(
+                select(sp.c.progress_id).where(sp.c.run_id == run_id, sp.c.subtask_number == n)
+            ).first()
+            if exists is None:
+                conn.execute(sp.insert().values(run_id=run_id, subtask_number=n, **fields))
+            else:
+                conn.execute(
+                    update(sp).where(sp.c.progress_id == exists.progress_id).values(fields)
+                )
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(current_subtask=n))
+            return n
+
+        try:
+            return self._run("starting a subtask", apply)
+        except DatabaseError as exc:
+            # Two writers numbered the same new subtask at once (SQLite and MySQL can let
+            # that through): number again.
+            reason = str(exc).lower()
+            if number is None and ("unique" in reason or "duplicate" in reason):
+                return self._run("starting a subtask", apply)
+            raise
+
+    def update_subtask(
+        self,
+        run_id: str,
+        number: int | None,
+        values: dict[str, Any],
+        now: datetime,
+        *,
+        items_complete: int | None = None,
+    ) -> int:
+        """Set fields of a subtask (the run's current one when ``number`` is None)."""
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+
+        def apply(conn: Connection) -> int:
+            n = number if number is not None else self._current_subtask(conn, run_id)
+            fields: dict[str, Any] = {"last_update": now, **values}
+            if "status" not in fields:
+                fields["status"] = _started_to_running(sp.c.status)
+            if items_complete is not None:
+                fields["items_complete"] = items_complete
+                if "percent_complete" not in fields:
+                    fields["percent_complete"] = _percent_of(literal(items_complete), sp)
+            result = conn.execute(
+                update(sp)
+                .where(sp.c.run_id == run_id, sp.c.subtask_number == n)
+                .ordered_values(*fields.items())
+            )
+            if result.rowcount == 0:
+                raise self._missing_subtask(conn, run_id, n)
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(status=_started_to_running(runs.c.status), last_update=now)
+            )
+            if fields.get("status") in _TERMINAL:
+                self._roll_up_percent(conn, run_id)
+            return n
+
+        return self._run("updating a subtask", apply)
+
+    def increment_subtask(self, run_id: str, number: int | None, by: int, now: datetime) -> int:
+        """Add ``by`` items to a subtask atomically (safe with many concurrent writers)."""
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+
+        def apply(conn: Connection) -> int:
+            n = number if number is not None else self._current_subtask(conn, run_id)
+            new_count = sp.c.items_complete + by
+            # MySQL evaluates SET assignments left to right, each seeing the ones before:
+            # everything that reads items_complete must come before it is assigned.
+            result = conn.execute(
+                update(sp)
+                .where(sp.c.run_id == run_id, sp.c.subtask_number == n)
+                .ordered_values(
+                    (sp.c.percent_complete, _percent_of(new_count, sp)),
+                    (sp.c.status, _started_to_running(sp.c.status)),
+                    (sp.c.last_update, now),
+                    (sp.c.items_complete, new_count),
+                )
+            )
+            if result.rowcount == 0:
+                raise self._missing_subtask(conn, run_id, n)
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.status == Status.STARTED.value)
+                .values(status=Status.RUNNING.value, last_update=now)
+            )
+            return n
+
+        return self._run("incrementing a subtask", apply)
+
+    def _roll_up_percent(self, conn: Connection, run_id: str) -> None:
+        """With total_subtasks known, the run's percent is the share of subtasks ended."""
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+        ended = (
+            select(func.count())
+            .select_from(sp)
+            .where(sp.c.run_id == run_id, sp.c.status.in_(_TERMINAL))
+            .scalar_subquery()
+        )
+        share = ended * 100.0 / runs.c.total_subtasks
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_id == run_id, runs.c.total_subtasks > 0)
+            .values(overall_percent_complete=case((share > 100.0, 100.0), else_=share))
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    def task_status(
+        self,
+        stage: str | None = None,
+        task: str | None = None,
+        status: Sequence[str] | None = None,
+    ) -> list[TaskStatusRecord]:
+        view = current_task_status_select(self.t).subquery("current_task_status")
+        stmt = select(view)
+        if stage is not None:
+            stmt = stmt.where(view.c.stage_name == stage)
+        if task is not None:
+            stmt = stmt.where(view.c.task_name == task)
+        if status:
+            stmt = stmt.where(view.c.status.in_(list(status)))
+        stmt = stmt.order_by(
+            _ordered(view.c.stage_order),
+            view.c.stage_order,
+            view.c.stage_name,
+            _ordered(view.c.task_order),
+            view.c.task_order,
+            view.c.task_name,
+        )
+        rows = self._run("reading task status", lambda c: c.execute(stmt).all(), write=False)
+        return [_task_status_record(r) for r in rows]
+
+    def active_runs(self) -> list[RunRecord]:
+        sel = active_tasks_select(self.t).subquery("active_tasks")
+        stmt = select(sel).order_by(
+            _ordered(sel.c.stage_order),
+            sel.c.stage_order,
+            _ordered(sel.c.task_order),
+            sel.c.task_order,
+            sel.c.start_time,
+        )
+        rows = self._run("reading active runs", lambda c: c.execute(stmt).all(), write=False)
+        return [_run_record(r) for r in rows]
+
+    def history(
+        self,
+        *,
+        stage: str | None = None,
+        task: str | None = None,
+        status: Sequence[str] | None = None,
+        hostname: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        runs = self.t.task_runs
+        stmt = run_select(self.t)
+        conds: list[ColumnElement[bool]] = []
+        if stage is not None:
+            conds.append(self.t.stages.c.stage_name == stage)
+        if task is not None:
+            conds.append(self.t.tasks.c.task_name == task)
+        if status:
+            conds.append(runs.c.status.in_(list(status)))
+        if hostname is not None:
+            conds.append(runs.c.hostname == hostname)
+        if since is not None:
+            conds.append(runs.c.start_time >= since)
+        if until is not None:
+            conds.append(runs.c.start_time < until)
+        if conds:
+            stmt = stmt.where(*conds)
+        stmt = stmt.order_by(runs.c.start_time.desc(), runs.c.run_id.desc()).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        rows = self._run("reading run history", lambda c: c.execute(stmt).all(), write=False)
+        return [_run_record(r) for r in rows]
+
+    def get_run(self, run_id: str) -> RunRecord:
+        stmt = run_select(self.t).where(self.t.task_runs.c.run_id == run_id)
+
+        def read(conn: Connection) -> RunRecord:
+            row = conn.execute(stmt).first()
+            if row is None:
+                raise self._missing_run(conn, run_id)
+            return _run_record(row)
+
+        return self._run("reading a run", read, write=False)
+
+    def subtasks(self, run_id: str) -> list[SubtaskRecord]:
+        sp = self.t.subtask_progress
+        stmt = select(sp).where(sp.c.run_id == run_id).order_by(sp.c.subtask_number)
+
+        def read(conn: Connection) -> list[SubtaskRecord]:
+            rows = conn.execute(stmt).all()
+            if not rows and not self._run_exists(conn, run_id):
+                raise self._missing_run(conn, run_id)
+            return [_subtask_record(r) for r in rows]
+
+        return self._run("reading subtasks", read, write=False)
+
+    def tasks(self, stage: str | None = None) -> list[TaskRecord]:
+        st, tk = self.t.stages, self.t.tasks
+        stmt = select(
+            tk.c.task_id,
+            st.c.stage_id,
+            st.c.stage_name,
+            st.c.stage_order,
+            tk.c.task_name,
+            tk.c.task_type,
+            tk.c.task_order,
+            tk.c.description,
+            tk.c.script_path,
+            tk.c.script_filename,
+            tk.c.log_path,
+            tk.c.log_filename,
+            tk.c.created_at,
+            tk.c.updated_at,
+        ).select_from(tk.join(st, st.c.stage_id == tk.c.stage_id))
+        if stage is not None:
+            stmt = stmt.where(st.c.stage_name == stage)
+        stmt = stmt.order_by(
+            _ordered(st.c.stage_order),
+            st.c.stage_order,
+            st.c.stage_name,
+            _ordered(tk.c.task_order),
+            tk.c.task_order,
+            tk.c.task_name,
+        )
+        rows = self._run("reading tasks", lambda c: c.execute(stmt).all(), write=False)
+        return [TaskRecord(**r._mapping) for r in rows]
+
+    def stages(self) -> list[StageRecord]:
+        st = self.t.stages
+        stmt = select(st).order_by(_ordered(st.c.stage_order), st.c.stage_order, st.c.stage_name)
+        rows = self._run("reading stages", lambda c: c.execute(stmt).all(), write=False)
+        return [StageRecord(**r._mapping) for r in rows]
+
+    def find_task_by_script(self, script_filename: str) -> list[TaskRecord]:
+        return [t for t in self.tasks() if t.script_filename == script_filename]
+
+
+def _started_to_running(col: Any) -> Any:
+    return case((col == Status.STARTED.value, Status.RUNNING.value), else_=col)
+
+
+def _percent_of(count: Any, sp: Any) -> Any:
+    share = count * 100.0 / sp.c.items_total
+    return case(
+        (sp.c.items_total > 0, case((count >= sp.c.items_total, 100.0), else_=share)),
+        else_=sp.c.percent_complete,
+    )
+
+
+def _status(value: Any) -> Status:
+    return Status(value)
+
+
+def _task_status_record(row: Row[Any]) -> TaskStatusRecord:
+    m = dict(row._mapping)
+    m["status"] = _status(m["status"])
+    if m["subtask_status"] is not None:
+        m["subtask_status"] = _status(m["subtask_status"])
+    m["run_id"] = _str_or_none(m["run_id"])
+    return TaskStatusRecord(**m)
+
+
+def _run_record(row: Row[Any]) -> RunRecord:
+    m = dict(row._mapping)
+    m["status"] = _status(m["status"])
+    m["run_id"] = str(m["run_id"])
+    m["parent_run_id"] = _str_or_none(m["parent_run_id"])
+    if m["git_dirty"] is not None:
+        m["git_dirty"] = bool(m["git_dirty"])
+    return RunRecord(**m)
+
+
+def _subtask_record(row: Row[Any]) -> SubtaskRecord:
+    m = dict(row._mapping)
+    m["status"] = _status(m["status"])
+    m["run_id"] = str(m["run_id"])
+    return SubtaskRecord(**m)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def open_store(config: Config) -> SqlStore:
+    """A store for ``config`` (nothing is connected until the first operation)."""
+    return SqlStore(config)
