@@ -459,7 +459,7 @@ def _parse_url(value: str, source: str) -> tuple[dict[str, Any], str, tuple[tupl
 
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         masked = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", value)
         raise ConfigError(
             f"{source}: {masked!r} is not a database URL: expected e.g. "

@@ -1,0 +1,123 @@
+-- tasker schema version 1 for mysql.
+-- Generated from tasker/schema.py by `python -m tasker.schema`; do not edit.
+
+CREATE TABLE IF NOT EXISTS stages (
+	stage_id BIGINT NOT NULL AUTO_INCREMENT, 
+	stage_name VARCHAR(100) NOT NULL, 
+	stage_order INTEGER, 
+	description LONGTEXT, 
+	created_at DATETIME(6) NOT NULL, 
+	updated_at DATETIME(6) NOT NULL, 
+	PRIMARY KEY (stage_id), 
+	CONSTRAINT uq_stages_stage_name UNIQUE (stage_name)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE INDEX ix_stages_stage_order ON stages (stage_order);
+
+CREATE TABLE IF NOT EXISTS tasks (
+	task_id BIGINT NOT NULL AUTO_INCREMENT, 
+	stage_id BIGINT NOT NULL, 
+	task_name VARCHAR(255) NOT NULL, 
+	task_type VARCHAR(20), 
+	task_order INTEGER, 
+	description LONGTEXT, 
+	script_path LONGTEXT, 
+	script_filename VARCHAR(255), 
+	log_path LONGTEXT, 
+	log_filename VARCHAR(255), 
+	created_at DATETIME(6) NOT NULL, 
+	updated_at DATETIME(6) NOT NULL, 
+	PRIMARY KEY (task_id), 
+	CONSTRAINT uq_tasks_stage_task UNIQUE (stage_id, task_name), 
+	CONSTRAINT fk_tasks_stage FOREIGN KEY(stage_id) REFERENCES stages (stage_id)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE INDEX ix_tasks_task_order ON tasks (stage_id, task_order);
+
+CREATE TABLE IF NOT EXISTS task_runs (
+	run_id VARCHAR(36) NOT NULL, 
+	task_id BIGINT NOT NULL, 
+	parent_run_id VARCHAR(36), 
+	status VARCHAR(20) NOT NULL, 
+	hostname VARCHAR(255) NOT NULL, 
+	process_id INTEGER NOT NULL, 
+	parent_pid INTEGER, 
+	process_start_time DOUBLE, 
+	user_name VARCHAR(100), 
+	python_version VARCHAR(50), 
+	command_line LONGTEXT, 
+	script_path LONGTEXT, 
+	script_filename VARCHAR(255), 
+	log_path LONGTEXT, 
+	log_filename VARCHAR(255), 
+	version VARCHAR(100), 
+	git_commit VARCHAR(64), 
+	git_branch VARCHAR(255), 
+	git_dirty BOOL, 
+	environment VARCHAR(100), 
+	start_time DATETIME(6), 
+	end_time DATETIME(6), 
+	last_update DATETIME(6) NOT NULL, 
+	heartbeat DATETIME(6), 
+	total_subtasks INTEGER, 
+	current_subtask INTEGER, 
+	overall_percent_complete DOUBLE, 
+	overall_progress_message LONGTEXT, 
+	exit_code INTEGER, 
+	cpu_seconds DOUBLE, 
+	peak_memory_mb DOUBLE, 
+	error_type VARCHAR(255), 
+	error_message LONGTEXT, 
+	error_detail LONGTEXT, 
+	PRIMARY KEY (run_id), 
+	CONSTRAINT ck_task_runs_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
+	CONSTRAINT fk_task_runs_task FOREIGN KEY(task_id) REFERENCES tasks (task_id) ON DELETE CASCADE
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE INDEX ix_task_runs_active ON task_runs (status, hostname);
+
+CREATE INDEX ix_task_runs_parent_run ON task_runs (parent_run_id);
+
+CREATE INDEX ix_task_runs_start_time ON task_runs (start_time);
+
+CREATE INDEX ix_task_runs_task_start ON task_runs (task_id, start_time, run_id);
+
+CREATE TABLE IF NOT EXISTS subtask_progress (
+	progress_id BIGINT NOT NULL AUTO_INCREMENT, 
+	run_id VARCHAR(36) NOT NULL, 
+	subtask_number INTEGER NOT NULL, 
+	subtask_name VARCHAR(500), 
+	status VARCHAR(20) NOT NULL, 
+	start_time DATETIME(6), 
+	end_time DATETIME(6), 
+	last_update DATETIME(6) NOT NULL, 
+	percent_complete DOUBLE, 
+	progress_message LONGTEXT, 
+	items_total BIGINT, 
+	items_complete BIGINT NOT NULL DEFAULT '0', 
+	error_message LONGTEXT, 
+	PRIMARY KEY (progress_id), 
+	CONSTRAINT ck_subtask_progress_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
+	CONSTRAINT uq_subtask_progress_run_number UNIQUE (run_id, subtask_number), 
+	CONSTRAINT fk_subtask_progress_run FOREIGN KEY(run_id) REFERENCES task_runs (run_id) ON DELETE CASCADE
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE OR REPLACE VIEW current_task_status AS
+SELECT stages.stage_name, stages.stage_order, tasks.task_id, tasks.task_name, tasks.task_type, tasks.task_order, tasks.script_path, tasks.script_filename, tasks.log_path, tasks.log_filename, CASE WHEN (task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE task_runs.status END AS status, task_runs.run_id, task_runs.hostname, task_runs.process_id, task_runs.user_name, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, subtask_progress.subtask_name, subtask_progress.status AS subtask_status, subtask_progress.percent_complete AS subtask_percent_complete, subtask_progress.items_total, subtask_progress.items_complete, task_runs.error_message 
+FROM stages INNER JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_runs ON task_runs.run_id = (SELECT latest_run.run_id 
+FROM task_runs AS latest_run 
+WHERE latest_run.task_id = tasks.task_id ORDER BY latest_run.start_time DESC, latest_run.run_id DESC 
+ LIMIT 1) LEFT OUTER JOIN subtask_progress ON subtask_progress.run_id = task_runs.run_id AND subtask_progress.subtask_number = task_runs.current_subtask;
+
+CREATE OR REPLACE VIEW active_tasks AS
+SELECT task_runs.run_id, task_runs.task_id, stages.stage_name, stages.stage_order, tasks.task_name, tasks.task_type, tasks.task_order, task_runs.parent_run_id, task_runs.status, task_runs.hostname, task_runs.process_id, task_runs.parent_pid, task_runs.user_name, task_runs.python_version, task_runs.command_line, task_runs.script_path, task_runs.script_filename, task_runs.log_path, task_runs.log_filename, task_runs.version, task_runs.git_commit, task_runs.git_branch, task_runs.git_dirty, task_runs.environment, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.heartbeat, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, task_runs.exit_code, task_runs.cpu_seconds, task_runs.peak_memory_mb, task_runs.error_type, task_runs.error_message, task_runs.error_detail 
+FROM task_runs INNER JOIN tasks ON tasks.task_id = task_runs.task_id INNER JOIN stages ON stages.stage_id = tasks.stage_id 
+WHERE task_runs.status IN ('STARTED', 'RUNNING');
+
+CREATE TABLE IF NOT EXISTS schema_info (
+	`key` VARCHAR(64) NOT NULL, 
+	value VARCHAR(255) NOT NULL, 
+	PRIMARY KEY (`key`)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+INSERT INTO schema_info (`key`, value) VALUES ('schema_version', '1');

@@ -1,0 +1,154 @@
+-- tasker schema version 1 for postgresql.
+-- Generated from tasker/schema.py by `python -m tasker.schema`; do not edit.
+
+CREATE SCHEMA IF NOT EXISTS tasker;
+
+CREATE TABLE IF NOT EXISTS tasker.stages (
+	stage_id BIGSERIAL NOT NULL, 
+	stage_name VARCHAR(100) NOT NULL, 
+	stage_order INTEGER, 
+	description TEXT, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	PRIMARY KEY (stage_id), 
+	CONSTRAINT uq_stages_stage_name UNIQUE (stage_name)
+);
+
+CREATE INDEX ix_stages_stage_order ON tasker.stages (stage_order);
+
+CREATE TABLE IF NOT EXISTS tasker.tasks (
+	task_id BIGSERIAL NOT NULL, 
+	stage_id BIGINT NOT NULL, 
+	task_name VARCHAR(255) NOT NULL, 
+	task_type VARCHAR(20), 
+	task_order INTEGER, 
+	description TEXT, 
+	script_path TEXT, 
+	script_filename VARCHAR(255), 
+	log_path TEXT, 
+	log_filename VARCHAR(255), 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	PRIMARY KEY (task_id), 
+	CONSTRAINT uq_tasks_stage_task UNIQUE (stage_id, task_name), 
+	CONSTRAINT fk_tasks_stage FOREIGN KEY(stage_id) REFERENCES tasker.stages (stage_id)
+);
+
+CREATE INDEX ix_tasks_task_order ON tasker.tasks (stage_id, task_order);
+
+CREATE TABLE IF NOT EXISTS tasker.task_runs (
+	run_id UUID NOT NULL, 
+	task_id BIGINT NOT NULL, 
+	parent_run_id UUID, 
+	status VARCHAR(20) NOT NULL, 
+	hostname VARCHAR(255) NOT NULL, 
+	process_id INTEGER NOT NULL, 
+	parent_pid INTEGER, 
+	process_start_time DOUBLE PRECISION, 
+	user_name VARCHAR(100), 
+	python_version VARCHAR(50), 
+	command_line TEXT, 
+	script_path TEXT, 
+	script_filename VARCHAR(255), 
+	log_path TEXT, 
+	log_filename VARCHAR(255), 
+	version VARCHAR(100), 
+	git_commit VARCHAR(64), 
+	git_branch VARCHAR(255), 
+	git_dirty BOOLEAN, 
+	environment VARCHAR(100), 
+	start_time TIMESTAMP WITH TIME ZONE, 
+	end_time TIMESTAMP WITH TIME ZONE, 
+	last_update TIMESTAMP WITH TIME ZONE NOT NULL, 
+	heartbeat TIMESTAMP WITH TIME ZONE, 
+	total_subtasks INTEGER, 
+	current_subtask INTEGER, 
+	overall_percent_complete DOUBLE PRECISION, 
+	overall_progress_message TEXT, 
+	exit_code INTEGER, 
+	cpu_seconds DOUBLE PRECISION, 
+	peak_memory_mb DOUBLE PRECISION, 
+	error_type VARCHAR(255), 
+	error_message TEXT, 
+	error_detail TEXT, 
+	PRIMARY KEY (run_id), 
+	CONSTRAINT ck_task_runs_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
+	CONSTRAINT fk_task_runs_task FOREIGN KEY(task_id) REFERENCES tasker.tasks (task_id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_task_runs_active ON tasker.task_runs (status, hostname) WHERE status IN ('STARTED', 'RUNNING');
+
+CREATE INDEX ix_task_runs_parent_run ON tasker.task_runs (parent_run_id);
+
+CREATE INDEX ix_task_runs_start_time ON tasker.task_runs (start_time);
+
+CREATE INDEX ix_task_runs_task_start ON tasker.task_runs (task_id, start_time, run_id);
+
+CREATE TABLE IF NOT EXISTS tasker.subtask_progress (
+	progress_id BIGSERIAL NOT NULL, 
+	run_id UUID NOT NULL, 
+	subtask_number INTEGER NOT NULL, 
+	subtask_name VARCHAR(500), 
+	status VARCHAR(20) NOT NULL, 
+	start_time TIMESTAMP WITH TIME ZONE, 
+	end_time TIMESTAMP WITH TIME ZONE, 
+	last_update TIMESTAMP WITH TIME ZONE NOT NULL, 
+	percent_complete DOUBLE PRECISION, 
+	progress_message TEXT, 
+	items_total BIGINT, 
+	items_complete BIGINT DEFAULT '0' NOT NULL, 
+	error_message TEXT, 
+	PRIMARY KEY (progress_id), 
+	CONSTRAINT ck_subtask_progress_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
+	CONSTRAINT uq_subtask_progress_run_number UNIQUE (run_id, subtask_number), 
+	CONSTRAINT fk_subtask_progress_run FOREIGN KEY(run_id) REFERENCES tasker.task_runs (run_id) ON DELETE CASCADE
+);
+
+CREATE OR REPLACE VIEW tasker.current_task_status AS
+SELECT tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_id, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.tasks.script_path, tasker.tasks.script_filename, tasker.tasks.log_path, tasker.tasks.log_filename, CASE WHEN (tasker.task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE tasker.task_runs.status END AS status, tasker.task_runs.run_id, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.user_name, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.subtask_progress.subtask_name, tasker.subtask_progress.status AS subtask_status, tasker.subtask_progress.percent_complete AS subtask_percent_complete, tasker.subtask_progress.items_total, tasker.subtask_progress.items_complete, tasker.task_runs.error_message 
+FROM tasker.stages JOIN tasker.tasks ON tasker.tasks.stage_id = tasker.stages.stage_id LEFT OUTER JOIN tasker.task_runs ON tasker.task_runs.run_id = (SELECT latest_run.run_id 
+FROM tasker.task_runs AS latest_run 
+WHERE latest_run.task_id = tasker.tasks.task_id ORDER BY latest_run.start_time DESC, latest_run.run_id DESC 
+ LIMIT 1) LEFT OUTER JOIN tasker.subtask_progress ON tasker.subtask_progress.run_id = tasker.task_runs.run_id AND tasker.subtask_progress.subtask_number = tasker.task_runs.current_subtask;
+
+CREATE OR REPLACE VIEW tasker.active_tasks AS
+SELECT tasker.task_runs.run_id, tasker.task_runs.task_id, tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.task_runs.parent_run_id, tasker.task_runs.status, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.parent_pid, tasker.task_runs.user_name, tasker.task_runs.python_version, tasker.task_runs.command_line, tasker.task_runs.script_path, tasker.task_runs.script_filename, tasker.task_runs.log_path, tasker.task_runs.log_filename, tasker.task_runs.version, tasker.task_runs.git_commit, tasker.task_runs.git_branch, tasker.task_runs.git_dirty, tasker.task_runs.environment, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.heartbeat, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.task_runs.exit_code, tasker.task_runs.cpu_seconds, tasker.task_runs.peak_memory_mb, tasker.task_runs.error_type, tasker.task_runs.error_message, tasker.task_runs.error_detail 
+FROM tasker.task_runs JOIN tasker.tasks ON tasker.tasks.task_id = tasker.task_runs.task_id JOIN tasker.stages ON tasker.stages.stage_id = tasker.tasks.stage_id 
+WHERE tasker.task_runs.status IN ('STARTED', 'RUNNING');
+
+CREATE OR REPLACE FUNCTION tasker.tasker_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME IN ('task_runs', 'subtask_progress') THEN
+        IF NEW.last_update IS NOT DISTINCT FROM OLD.last_update THEN
+            NEW.last_update := now();
+        END IF;
+    ELSIF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS trg_stages_touch ON tasker.stages;
+
+CREATE TRIGGER trg_stages_touch BEFORE UPDATE ON tasker.stages FOR EACH ROW EXECUTE FUNCTION tasker.tasker_touch();
+
+DROP TRIGGER IF EXISTS trg_tasks_touch ON tasker.tasks;
+
+CREATE TRIGGER trg_tasks_touch BEFORE UPDATE ON tasker.tasks FOR EACH ROW EXECUTE FUNCTION tasker.tasker_touch();
+
+DROP TRIGGER IF EXISTS trg_task_runs_touch ON tasker.task_runs;
+
+CREATE TRIGGER trg_task_runs_touch BEFORE UPDATE ON tasker.task_runs FOR EACH ROW EXECUTE FUNCTION tasker.tasker_touch();
+
+DROP TRIGGER IF EXISTS trg_subtask_progress_touch ON tasker.subtask_progress;
+
+CREATE TRIGGER trg_subtask_progress_touch BEFORE UPDATE ON tasker.subtask_progress FOR EACH ROW EXECUTE FUNCTION tasker.tasker_touch();
+
+CREATE TABLE IF NOT EXISTS tasker.schema_info (
+	key VARCHAR(64) NOT NULL, 
+	value VARCHAR(255) NOT NULL, 
+	PRIMARY KEY (key)
+);
+
+INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '1');

@@ -1,0 +1,76 @@
+"""Many processes at once: schema creation races and atomic increments, on every backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tasker
+from tests.conftest import Backend
+
+WORKER = r"""
+import sys, time
+from pathlib import Path
+import tasker
+
+start_at, go_file, ready_dir, index = float(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+while time.time() < start_at:          # all workers leave this line together
+    time.sleep(0.001)
+tasker.create_schema()
+(ready_dir / index).write_text("ready")
+deadline = time.time() + 120
+while not go_file.exists() or not go_file.read_text().strip():
+    if time.time() > deadline:
+        sys.exit("no go signal")
+    time.sleep(0.01)
+run_id = go_file.read_text().strip()
+for _ in range(200):
+    tasker.subtask_increment(run_id=run_id, subtask_number=1)
+"""
+
+PROCESSES = 8
+
+
+def test_eight_processes_create_the_schema_and_increment_one_subtask(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER, encoding="utf-8")
+    go_file = tmp_path / "go"
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    start_at = time.time() + 3.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(start_at), str(go_file), str(ready), str(i)],
+            env=child_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(PROCESSES)
+    ]
+    try:
+        deadline = time.time() + 120
+        while len(list(ready.iterdir())) < PROCESSES and time.time() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.05)
+        run_id = tasker.task_start("LOAD", "parallel increments")
+        tasker.subtask_start("shared counter", items_total=PROCESSES * 200)
+        go_file.write_text(run_id)
+        results = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert sub.items_complete == PROCESSES * 200
+    assert sub.percent_complete == 100.0
+    assert sub.status == "RUNNING"

@@ -1,0 +1,118 @@
+"""The schema: generated DDL files, creation, views, constraints, triggers, versioning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+import tasker
+from tasker.recorder import RECORDER
+from tasker.schema import DIALECTS, SCHEMA_VERSION, render_sql
+from tests.conftest import ROOT, Backend
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_generated_sql_files_match_the_metadata(dialect: str) -> None:
+    path = ROOT / "schema" / f"{dialect}.sql"
+    assert path.read_text(encoding="utf-8") == render_sql(dialect), (
+        f"{path} is out of date: run `python -m tasker.schema`"
+    )
+
+
+def test_create_schema_is_idempotent_and_stores_the_version(db: Backend) -> None:
+    assert tasker.create_schema() is True
+    assert tasker.create_schema() is False
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION
+
+
+def test_schema_is_created_on_first_use(db: Backend) -> None:
+    assert RECORDER.raw_store.schema_version() is None
+    tasker.register_task("S", "T")
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION
+
+
+def test_views_answer_current_status_and_active_runs(db: Backend) -> None:
+    tasker.register_task("PREREQ", "never run")
+    done = tasker.task_start("STATIC", "done")
+    tasker.task_complete()
+    running = tasker.task_start("STATIC", "running")
+    tasker.subtask_start("step", items_total=10)
+    tasker.subtask_increment(3)
+    with RECORDER.raw_store.engine.connect() as conn:
+        rows = conn.execute(
+            text(f"SELECT task_name, status, items_complete FROM {db.table('current_task_status')}")
+        ).all()
+    statuses = {row[0]: tuple(row[1:]) for row in rows}
+    assert statuses == {
+        "never run": ("NOT_STARTED", None),
+        "done": ("COMPLETED", None),
+        "running": ("RUNNING", 3),
+    }
+    active = db.scalar(f"SELECT COUNT(*) FROM {db.table('active_tasks')}")
+    assert active == 1
+    assert str(db.scalar(f"SELECT run_id FROM {db.table('active_tasks')}")) == running
+    assert done != running
+
+
+def test_status_check_constraint_rejects_unknown_statuses(db: Backend) -> None:
+    run_id = tasker.task_start("S", "T")
+    with pytest.raises(Exception, match="(?i)check|constraint"):  # noqa: PT011 - driver's own
+        with RECORDER.raw_store.engine.begin() as conn:
+            conn.execute(
+                text(f"UPDATE {db.table('task_runs')} SET status = 'DONE' WHERE run_id = :r"),
+                {"r": run_id},
+            )
+    assert tasker.get_run(run_id).status == "STARTED"
+
+
+def test_newer_schema_version_is_refused(db: Backend) -> None:
+    tasker.create_schema()
+    with RECORDER.raw_store.engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE {db.table('schema_info')} SET value = '999'")
+        )
+    db.configure()  # a new process, in effect
+    with pytest.raises(tasker.SchemaVersionError, match="version 999.*upgrade pipeline-tasker"):
+        tasker.get_tasks()
+
+
+def test_postgresql_trigger_keeps_last_update(db: Backend) -> None:
+    if db.name != "postgresql":
+        pytest.skip("the last_update trigger is PostgreSQL's")
+    run_id = tasker.task_start("S", "T")
+    before = tasker.get_run(run_id).last_update
+    with RECORDER.raw_store.engine.begin() as conn:
+        conn.execute(
+            text(
+                f"UPDATE {db.table('task_runs')} SET overall_progress_message = 'by hand' "
+                "WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        )
+    after = tasker.get_run(run_id).last_update
+    assert before is not None and after is not None and after > before
+
+
+def test_postgresql_schema_name_is_configurable(db: Backend) -> None:
+    if db.name != "postgresql":
+        pytest.skip("schemas are PostgreSQL's")
+    tasker.register_task("S", "T")
+    schema = db.settings["schema"]
+    where = db.scalar(
+        "SELECT COUNT(*) FROM information_schema.tables "
+        f"WHERE table_schema = '{schema}' AND table_name IN "
+        "('stages', 'tasks', 'task_runs', 'subtask_progress', 'schema_info')"
+    )
+    assert where == 5
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Backend) -> None:
+    if db.name != "sqlite":
+        pytest.skip("SQLite pragmas")
+    tasker.register_task("S", "T")
+    assert db.scalar("PRAGMA journal_mode") == "wal"
+    assert db.scalar("PRAGMA foreign_keys") == 1
+    assert db.scalar("PRAGMA busy_timeout") >= 1000
+    assert Path(db.settings["path"]).is_file()
