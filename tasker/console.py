@@ -17,6 +17,9 @@ import sys
 __all__ = ["logger", "setup_console"]
 
 logger = logging.getLogger("tasker")
+# Library convention: with console output off and no logging configured, say nothing (rather
+# than Python's last-resort handler printing warnings and errors).
+logger.addHandler(logging.NullHandler())
 _HANDLER_NAME = "tasker-console"
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "get_task_history",
     "get_task_status",
     "get_tasks",
+    "stage_status",
+    "summarize_stages",
     "to_frame",
 ]
 
@@ -141,3 +143,35 @@ def get_tasks(stage: str | None = None, *, as_frame: bool = False) -> Any:
 def get_stages(*, as_frame: bool = False) -> Any:
     """Registered stages in stage order (``list[StageRecord]``)."""
     return _frame_or_list(RECORDER.store.stages(), StageRecord, as_frame)
+
+
+def stage_status(statuses: Sequence[Status]) -> Status:
+    """A stage's status from its tasks': any FAILED → FAILED; else any RUNNING → RUNNING;
+    else all COMPLETED (or SKIPPED) → COMPLETED; else any started → STARTED; else NOT_STARTED."""
+    if not statuses:
+        return Status.NOT_STARTED
+    if Status.FAILED in statuses:
+        return Status.FAILED
+    if Status.RUNNING in statuses:
+        return Status.RUNNING
+    if all(s in (Status.COMPLETED, Status.SKIPPED) for s in statuses):
+        return Status.COMPLETED
+    if any(s is not Status.NOT_STARTED for s in statuses):
+        return Status.STARTED
+    return Status.NOT_STARTED
+
+
+def summarize_stages(rows: Sequence[TaskStatusRecord]) -> list[dict[str, Any]]:
+    """Per stage, in order: name, derived status, tasks done and total."""
+    stages: dict[str, list[TaskStatusRecord]] = {}
+    for row in rows:
+        stages.setdefault(row.stage_name, []).append(row)
+    return [
+        {
+            "stage_name": name,
+            "status": stage_status([r.status for r in members]).value,
+            "done": sum(r.status in (Status.COMPLETED, Status.SKIPPED) for r in members),
+            "total": len(members),
+        }
+        for name, members in stages.items()
+    ]

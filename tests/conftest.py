@@ -66,7 +66,9 @@ def _driver_url(url: str) -> str:
     u = make_url(url)
     backend = u.drivername.split("+")[0]
     if "+" not in u.drivername:
-        u = u.set(drivername="postgresql+psycopg" if backend.startswith("postgres") else "mysql+pymysql")
+        u = u.set(
+            drivername="postgresql+psycopg" if backend.startswith("postgres") else "mysql+pymysql"
+        )
     return u.render_as_string(hide_password=False)
 
 

@@ -113,7 +113,7 @@ def test_task_fail_fails_unfinished_subtasks_only(db: Backend) -> None:
 def test_task_fail_with_an_exception_records_type_and_traceback(db: Backend) -> None:
     run_id = tasker.task_start("S", "T")
     try:
-        {}["missing"]  # noqa: B018
+        {}["missing"]
     except KeyError as exc:
         tasker.task_fail(exc)
     run = tasker.get_run(run_id)

@@ -15,7 +15,8 @@ import sys, time
 from pathlib import Path
 import tasker
 
-start_at, go_file, ready_dir, index = float(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+start_at, index = float(sys.argv[1]), sys.argv[4]
+go_file, ready_dir = Path(sys.argv[2]), Path(sys.argv[3])
 while time.time() < start_at:          # all workers leave this line together
     time.sleep(0.001)
 tasker.create_schema()

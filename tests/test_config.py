@@ -110,7 +110,11 @@ def test_url_and_split_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_config({"dbname": "other"}).dbname == "other"
     monkeypatch.setenv("TASKER_DB_URL", "mariadb://root@127.0.0.1/test")
     config = load_config()
-    assert (config.driver, config.sqlalchemy_driver, config.port) == ("mysql", "mysql+pymysql", 3306)
+    assert (config.driver, config.sqlalchemy_driver, config.port) == (
+        "mysql",
+        "mysql+pymysql",
+        3306,
+    )
     monkeypatch.setenv("TASKER_DB_URL", "sqlite:////var/lib/tasker.db")
     assert load_config().path == "/var/lib/tasker.db"
 
@@ -160,7 +164,11 @@ def test_bad_config_files_name_the_file_and_the_key(yaml_text: str, pattern: str
         ({}, {"TASKER_STRICT": "perhaps"}, r"TASKER_STRICT: expected true or false"),
         ({"driver": "postgresql"}, {}, r"database name is not set"),
         ({"url": "not a url"}, {}, r"is not a database URL"),
-        ({"schema": "bad-name; drop"}, {"TASKER_DB_DRIVER": "postgresql", "TASKER_DB_NAME": "x"}, "invalid schema name"),
+        (
+            {"schema": "bad-name; drop"},
+            {"TASKER_DB_DRIVER": "postgresql", "TASKER_DB_NAME": "x"},
+            "invalid schema name",
+        ),
     ],
 )
 def test_bad_settings_and_environment_values(
@@ -200,9 +208,7 @@ def test_missing_driver_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
 
 def test_unreachable_database_names_host_port_user_not_password() -> None:
     secret = "hunter2-very-secret"
-    tasker.configure(
-        url=f"postgresql://tracker:{secret}@127.0.0.1:1/pipes", console="false"
-    )
+    tasker.configure(url=f"postgresql://tracker:{secret}@127.0.0.1:1/pipes", console="false")
     with pytest.raises(tasker.DatabaseError) as info:
         tasker.create_schema()
     message = str(info.value)

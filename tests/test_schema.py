@@ -58,23 +58,23 @@ def test_views_answer_current_status_and_active_runs(db: Backend) -> None:
 
 def test_status_check_constraint_rejects_unknown_statuses(db: Backend) -> None:
     run_id = tasker.task_start("S", "T")
-    with pytest.raises(Exception, match="(?i)check|constraint"):  # noqa: PT011 - driver's own
-        with RECORDER.raw_store.engine.begin() as conn:
-            conn.execute(
-                text(f"UPDATE {db.table('task_runs')} SET status = 'DONE' WHERE run_id = :r"),
-                {"r": run_id},
-            )
+    with (
+        pytest.raises(Exception, match=r"(?i)check|constraint"),
+        RECORDER.raw_store.engine.begin() as conn,
+    ):
+        conn.execute(
+            text(f"UPDATE {db.table('task_runs')} SET status = 'DONE' WHERE run_id = :r"),
+            {"r": run_id},
+        )
     assert tasker.get_run(run_id).status == "STARTED"
 
 
 def test_newer_schema_version_is_refused(db: Backend) -> None:
     tasker.create_schema()
     with RECORDER.raw_store.engine.begin() as conn:
-        conn.execute(
-            text(f"UPDATE {db.table('schema_info')} SET value = '999'")
-        )
+        conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '999'"))
     db.configure()  # a new process, in effect
-    with pytest.raises(tasker.SchemaVersionError, match="version 999.*upgrade pipeline-tasker"):
+    with pytest.raises(tasker.SchemaVersionError, match=r"version 999.*upgrade pipeline-tasker"):
         tasker.get_tasks()
 
 

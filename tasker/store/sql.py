@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -22,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -51,6 +52,7 @@ from tasker.schema import (
     build_tables,
     current_task_status_select,
     ddl_statements,
+    record_columns,
     run_select,
 )
 from tasker.store.engine import is_transient, make_engine, wrap_db_error
@@ -146,30 +148,36 @@ class SqlStore:
         def create(conn: Connection) -> bool:
             if self.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-            elif self.dialect == "mysql":
-                got = conn.execute(text("SELECT GET_LOCK('tasker_schema', 120)")).scalar()
-                if got != 1:
-                    raise DatabaseError("timed out waiting for another process creating the schema")
-            try:
-                version = self._read_version(conn)
-                if version is not None:
-                    self._check_version(version)
-                    return False
-                for stmt in ddl_statements(self.dialect, self.t.schema):
-                    self._exec_ddl(conn, stmt)
-                conn.execute(
-                    self.t.schema_info.insert().values(
-                        key="schema_version", value=str(SCHEMA_VERSION)
-                    )
-                )
-                return True
-            finally:
-                if self.dialect == "mysql":
-                    conn.execute(text("SELECT RELEASE_LOCK('tasker_schema')"))
+            version = self._read_version(conn)
+            if version is not None:
+                self._check_version(version)
+                return False
+            for stmt in ddl_statements(self.dialect, self.t.schema):
+                self._exec_ddl(conn, stmt)
+            conn.execute(
+                self.t.schema_info.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+            return True
 
-        created = self._run("creating the schema", create)
+        if self.dialect != "mysql":
+            created = self._run("creating the schema", create)
+        else:
+            # MySQL's DDL commits as it goes, so the lock must be a session lock held on a
+            # connection of its own until the version row is committed.
+            created = self._run(
+                "creating the schema", lambda lock: self._mysql_locked(lock, create)
+            )
         self._schema_checked = True
         return created
+
+    def _mysql_locked(self, lock: Connection, fn: Callable[[Connection], T]) -> T:
+        got = lock.execute(text("SELECT GET_LOCK('tasker_schema', 120)")).scalar()
+        if got != 1:
+            raise DatabaseError("timed out waiting for another process creating the schema")
+        try:
+            return self._run("creating the schema", fn)
+        finally:
+            lock.execute(text("SELECT RELEASE_LOCK('tasker_schema')"))
 
     def _exec_ddl(self, conn: Connection, stmt: str) -> None:
         if self.dialect == "mysql" and stmt.startswith("CREATE INDEX"):
@@ -335,6 +343,16 @@ class SqlStore:
         return ids
 
     # ------------------------------------------------------------------ runs
+
+    def insert_runs(self, rows: Sequence[dict[str, Any]], chunk: int = 5000) -> None:
+        """Bulk-insert complete run rows (imports, benchmarks); one transaction per chunk."""
+        for start in range(0, len(rows), chunk):
+            part = list(rows[start : start + chunk])
+
+            def insert(conn: Connection, part: list[dict[str, Any]] = part) -> None:
+                conn.execute(self.t.task_runs.insert(), part)
+
+            self._run("inserting runs", insert)
 
     def start_run(self, run: NewRun) -> None:
         """Insert a run, registering its stage and task on the fly when they are new."""
@@ -731,7 +749,11 @@ class SqlStore:
 
     def subtasks(self, run_id: str) -> list[SubtaskRecord]:
         sp = self.t.subtask_progress
-        stmt = select(sp).where(sp.c.run_id == run_id).order_by(sp.c.subtask_number)
+        stmt = (
+            select(*record_columns(SubtaskRecord, {c.name: c for c in sp.c}))
+            .where(sp.c.run_id == run_id)
+            .order_by(sp.c.subtask_number)
+        )
 
         def read(conn: Connection) -> list[SubtaskRecord]:
             rows = conn.execute(stmt).all()
@@ -743,22 +765,10 @@ class SqlStore:
 
     def tasks(self, stage: str | None = None) -> list[TaskRecord]:
         st, tk = self.t.stages, self.t.tasks
-        stmt = select(
-            tk.c.task_id,
-            st.c.stage_id,
-            st.c.stage_name,
-            st.c.stage_order,
-            tk.c.task_name,
-            tk.c.task_type,
-            tk.c.task_order,
-            tk.c.description,
-            tk.c.script_path,
-            tk.c.script_filename,
-            tk.c.log_path,
-            tk.c.log_filename,
-            tk.c.created_at,
-            tk.c.updated_at,
-        ).select_from(tk.join(st, st.c.stage_id == tk.c.stage_id))
+        columns = record_columns(
+            TaskRecord, {**{c.name: c for c in st.c}, **{c.name: c for c in tk.c}}
+        )
+        stmt = select(*columns).select_from(tk.join(st, st.c.stage_id == tk.c.stage_id))
         if stage is not None:
             stmt = stmt.where(st.c.stage_name == stage)
         stmt = stmt.order_by(
@@ -770,13 +780,15 @@ class SqlStore:
             tk.c.task_name,
         )
         rows = self._run("reading tasks", lambda c: c.execute(stmt).all(), write=False)
-        return [TaskRecord(**r._mapping) for r in rows]
+        return [_task_record(r) for r in rows]
 
     def stages(self) -> list[StageRecord]:
         st = self.t.stages
-        stmt = select(st).order_by(_ordered(st.c.stage_order), st.c.stage_order, st.c.stage_name)
+        stmt = select(*record_columns(StageRecord, {c.name: c for c in st.c})).order_by(
+            _ordered(st.c.stage_order), st.c.stage_order, st.c.stage_name
+        )
         rows = self._run("reading stages", lambda c: c.execute(stmt).all(), write=False)
-        return [StageRecord(**r._mapping) for r in rows]
+        return [_stage_record(r) for r in rows]
 
     def find_task_by_script(self, script_filename: str) -> list[TaskRecord]:
         return [t for t in self.tasks() if t.script_filename == script_filename]
@@ -794,38 +806,55 @@ def _percent_of(count: Any, sp: Any) -> Any:
     )
 
 
-def _status(value: Any) -> Status:
-    return Status(value)
-
-
-def _task_status_record(row: Row[Any]) -> TaskStatusRecord:
-    m = dict(row._mapping)
-    m["status"] = _status(m["status"])
-    if m["subtask_status"] is not None:
-        m["subtask_status"] = _status(m["subtask_status"])
-    m["run_id"] = _str_or_none(m["run_id"])
-    return TaskStatusRecord(**m)
-
-
-def _run_record(row: Row[Any]) -> RunRecord:
-    m = dict(row._mapping)
-    m["status"] = _status(m["status"])
-    m["run_id"] = str(m["run_id"])
-    m["parent_run_id"] = _str_or_none(m["parent_run_id"])
-    if m["git_dirty"] is not None:
-        m["git_dirty"] = bool(m["git_dirty"])
-    return RunRecord(**m)
-
-
-def _subtask_record(row: Row[Any]) -> SubtaskRecord:
-    m = dict(row._mapping)
-    m["status"] = _status(m["status"])
-    m["run_id"] = str(m["run_id"])
-    return SubtaskRecord(**m)
+_STATUSES = {s.value: s for s in Status}
 
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _bool_or_none(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _status_or_none(value: Any) -> Status | None:
+    return None if value is None else _STATUSES[value]
+
+
+R = TypeVar("R")
+
+
+def _converter(record: type[R], **fixups: Callable[[Any], Any]) -> Callable[[Sequence[Any]], R]:
+    """Row → record by position (queries select the record's fields in its field order, which
+    a test checks): building thousands of records must not cost a dict per row."""
+    names = [f.name for f in dataclasses.fields(record)]  # type: ignore[arg-type]
+    fix = [(names.index(name), fn) for name, fn in fixups.items()]
+
+    def convert(row: Sequence[Any]) -> R:
+        values = list(row)
+        for i, fn in fix:
+            values[i] = fn(values[i])
+        return record(*values)
+
+    return convert
+
+
+_task_status_record = _converter(
+    TaskStatusRecord,
+    status=_STATUSES.__getitem__,
+    subtask_status=_status_or_none,
+    run_id=_str_or_none,
+)
+_run_record = _converter(
+    RunRecord,
+    status=_STATUSES.__getitem__,
+    run_id=str,
+    parent_run_id=_str_or_none,
+    git_dirty=_bool_or_none,
+)
+_subtask_record = _converter(SubtaskRecord, status=_STATUSES.__getitem__, run_id=str)
+_task_record = _converter(TaskRecord)
+_stage_record = _converter(StageRecord)
 
 
 def open_store(config: Config) -> SqlStore:

@@ -1,0 +1,116 @@
+"""The ``tasker`` command as a user runs it: a real subprocess per call."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Backend
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tasker", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_then_status_json(db: Backend, child_env: dict[str, str]) -> None:
+    demo = run_cli("demo", "--delay", "0", env={**child_env, "TASKER_CONSOLE": "true"})
+    assert demo.returncode == 0, demo.stderr
+    assert "[TASK START] PREREQ / Install System Dependencies" in demo.stderr
+    assert "Process FCC Data" in demo.stdout and "NOT_STARTED" in demo.stdout
+    status = run_cli("status", "--json", env=child_env)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    tasks = {t["task_name"]: t["status"] for t in data["tasks"]}
+    assert tasks == {
+        "Install System Dependencies": "COMPLETED",
+        "Check Disk Space": "SKIPPED",
+        "Process FCC Data": "COMPLETED",
+        "Build Census Data": "FAILED",
+        "Refresh Coverage": "COMPLETED",
+        "Publish Report": "NOT_STARTED",
+    }
+    assert data["stages"] == [
+        {"stage_name": "PREREQ", "status": "COMPLETED", "done": 2, "total": 2},
+        {"stage_name": "STATIC", "status": "FAILED", "done": 1, "total": 2},
+        {"stage_name": "DAILY", "status": "STARTED", "done": 1, "total": 2},
+    ]
+    only_failed = json.loads(
+        run_cli("status", "--json", "--status", "FAILED", env=child_env).stdout
+    )
+    assert [t["task_name"] for t in only_failed["tasks"]] == ["Build Census Data"]
+
+
+def test_register_init_and_status_table(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.csv"
+    tasks.write_text(
+        "stage,name,type\nPREREQ,Install R,sh\nSTATIC,Build,python\n", encoding="utf-8"
+    )
+    init = run_cli("init", env=child_env)
+    assert init.returncode == 0, init.stderr
+    reg = run_cli("register", str(tasks), env=child_env)
+    assert reg.returncode == 0 and "registered 2 task(s)" in reg.stdout
+    status = run_cli("status", env=child_env)
+    lines = status.stdout.splitlines()
+    assert lines[0].split() == [
+        "STAGE",
+        "TASK",
+        "STATUS",
+        "PROGRESS",
+        "SUBTASK",
+        "HOST",
+        "STARTED",
+        "DURATION",
+    ]
+    assert lines[1].split() == ["PREREQ", "Install", "R", "NOT_STARTED"]
+    assert "PREREQ: NOT_STARTED (0/1 done)" in status.stdout
+
+
+def test_config_masks_the_password(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["TASKER_DB_URL"] = "postgresql://me:topsecret123@db.internal:5432/pipes"
+    out = run_cli("config", "--json", env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "topsecret123" not in out.stdout + out.stderr
+    data = json.loads(out.stdout)
+    assert data["host"] == {"value": "db.internal", "source": "environment variable TASKER_DB_URL"}
+    assert data["password"]["value"] == "***"
+
+
+def test_errors_go_to_stderr_with_exit_status_1(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["TASKER_DB_PORT"] = "eighty"
+    out = run_cli("status", env=env, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.startswith("tasker: error: environment variable TASKER_DB_PORT")
+    assert out.stdout == ""
+    usage = run_cli(env=env, cwd=tmp_path)
+    assert usage.returncode == 2
+    bad = run_cli("status", "--bogus", env=env, cwd=tmp_path)
+    assert bad.returncode == 2
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite", "mysql"])
+def test_schema_command_prints_the_generated_sql(dialect: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = run_cli("schema", "--dialect", dialect, env=env)
+    assert out.returncode == 0
+    assert out.stdout == (ROOT / "schema" / f"{dialect}.sql").read_text(encoding="utf-8")

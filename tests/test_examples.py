@@ -1,0 +1,67 @@
+"""Every example runs, on every backend, and leaves the rows it promises."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import tasker
+from tests.conftest import ROOT, Backend
+
+
+def run_example(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_seed_pipeline(db: Backend, child_env: dict[str, str]) -> None:
+    started = datetime.now(timezone.utc) - timedelta(seconds=1)
+    result = run_example("seed_pipeline.py", {**child_env, "TASKER_CONSOLE": "true"})
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.strip()
+
+    rows = {(r.stage_name, r.task_name): r for r in tasker.get_task_status()}
+    assert [k for k in rows] == [
+        ("PREREQ", "Install System Dependencies"),
+        ("PREREQ", "Install R Packages"),
+        ("STATIC", "Process FCC Data"),
+        ("STATIC", "Build Census Data"),
+    ]
+    for key in [k for k in rows if k[1] != "Process FCC Data"]:
+        assert rows[key].status == "NOT_STARTED" and rows[key].run_id is None
+
+    run = tasker.get_run(run_id)
+    assert run.status == "COMPLETED"
+    assert run.total_subtasks == 5 and run.current_subtask == 5
+    assert run.overall_percent_complete == 100.0
+    assert run.overall_progress_message == "FCC data processing complete"
+    assert run.hostname == socket.gethostname()
+    assert run.process_id != os.getpid() and run.process_id > 0
+    assert run.user_name
+    assert run.script_filename == "seed_pipeline.py"
+    assert run.start_time is not None and run.end_time is not None
+    assert started <= run.start_time <= run.end_time <= datetime.now(timezone.utc)
+
+    subs = tasker.get_subtask_progress(run_id)
+    assert [s.subtask_number for s in subs] == [1, 2, 3, 4, 5]
+    assert all(s.status == "COMPLETED" for s in subs)
+    states = subs[1]
+    assert (states.items_total, states.items_complete) == (56, 56)
+    assert states.percent_complete == 100.0
+    assert states.progress_message == "All states loaded"
+
+    lines = [line.split("] ", 1)[1] for line in result.stderr.splitlines() if "] [" in line]
+    assert lines[0] == f"[TASK START] STATIC / Process FCC Data (run_id: {run_id})"
+    assert lines[1] == "[SUBTASK START] Subtask 1: Loading FCC data"
+    assert "[SUBTASK UPDATE] Subtask 2 - RUNNING: Processing state 28/56" in lines
+    assert "[SUBTASK UPDATE] Subtask 2 - COMPLETED: All states loaded" in lines
+    assert lines[-1] == f"[TASK UPDATE] {run_id} - COMPLETED: FCC data processing complete"
