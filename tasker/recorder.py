@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasker.config import Config, load_config
 from tasker.console import setup_console
-from tasker.store.sql import SqlStore, open_store
+
+if TYPE_CHECKING:  # the store (and SQLAlchemy) load on first use, keeping `import tasker` light
+    from tasker.store.sql import SqlStore
 
 __all__ = ["RECORDER", "Recorder"]
 
@@ -62,6 +64,8 @@ class Recorder:
         if store is None:
             with self._lock:
                 if self._store is None:
+                    from tasker.store.sql import open_store
+
                     self._store = open_store(self.config)
                 store = self._store
         return store

@@ -114,3 +114,20 @@ def test_schema_command_prints_the_generated_sql(dialect: str) -> None:
     out = run_cli("schema", "--dialect", dialect, env=env)
     assert out.returncode == 0
     assert out.stdout == (ROOT / "schema" / f"{dialect}.sql").read_text(encoding="utf-8")
+
+
+def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
+    code = (
+        "import sys, tasker\n"
+        "heavy = ['psycopg', 'pymysql', 'sqlite3', 'pandas', 'sqlalchemy', 'tasker.cli']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"

@@ -116,3 +116,31 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Backend) -> None:
     assert db.scalar("PRAGMA foreign_keys") == 1
     assert db.scalar("PRAGMA busy_timeout") >= 1000
     assert Path(db.settings["path"]).is_file()
+
+
+def test_an_older_schema_is_upgraded_in_place(db: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasker.store import migrations
+
+    run_id = tasker.task_start("S", "T")
+    with RECORDER.raw_store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '{SCHEMA_VERSION - 1}'"))
+    applied: list[int] = []
+
+    def step(conn: object, dialect: str, tables: object) -> None:
+        applied.append(SCHEMA_VERSION - 1)
+
+    monkeypatch.setitem(migrations.UPGRADES, SCHEMA_VERSION - 1, step)
+    db.configure()
+    assert tasker.get_run(run_id).status == "STARTED"  # first use upgrades, data kept
+    assert applied == [SCHEMA_VERSION - 1]
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION
+    assert tasker.create_schema() is False
+
+
+def test_an_older_schema_without_an_upgrade_path_is_refused(db: Backend) -> None:
+    tasker.create_schema()
+    with RECORDER.raw_store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '{SCHEMA_VERSION - 1}'"))
+    db.configure()
+    with pytest.raises(tasker.SchemaVersionError, match=r"no upgrade from version"):
+        tasker.get_tasks()

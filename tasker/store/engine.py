@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     orig = getattr(exc, "orig", exc)
-    if isinstance(orig, sqlite3.OperationalError):
+    if type(orig).__module__ == "sqlite3" and type(orig).__name__ == "OperationalError":
         text = str(orig).lower()
         return "locked" in text or "busy" in text
     sqlstate = getattr(orig, "sqlstate", None)
@@ -100,8 +99,8 @@ def _sqlite_engine(config: Config) -> Engine:
                 try:
                     cur.execute("PRAGMA journal_mode = WAL")
                     break
-                except sqlite3.OperationalError:
-                    if time.monotonic() > deadline:
+                except Exception as exc:  # sqlite3.OperationalError: locked or busy
+                    if not is_transient(exc) or time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
             cur.execute("PRAGMA synchronous = NORMAL")

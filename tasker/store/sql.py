@@ -151,6 +151,9 @@ class SqlStore:
             version = self._read_version(conn)
             if version is not None:
                 self._check_version(version)
+                if version < SCHEMA_VERSION:
+                    self._upgrade(conn, version)
+                    return True
                 return False
             for stmt in ddl_statements(self.dialect, self.t.schema):
                 self._exec_ddl(conn, stmt)
@@ -199,6 +202,23 @@ class SqlStore:
         ).scalar_one_or_none()
         return int(value) if value is not None else None
 
+    def _upgrade(self, conn: Connection, version: int) -> None:
+        from tasker.store.migrations import UPGRADES
+
+        for step in range(version, SCHEMA_VERSION):
+            if step not in UPGRADES:
+                raise SchemaVersionError(
+                    f"the database holds tasker schema version {version} and this tasker has no "
+                    f"upgrade from version {step}: upgrade with the tasker release that "
+                    f"introduced version {step + 1} first"
+                )
+            UPGRADES[step](conn, self.dialect, self.t)
+            conn.execute(
+                update(self.t.schema_info)
+                .where(self.t.schema_info.c.key == "schema_version")
+                .values(value=str(step + 1))
+            )
+
     @staticmethod
     def _check_version(version: int) -> None:
         if version > SCHEMA_VERSION:
@@ -217,8 +237,8 @@ class SqlStore:
         if self._schema_checked:  # another thread did it while this one waited
             return
         version = self.schema_version()
-        if version is None:
-            self.create_schema()
+        if version is None or version < SCHEMA_VERSION:
+            self.create_schema()  # creates, or upgrades in place
         else:
             self._check_version(version)
         self._schema_checked = True
