@@ -13,10 +13,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from tasker import console, context, validate
+from tasker import console, context, runs, validate
 from tasker.config import Config
 from tasker.errors import UnknownRunError, ValidationError
-from tasker.models import NewRun, Status, parse_status
+from tasker.models import Status, parse_status
 from tasker.process_info import process_info
 from tasker.recorder import RECORDER
 from tasker.registration import specs_from
@@ -152,7 +152,7 @@ def register_tasks(tasks: Any) -> list[int]:
     specs = specs_from(tasks)
     if not specs:
         return []
-    return RECORDER.store.register_tasks(specs, _now())
+    return RECORDER.synced_store().register_tasks(specs, _now())
 
 
 # ---------------------------------------------------------------------------- runs
@@ -207,50 +207,30 @@ def task_start(
         stage = validate.name(stage, "stage", validate.STAGE_NAME_MAX)
     if task is not None:
         task = validate.name(task, "task", validate.TASK_NAME_MAX)
-    parent = (
-        resolve_run_id(parent_run_id) if parent_run_id is not None else context.current_run_id()
-    )
+    parent = resolve_run_id(parent_run_id) if parent_run_id is not None else None
     log_path, log_filename = validate.split_path(
         validate.optional_text(log_path, "log_path"),
         validate.optional_text(log_filename, "log_filename", validate.SHORT_TEXT_MAX),
     )
-    config = RECORDER.config
     if task is None:
         stage, task = _lookup_task_by_script(stage)
     elif stage is None:
-        stage = config.default_stage
-    info = process_info()
-    run_id = str(uuid.uuid4())
-    run = NewRun(
-        run_id=run_id,
-        stage=stage,
-        task=task,
+        stage = RECORDER.config.default_stage
+    state = runs.start_run(
+        stage,
+        task,
+        sync=True,
+        total_subtasks=total,
+        message=message,
+        version=version,
+        git_commit=git_commit,
         task_type=task_type,
-        status=Status.STARTED,
-        start_time=_now(),
-        hostname=info.hostname,
-        process_id=info.process_id,
-        parent_pid=info.parent_pid,
-        process_start_time=info.process_start_time,
         parent_run_id=parent,
-        user_name=info.user_name,
-        python_version=info.python_version,
-        command_line=info.command_line,
-        script_path=info.script_path,
-        script_filename=info.script_filename,
         log_path=log_path,
         log_filename=log_filename,
-        version=version or config.version,
-        git_commit=git_commit,
-        environment=config.environment,
-        total_subtasks=total,
-        overall_progress_message=message,
+        quiet=quiet,
     )
-    RECORDER.store.start_run(run)
-    context.push(context.RunState(run_id=run_id, stage=stage, task=task, total_subtasks=total))
-    if not _quiet(quiet):
-        console.task_start(stage, task, run_id)
-    return run_id
+    return state.run_id
 
 
 def task_update(
@@ -290,7 +270,7 @@ def task_update(
     if st.is_terminal:
         _end_run(rid, st, values, msg or err, quiet)
         return
-    RECORDER.store.update_run(rid, {"status": st.value, **values}, _now())
+    RECORDER.synced_store().update_run(rid, {"status": st.value, **values}, _now())
     if not _quiet(quiet):
         console.task_update(rid, st.value, msg)
 
@@ -298,11 +278,14 @@ def task_update(
 def _end_run(
     run_id: str, status: Status, values: dict[str, Any], line: str | None, quiet: bool | None
 ) -> None:
+    state = context.find(run_id)
+    if state is not None and state.owned:
+        runs.end_run(state, status, values, sync=True, line=line, quiet=quiet)
+        return
     subtask_message = None
     if status in (Status.FAILED, Status.CANCELLED):
         subtask_message = f"ended {status.value} with its run"
-    RECORDER.store.end_run(run_id, status, values, _now(), subtask_message)
-    context.pop(run_id)
+    RECORDER.synced_store().end_run(run_id, status, values, _now(), subtask_message)
     if not _quiet(quiet):
         console.task_update(run_id, status.value, line)
 
@@ -355,6 +338,11 @@ def task_fail(
 # ---------------------------------------------------------------------------- subtasks
 
 
+def _state_for(run_id: str) -> context.RunState:
+    """This process's state for ``run_id``: its own run, or one it reports into."""
+    return context.find(run_id) or context.attached_state(run_id)
+
+
 def _local_subtask(run_id: str, number: int | None) -> int | None:
     """The subtask to act on: the one given, else this process's current one for the run
     (None lets the store read the run's current subtask from the database)."""
@@ -362,6 +350,16 @@ def _local_subtask(run_id: str, number: int | None) -> int | None:
         return number
     state = context.find(run_id)
     return state.current_subtask if state is not None else None
+
+
+def _open_subtask(run_id: str, number: int | None) -> runs.Subtask | None:
+    state = context.find(run_id)
+    if state is None:
+        return None
+    for sub in reversed(state.subtasks):
+        if number is None or sub.number == number:
+            return sub  # type: ignore[no-any-return]
+    return None
 
 
 def subtask_start(
@@ -382,13 +380,10 @@ def subtask_start(
     msg = validate.optional_text(message, "message")
     number = validate.positive_int(subtask_number, "subtask_number")
     rid = resolve_run_id(run_id)
-    n = RECORDER.store.start_subtask(rid, number, name, total, msg, _now())
-    state = context.find(rid)
-    if state is not None:
-        state.current_subtask = n
-    if not _quiet(quiet):
-        console.subtask_start(n, name, msg)
-    return n
+    sub = runs.start_subtask(
+        _state_for(rid), name, sync=True, items_total=total, message=msg, number=number, quiet=quiet
+    )
+    return sub.number
 
 
 def subtask_update(
@@ -427,9 +422,13 @@ def subtask_update(
         values["end_time"] = _now()
         if st is Status.COMPLETED and pct is None:
             values["percent_complete"] = 100.0
-    n = RECORDER.store.update_subtask(
-        rid, _local_subtask(rid, number), values, _now(), items_complete=items
-    )
+    target = _local_subtask(rid, number)
+    n = RECORDER.synced_store().update_subtask(rid, target, values, _now(), items_complete=items)
+    if st.is_terminal:
+        sub = _open_subtask(rid, n)
+        if sub is not None:
+            # Counted items not yet written are added before the subtask is closed locally.
+            runs.end_subtask(sub, st, sync=True, quiet=True)
     if not _quiet(quiet):
         console.subtask_update(n, st.value, msg or err)
 
@@ -447,7 +446,7 @@ def subtask_increment(
     assert by is not None
     number = validate.positive_int(subtask_number, "subtask_number")
     rid = resolve_run_id(run_id)
-    n = RECORDER.store.increment_subtask(rid, _local_subtask(rid, number), by, _now())
+    n = RECORDER.synced_store().increment_subtask(rid, _local_subtask(rid, number), by, _now())
     if not _quiet(quiet):
         console.subtask_increment(n, by)
 

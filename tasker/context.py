@@ -1,7 +1,9 @@
 """Which run is current: a ContextVar, so each thread and asyncio task has its own.
 
 A process started inside a run (a worker, a shell step) finds the run through the
-``TASKER_RUN_ID`` environment variable when it has no run of its own.
+``TASKER_RUN_ID`` environment variable, which tasker sets while a run is current so that
+children inherit it. The value this process exported itself is ignored here, so that a thread
+with no run of its own never reports into another thread's run.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import os
+import threading
+import time
+from typing import Any
 
 __all__ = ["RUN_ID_ENV", "RunState", "current_run_id", "current_state", "pop", "push"]
 
@@ -17,19 +22,47 @@ RUN_ID_ENV = "TASKER_RUN_ID"
 
 @dataclasses.dataclass(eq=False)
 class RunState:
-    """What this process knows about a run it is tracking."""
+    """What this process knows about a run it tracks (``owned``) or reports into."""
 
     run_id: str
-    stage: str
-    task: str
+    stage: str | None = None
+    task: str | None = None
     parent: RunState | None = None
     total_subtasks: int | None = None
     current_subtask: int | None = None
+    pid: int = dataclasses.field(default_factory=os.getpid)
+    owned: bool = True
+    ended: bool = False
+    # Subtasks this process has open in the run, innermost last.
+    subtasks: list[Any] = dataclasses.field(default_factory=list)
+    # track() loops left early: (subtask, frame, instruction offset) — see tasker.progress.
+    early_closed: list[tuple[Any, Any, int]] = dataclasses.field(default_factory=list)
+    cpu_start: float = dataclasses.field(default_factory=time.process_time)
+    env_before: str | None = None
+    _next_number: int = 0
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def is_local(self) -> bool:
+        """True when this process started the run (not a forked copy of the state)."""
+        return self.owned and self.pid == os.getpid()
+
+    def next_subtask_number(self) -> int:
+        with self._lock:
+            self._next_number += 1
+            return self._next_number
+
+    def note_subtask_number(self, number: int) -> None:
+        """An explicitly numbered subtask: automatic numbering continues after it."""
+        with self._lock:
+            self._next_number = max(self._next_number, number)
 
 
 _current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
     "tasker_current_run", default=None
 )
+_exported: str | None = None
+_attached: dict[str, RunState] = {}
 
 
 def current_state() -> RunState | None:
@@ -37,24 +70,51 @@ def current_state() -> RunState | None:
     return _current.get()
 
 
+def inherited_run_id() -> str | None:
+    """The run id a parent process handed down through the environment, if any."""
+    value = os.environ.get(RUN_ID_ENV) or None
+    return None if value is None or value == _exported else value
+
+
 def current_run_id() -> str | None:
-    """The current run's id: this context's run, else the one inherited through the environment."""
+    """The current run's id: this context's run, else the one inherited from a parent."""
     state = _current.get()
     if state is not None:
         return state.run_id
-    return os.environ.get(RUN_ID_ENV) or None
+    return inherited_run_id()
+
+
+def attached_state(run_id: str) -> RunState:
+    """A state for reporting into a run another process owns (one per run id)."""
+    state = _attached.get(run_id)
+    if state is None:
+        state = _attached.setdefault(run_id, RunState(run_id=run_id, owned=False))
+    return state
 
 
 def push(state: RunState) -> None:
+    """Make ``state`` current, and hand its id to child processes started meanwhile."""
+    global _exported
     state.parent = _current.get()
     _current.set(state)
+    state.env_before = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = state.run_id
+    _exported = state.run_id
 
 
 def pop(run_id: str) -> None:
     """Make the parent of ``run_id`` current again, if ``run_id`` is the current run."""
+    global _exported
     state = _current.get()
-    if state is not None and state.run_id == run_id:
-        _current.set(state.parent)
+    if state is None or state.run_id != run_id:
+        return
+    _current.set(state.parent)
+    if os.environ.get(RUN_ID_ENV) == run_id:
+        if state.env_before is None:
+            del os.environ[RUN_ID_ENV]
+        else:
+            os.environ[RUN_ID_ENV] = state.env_before
+    _exported = state.parent.run_id if state.parent is not None else None
 
 
 def find(run_id: str) -> RunState | None:
@@ -64,4 +124,15 @@ def find(run_id: str) -> RunState | None:
         if state.run_id == run_id:
             return state
         state = state.parent
-    return None
+    return _attached.get(run_id)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's export is this child's inheritance.
+    global _exported
+    _exported = None
+    _attached.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

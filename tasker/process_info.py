@@ -95,3 +95,32 @@ def process_info() -> ProcessInfo:
             script_filename=script_filename,
         )
     return _cached
+
+
+def active_log_file() -> tuple[str | None, str | None]:
+    """(folder, file name) of the first logging FileHandler configured in this process."""
+    import logging
+
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        lg
+        for lg in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for handler in lg.handlers:
+            if isinstance(handler, logging.FileHandler):
+                path = Path(handler.baseFilename)
+                return str(path.parent), path.name
+    return None, None
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory in MB, where the platform reports it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kilobytes, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -83,13 +83,13 @@ def get_task_status(
     Tasks that never ran are NOT_STARTED. ``status`` filters on one status or several.
     Returns ``list[TaskStatusRecord]`` (or a DataFrame).
     """
-    records = RECORDER.store.task_status(stage=stage, task=task, status=_statuses(status))
+    records = RECORDER.synced_store().task_status(stage=stage, task=task, status=_statuses(status))
     return _frame_or_list(records, TaskStatusRecord, as_frame)
 
 
 def get_active_tasks(*, as_frame: bool = False) -> Any:
     """Runs that are STARTED or RUNNING, in stage and task order (``list[RunRecord]``)."""
-    return _frame_or_list(RECORDER.store.active_runs(), RunRecord, as_frame)
+    return _frame_or_list(RECORDER.synced_store().active_runs(), RunRecord, as_frame)
 
 
 def get_task_history(
@@ -107,7 +107,7 @@ def get_task_history(
     """Past and present runs, newest first (``list[RunRecord]``)."""
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValidationError(f"offset must be a whole number of 0 or more, got {offset!r}")
-    records = RECORDER.store.history(
+    records = RECORDER.synced_store().history(
         stage=stage,
         task=task,
         status=_statuses(status),
@@ -124,7 +124,7 @@ def get_run(run_id: str | None = None) -> RunRecord:
     """One run with everything captured about it (the current run by default)."""
     from tasker.api import resolve_run_id
 
-    return RECORDER.store.get_run(resolve_run_id(run_id))
+    return RECORDER.synced_store().get_run(resolve_run_id(run_id))
 
 
 def get_subtask_progress(run_id: str | None = None, *, as_frame: bool = False) -> Any:
@@ -132,17 +132,17 @@ def get_subtask_progress(run_id: str | None = None, *, as_frame: bool = False) -
     from tasker.api import resolve_run_id
 
     rid = resolve_run_id(run_id if run_id is not None else context.current_run_id())
-    return _frame_or_list(RECORDER.store.subtasks(rid), SubtaskRecord, as_frame)
+    return _frame_or_list(RECORDER.synced_store().subtasks(rid), SubtaskRecord, as_frame)
 
 
 def get_tasks(stage: str | None = None, *, as_frame: bool = False) -> Any:
     """Registered tasks with their stages, in stage and task order (``list[TaskRecord]``)."""
-    return _frame_or_list(RECORDER.store.tasks(stage=stage), TaskRecord, as_frame)
+    return _frame_or_list(RECORDER.synced_store().tasks(stage=stage), TaskRecord, as_frame)
 
 
 def get_stages(*, as_frame: bool = False) -> Any:
     """Registered stages in stage order (``list[StageRecord]``)."""
-    return _frame_or_list(RECORDER.store.stages(), StageRecord, as_frame)
+    return _frame_or_list(RECORDER.synced_store().stages(), StageRecord, as_frame)
 
 
 def stage_status(statuses: Sequence[Status]) -> Status:

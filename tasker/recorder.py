@@ -8,6 +8,7 @@ shared between processes.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from tasker.config import Config, load_config
 from tasker.console import setup_console
+from tasker.context import RunState
+from tasker.writer import Event, Writer
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) load on first use, keeping `import tasker` light
     from tasker.store.sql import SqlStore
@@ -29,6 +32,11 @@ class Recorder:
         self._config_file: str | None = None
         self._config: Config | None = None
         self._store: SqlStore | None = None
+        self.writer = Writer(lambda: self.store, lambda: self.config.flush_interval)
+        # Runs this process has started and not ended (for signals and exit).
+        self.live_runs: set[RunState] = set()
+        self._signals_installed = False
+        atexit.register(self._at_exit)
 
     def configure(self, overrides: Mapping[str, Any], config_file: str | None = None) -> Config:
         """Replace the explicit settings; the previous store is closed."""
@@ -77,8 +85,36 @@ class Recorder:
         store.ensure_schema()
         return store
 
+    def submit(self, event: Event) -> None:
+        """Queue a write for the background writer."""
+        self.writer.submit(event)
+
+    def synced_store(self) -> SqlStore:
+        """The store, after the writer has written everything queued before this call: for
+        synchronous calls that must see (and follow) the automatic layer's events."""
+        if self.writer.pending:
+            self.writer.flush()
+        return self.store
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Write everything tracked so far; True when done within ``timeout`` seconds."""
+        return self.writer.flush(timeout)
+
+    def install_signal_handlers(self) -> None:
+        if not self._signals_installed:
+            from tasker.signals import install
+
+            self._signals_installed = install()
+
+    def _at_exit(self) -> None:
+        from tasker.signals import end_live_runs_at_exit
+
+        end_live_runs_at_exit()
+        self.writer.flush(timeout=30.0)
+
     def reset(self) -> None:
         """Forget the configuration and close the store (tests; ``configure()`` from scratch)."""
+        self.writer.flush(timeout=30.0)
         with self._lock:
             if self._store is not None:
                 self._store.dispose()
@@ -90,6 +126,9 @@ class Recorder:
     def _after_fork_in_child(self) -> None:
         # The parent's pooled connections belong to the parent: drop them unclosed.
         self._lock = threading.RLock()
+        self.live_runs = set()
+        self._signals_installed = False
+        self.writer._reset_state()
         if self._store is not None:
             self._store.engine.dispose(close=False)
             self._store = None

@@ -41,6 +41,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     token = context._current.set(None)
     yield
     context._current.reset(token)
+    RECORDER.live_runs.clear()  # runs a test left open are not this process's to end at exit
     RECORDER.reset()
 
 
@@ -118,6 +119,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
         try:
             yield backend
         finally:
+            RECORDER.live_runs.clear()
             RECORDER.reset()
             engine = create_engine(_driver_url(url))
             with engine.begin() as conn:
@@ -135,6 +137,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     try:
         yield backend
     finally:
+        RECORDER.live_runs.clear()
         RECORDER.reset()
         with admin.begin() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {tag}"))

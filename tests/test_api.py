@@ -195,15 +195,29 @@ def test_subtask_increment_from_elsewhere_by_run_id(db: Backend) -> None:
     assert tasker.get_subtask_progress(run_id)[0].items_complete == 4
 
 
-def test_run_id_from_the_environment(db: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_id_from_the_environment(db: Backend, child_env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
     run_id = tasker.task_start("S", "T")
     tasker.subtask_start("work")
-    tasker.context._current.set(None)
-    monkeypatch.setenv("TASKER_RUN_ID", run_id)
-    tasker.subtask_increment(7)
+    code = "import tasker; tasker.subtask_increment(7); tasker.subtask_increment(2)"
+    env = {**child_env, "TASKER_RUN_ID": run_id}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     tasker.task_complete()
-    assert tasker.get_subtask_progress(run_id)[0].items_complete == 7
+    assert tasker.get_subtask_progress(run_id)[0].items_complete == 9
     assert tasker.get_run(run_id).status == "COMPLETED"
+
+
+def test_a_thread_without_a_run_does_not_report_into_another_threads_run(db: Backend) -> None:
+    import threading
+
+    tasker.task_start("S", "T")
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(tasker.context.current_run_id()))
+    thread.start()
+    thread.join()
+    assert seen == [None]
 
 
 def test_restarting_a_subtask_number_resets_it(db: Backend) -> None:

@@ -85,6 +85,8 @@ class SqlStore:
         self._task_ids: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._schema_checked = False
+        # A thread applying a batch runs every operation in its one open transaction.
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -92,7 +94,13 @@ class SqlStore:
         self.engine.dispose()
 
     def _run(self, doing: str, fn: Callable[[Connection], T], *, write: bool = True) -> T:
-        """Run ``fn`` in one transaction, retrying transient failures (locks, deadlocks)."""
+        """Run ``fn`` in one transaction, retrying transient failures (locks, deadlocks).
+
+        Inside :meth:`batch` the operation joins the batch's transaction instead.
+        """
+        batch_conn: Connection | None = getattr(self._local, "conn", None)
+        if batch_conn is not None:
+            return fn(batch_conn)
         deadline = time.monotonic() + _RETRY_SECONDS
         attempt = 0
         while True:
@@ -110,6 +118,38 @@ class SqlStore:
                     time.sleep(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))
                     continue
                 raise wrap_db_error(exc, self.config, doing) from None
+
+    def batch(self, operations: Sequence[Callable[[], object]]) -> None:
+        """Run ``operations`` (calls of this store's write methods) in one transaction.
+
+        Raises what the first failing operation raised; then nothing of the batch is written.
+        """
+
+        def apply(conn: Connection) -> None:
+            self._local.conn = conn
+            self._local.task_ids = {}
+            try:
+                for operation in operations:
+                    operation()
+            finally:
+                self._local.conn = None
+
+        self._local.task_ids = {}
+        self._run("writing tracked events", apply)
+        with self._lock:  # only now committed: safe to remember
+            self._task_ids.update(self._local.task_ids)
+
+    def _remember_task(self, key: tuple[str, str], task_id: int) -> None:
+        if getattr(self._local, "conn", None) is not None:
+            self._local.task_ids[key] = task_id
+        else:
+            with self._lock:
+                self._task_ids[key] = task_id
+
+    def _cached_task(self, key: tuple[str, str]) -> int | None:
+        if getattr(self._local, "conn", None) is not None and key in self._local.task_ids:
+            return int(self._local.task_ids[key])
+        return self._task_ids.get(key)
 
     def _insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any]) -> None:
         """Insert unless a unique key already holds the row (another writer's, just now)."""
@@ -357,9 +397,8 @@ class SqlStore:
             return [self._ensure_task(conn, spec, now) for spec in specs]
 
         ids = self._run("registering tasks", register)
-        with self._lock:
-            for spec, task_id in zip(specs, ids, strict=True):
-                self._task_ids[(spec.stage, spec.name)] = task_id
+        for spec, task_id in zip(specs, ids, strict=True):
+            self._remember_task((spec.stage, spec.name), task_id)
         return ids
 
     # ------------------------------------------------------------------ runs
@@ -410,7 +449,7 @@ class SqlStore:
         }
 
         def insert(conn: Connection) -> int:
-            task_id = self._task_ids.get(key)
+            task_id = self._cached_task(key)
             if task_id is None:
                 task_id = self._ensure_task(
                     conn,
@@ -423,13 +462,12 @@ class SqlStore:
         try:
             task_id = self._run("recording the start of a run", insert)
         except DatabaseError:
-            if key not in self._task_ids:
+            if key not in self._task_ids or getattr(self._local, "conn", None) is not None:
                 raise
             # The cached task may have been purged meanwhile: look it up again.
             self._task_ids.pop(key, None)
             task_id = self._run("recording the start of a run", insert)
-        with self._lock:
-            self._task_ids[key] = task_id
+        self._remember_task(key, task_id)
 
     def _missing_run(self, conn: Connection, run_id: str) -> UnknownRunError:
         return UnknownRunError(

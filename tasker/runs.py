@@ -1,0 +1,246 @@
+"""Run and subtask lifecycles, shared by the explicit API and the automatic layer.
+
+``sync=True`` (the explicit API) writes at once and lets errors reach the caller, after
+flushing whatever the writer still holds so that order is kept. ``sync=False`` (decorators,
+``with`` blocks, ``track()``) queues events for the background writer: the caller never waits
+on the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from tasker import console, context
+from tasker.context import RunState
+from tasker.gitinfo import git_info
+from tasker.models import NewRun, Status
+from tasker.process_info import active_log_file, peak_memory_mb, process_info
+from tasker.recorder import RECORDER
+from tasker.writer import Counter, Event
+
+if TYPE_CHECKING:
+    from tasker.store.sql import SqlStore
+
+__all__ = ["Subtask", "end_run", "end_subtask", "start_run", "start_subtask"]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _write(op: Callable[[SqlStore], object], what: str, *, sync: bool, ends: Any = None) -> Any:
+    if sync:
+        return op(RECORDER.synced_store())
+    RECORDER.submit(Event(op, what, ends))
+    return None
+
+
+def start_run(
+    stage: str,
+    task: str,
+    *,
+    sync: bool,
+    total_subtasks: int | None = None,
+    message: str | None = None,
+    version: str | None = None,
+    git_commit: str | None = None,
+    task_type: str | None = None,
+    parent_run_id: str | None = None,
+    log_path: str | None = None,
+    log_filename: str | None = None,
+    script_path: str | None = None,
+    quiet: bool | None = None,
+) -> RunState:
+    """Record a new run of ``stage`` / ``task`` and make it current."""
+    config = RECORDER.config
+    info = process_info()
+    script_dir, script_file = info.script_path, info.script_filename
+    if script_path is not None:  # a decorated function's own file
+        from pathlib import Path
+
+        p = Path(script_path)
+        script_dir, script_file = str(p.parent), p.name
+    git = git_info(script_dir) if git_commit is None else None
+    if log_path is None and log_filename is None:
+        log_path, log_filename = active_log_file()
+    if parent_run_id is None:
+        parent_run_id = context.current_run_id()
+    run_id = str(uuid.uuid4())
+    new = NewRun(
+        run_id=run_id,
+        stage=stage,
+        task=task,
+        task_type=task_type,
+        status=Status.STARTED,
+        start_time=now(),
+        hostname=info.hostname,
+        process_id=info.process_id,
+        parent_pid=info.parent_pid,
+        process_start_time=info.process_start_time,
+        parent_run_id=parent_run_id,
+        user_name=info.user_name,
+        python_version=info.python_version,
+        command_line=info.command_line,
+        script_path=script_dir,
+        script_filename=script_file,
+        log_path=log_path,
+        log_filename=log_filename,
+        version=version or config.version,
+        git_commit=git_commit if git is None else git.commit,
+        git_branch=None if git is None else git.branch,
+        git_dirty=None if git is None else git.dirty,
+        environment=config.environment,
+        total_subtasks=total_subtasks,
+        overall_progress_message=message,
+    )
+    _write(lambda s: s.start_run(new), f"the start of {stage} / {task}", sync=sync)
+    state = RunState(run_id=run_id, stage=stage, task=task, total_subtasks=total_subtasks)
+    context.push(state)
+    RECORDER.live_runs.add(state)
+    RECORDER.install_signal_handlers()
+    if not _quiet(quiet):
+        console.task_start(stage, task, run_id)
+    return state
+
+
+def _quiet(quiet: bool | None) -> bool:
+    return RECORDER.config.quiet if quiet is None else quiet
+
+
+def end_run(
+    state: RunState,
+    status: Status,
+    values: dict[str, Any] | None = None,
+    *,
+    sync: bool,
+    line: str | None = None,
+    quiet: bool | None = None,
+) -> None:
+    """End ``state``'s run with ``status``; its open subtasks end the same way (COMPLETED
+    for a completed run)."""
+    if state.ended:
+        return
+    state.ended = True
+    values = dict(values or {})
+    ended_with = None
+    if status in (Status.FAILED, Status.CANCELLED):
+        ended_with = f"ended {status.value} with its run"
+    for sub in list(reversed(state.subtasks)):
+        end_subtask(sub, status, sync=sync, error=ended_with, quiet=True)
+    if state.is_local:
+        import time
+
+        values.setdefault("cpu_seconds", max(0.0, time.process_time() - state.cpu_start))
+        peak = peak_memory_mb()
+        if peak is not None:
+            values.setdefault("peak_memory_mb", peak)
+    when = now()
+    run_id = state.run_id
+    try:
+        _write(
+            lambda s: s.end_run(run_id, status, values, when, ended_with),
+            f"the end of run {run_id}",
+            sync=sync,
+        )
+    finally:
+        context.pop(run_id)
+        RECORDER.live_runs.discard(state)
+    if not _quiet(quiet):
+        console.task_update(run_id, status.value, line)
+
+
+@dataclasses.dataclass(eq=False)
+class Subtask:
+    """A numbered subtask this process has open: its handle and live counter."""
+
+    state: RunState
+    number: int
+    name: str | None
+    counter: Counter
+    ended: bool = False
+    status: Status = Status.STARTED
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
+
+
+def start_subtask(
+    state: RunState,
+    name: str | None,
+    *,
+    sync: bool,
+    items_total: int | None = None,
+    message: str | None = None,
+    number: int | None = None,
+    quiet: bool | None = None,
+) -> Subtask:
+    """Start the next numbered subtask of ``state``'s run (or ``number``)."""
+    run_id = state.run_id
+    when = now()
+    if number is None and state.is_local:
+        number = state.next_subtask_number()
+    elif number is not None and state.is_local:
+        state.note_subtask_number(number)
+    if number is None or sync:
+        # A run owned elsewhere is numbered by the database, so processes never collide.
+        number = RECORDER.synced_store().start_subtask(
+            run_id, number, name, items_total, message, when
+        )
+    else:
+        n = number
+        _write(
+            lambda s: s.start_subtask(run_id, n, name, items_total, message, when),
+            f"the start of subtask {n}",
+            sync=False,
+        )
+    sub = Subtask(state, number, name, Counter(run_id, number, items_total=items_total))
+    RECORDER.writer.publish(sub.counter)
+    state.subtasks.append(sub)
+    state.current_subtask = number
+    if not _quiet(quiet):
+        console.subtask_start(number, name, message)
+    return sub
+
+
+def end_subtask(
+    sub: Subtask,
+    status: Status,
+    *,
+    sync: bool,
+    message: str | None = None,
+    error: str | None = None,
+    extra: dict[str, Any] | None = None,
+    quiet: bool | None = None,
+) -> None:
+    """End ``sub`` with ``status``, writing its final count."""
+    if sub.ended:
+        return
+    sub.ended = True
+    sub.status = status
+    counter = sub.counter
+    RECORDER.writer.withdraw(counter)
+    delta = counter.take()
+    values: dict[str, Any] = {"status": status.value, "end_time": now(), **(extra or {})}
+    if status is Status.COMPLETED and "percent_complete" not in values:
+        values["percent_complete"] = 100.0
+    if message is not None:
+        values["progress_message"] = message
+    if error is not None:
+        values["error_message"] = error
+    run_id, number, when = sub.run_id, sub.number, now()
+
+    def op(s: SqlStore) -> None:
+        if delta:
+            s.increment_subtask(run_id, number, delta, when)
+        s.update_subtask(run_id, number, values, when)
+
+    if sub in sub.state.subtasks:
+        sub.state.subtasks.remove(sub)
+    _write(op, f"the end of subtask {number}", sync=sync, ends=(run_id, number))
+    if not _quiet(quiet):
+        console.subtask_update(number, status.value, message or error)

@@ -1,0 +1,118 @@
+"""SIGTERM and process exit: runs end CANCELLED (or FAILED) durably before the process goes,
+and the process then ends exactly as it would have without tasker.
+
+- SIGTERM with the default action: every live run of this process is recorded CANCELLED, the
+  writer flushes, and the signal is delivered again with the default action, so the exit
+  status is the usual "killed by SIGTERM".
+- SIGTERM with a handler the program installed: the handler runs; an exception it raises ends
+  the enclosing runs CANCELLED.
+- SIGTERM ignored by the program: tasker leaves it ignored.
+- KeyboardInterrupt is left to Python; decorators and ``with`` blocks record CANCELLED.
+- At exit, a run started with ``task_start()`` and never ended is ended: CANCELLED after
+  Ctrl-C, FAILED with the exception when one went uncaught, otherwise FAILED with a message
+  saying the process exited without ending it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import traceback
+from types import FrameType
+from typing import Any
+
+from tasker.models import Status
+
+__all__ = ["end_live_runs_at_exit", "install", "terminating"]
+
+_previous: Any = None
+_terminating = False
+FLUSH_TIMEOUT = 10.0
+
+
+def terminating() -> bool:
+    """True while a SIGTERM is being handled: exceptions then mean CANCELLED."""
+    return _terminating
+
+
+def install() -> bool:
+    """Install the SIGTERM handler (main thread only); True when installed."""
+    global _previous
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):  # pragma: no cover - platforms without SIGTERM
+        return False
+    if current is _on_sigterm:
+        return True
+    if current == signal.SIG_IGN:
+        return True  # the program chose to ignore it; nothing to record
+    _previous = current
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # pragma: no cover - not the main interpreter
+        return False
+    return True
+
+
+def _end_all(status: Status, values: dict[str, Any], line: str) -> None:
+    from tasker import runs
+    from tasker.recorder import RECORDER
+
+    for state in list(RECORDER.live_runs):
+        if state.is_local and not state.ended:
+            # Shutting down: record what can be recorded, never fail the exit.
+            with contextlib.suppress(Exception):
+                runs.end_run(state, status, dict(values), sync=False, line=line)
+    RECORDER.writer.flush(FLUSH_TIMEOUT)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _terminating
+    previous = _previous
+    if callable(previous):
+        _terminating = True
+        try:
+            previous(signum, frame)
+        finally:
+            _terminating = False
+        return
+    _end_all(
+        Status.CANCELLED,
+        {"error_type": "SIGTERM", "error_message": "terminated by SIGTERM"},
+        "terminated by SIGTERM",
+    )
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def end_live_runs_at_exit() -> None:
+    from tasker.recorder import RECORDER
+
+    if not any(s.is_local and not s.ended for s in RECORDER.live_runs):
+        return
+    exc = getattr(sys, "last_value", None)
+    if isinstance(exc, KeyboardInterrupt):
+        _end_all(Status.CANCELLED, {"error_type": "KeyboardInterrupt"}, "interrupted")
+    elif isinstance(exc, BaseException):
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        _end_all(
+            Status.FAILED,
+            {
+                "error_type": type(exc).__qualname__,
+                "error_message": str(exc) or type(exc).__qualname__,
+                "error_detail": detail,
+            },
+            str(exc),
+        )
+    else:
+        message = "the process exited without ending the run (no task_complete or task_fail)"
+        _end_all(
+            Status.FAILED,
+            {"error_type": "ExitedWithoutEnding", "error_message": message},
+            message,
+        )

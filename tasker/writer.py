@@ -1,0 +1,221 @@
+"""The per-process background writer.
+
+Callers never wait on the database for progress: the automatic layer puts discrete events
+(run and subtask starts and ends) on a queue and bumps plain counters for progress. A writer
+thread wakes every ``flush_interval`` seconds (at once when asked to flush), snapshots the
+counters that moved, drains the queue and writes everything in one transaction.
+
+Ordering: a subtask is published for counting only after its start event is queued, and
+withdrawn before its end event is queued, so the writer never writes progress for a subtask
+row that is not there yet, nor after its end.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasker.store.sql import SqlStore
+
+__all__ = ["Counter", "Event", "Writer"]
+
+log = logging.getLogger("tasker")
+
+
+@dataclasses.dataclass(eq=False)
+class Counter:
+    """One loop's (or handle's) live item count for a subtask.
+
+    Only its owner bumps ``count``, without a lock: that is the hot path. ``take()`` hands the
+    items counted since the last take to whoever writes them (the writer thread, or the
+    subtask's end), under a lock so no item is written twice or lost. Several counters may
+    count into one subtask; the database adds their increments atomically.
+    """
+
+    run_id: str
+    number: int
+    count: int = 0
+    written: int = 0
+    items_total: int | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def take(self) -> int:
+        with self.lock:
+            delta = self.count - self.written
+            self.written += delta
+        return delta
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One write: ``apply(store)``. ``ends`` names the subtask an end event closes."""
+
+    apply: Callable[[SqlStore], object]
+    what: str
+    ends: tuple[str, int] | None = None
+
+
+class Writer:
+    def __init__(self, store_factory: Callable[[], SqlStore], interval: Callable[[], float]):
+        self._store_factory = store_factory
+        self._interval = interval
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._queue: deque[Event] = deque()
+        self._counters: set[Counter] = set()
+        self._cond = threading.Condition(threading.Lock())
+        self._submitted = 0
+        self._done = 0
+        self._wake = False
+        self._cycle = 0  # write cycles started
+        self._completed = 0  # write cycles finished
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._failures = 0
+        self.last_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ caller side
+
+    def submit(self, event: Event) -> None:
+        self._queue.append(event)
+        self._submitted += 1
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+
+    def publish(self, counter: Counter) -> None:
+        """Let the writer poll ``counter`` (after its subtask's start event is queued)."""
+        self._counters.add(counter)
+
+    def withdraw(self, counter: Counter) -> None:
+        """Stop polling ``counter`` (before its subtask's end event is queued)."""
+        self._counters.discard(counter)
+
+    @property
+    def pending(self) -> bool:
+        return self._done < self._submitted or any(
+            c.count != c.written for c in list(self._counters)
+        )
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Write everything submitted so far (and the counters' current values); True if done
+        within ``timeout``."""
+        if not self.pending:
+            return True
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            # The next cycle to start snapshots everything submitted before this call.
+            want = self._cycle + 1
+            self._wake = True
+            self._cond.notify_all()
+            while self._completed < want:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _start(self) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's queue is not ours
+            self._reset_state()
+        thread = threading.Thread(target=self._loop, name="tasker-writer", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._wake:
+                    self._cond.wait(self._interval())
+                self._wake = False
+                self._cycle += 1
+                mine = self._cycle
+            try:
+                self._write_once()
+            except BaseException as exc:
+                self._report(f"tracked events ({exc})", exc)
+            with self._cond:
+                self._completed = mine
+                self._cond.notify_all()
+
+    def _write_once(self) -> None:
+        # Counters first, then the queue: a counter is published only after its start event
+        # was queued, so that event is in this drain or an earlier one.
+        moved = [(c, c.take()) for c in list(self._counters) if c.count != c.written]
+        target = self._submitted
+        events: list[Event] = []
+        while True:
+            try:
+                events.append(self._queue.popleft())
+            except IndexError:
+                break
+        ended = {e.ends for e in events if e.ends is not None}
+        try:
+            store = self._store_factory()
+        except BaseException:
+            # No database yet: keep the events, in order, for the next cycle.
+            self._queue.extendleft(reversed(events))
+            raise
+        ops: list[Callable[[], object]] = [functools.partial(e.apply, store) for e in events]
+        progress = [(c, n) for c, n in moved if n and (c.run_id, c.number) not in ended]
+        for counter, delta in progress:
+            ops.append(functools.partial(_write_count, store, counter, delta))
+        if not ops:
+            self._done = max(self._done, target)
+            return
+        try:
+            store.batch(ops)
+        except BaseException as exc:
+            self._one_by_one(store, events, progress, exc)
+        else:
+            self._failures = 0
+        self._done = max(self._done, target)
+
+    def _one_by_one(
+        self,
+        store: SqlStore,
+        events: list[Event],
+        progress: list[tuple[Counter, int]],
+        batch_error: BaseException,
+    ) -> None:
+        """A batch failed: write what can be written, report what cannot (once)."""
+        for event in events:
+            try:
+                event.apply(store)
+            except BaseException as exc:
+                self._report(f"{event.what}: {exc}", exc)
+        for counter, delta in progress:
+            try:
+                _write_count(store, counter, delta)
+            except BaseException as exc:
+                self._report(f"progress of subtask {counter.number}: {exc}", exc)
+        del batch_error
+
+    def _report(self, message: str, exc: BaseException) -> None:
+        self.last_error = exc
+        self._failures += 1
+        if self._failures == 1:
+            log.warning("tasker could not record %s", message)
+
+
+def _write_count(store: SqlStore, counter: Counter, delta: int) -> None:
+    from datetime import datetime, timezone
+
+    store.increment_subtask(counter.run_id, counter.number, delta, datetime.now(timezone.utc))
+
+
+def register_exit_flush(writer: Writer, timeout: float) -> None:
+    atexit.register(writer.flush, timeout)
