@@ -42,6 +42,8 @@ from tasker.models import (
     TaskRecord,
     TaskStatusRecord,
 )
+from tasker.outcome import Skipped
+from tasker.progress import track
 from tasker.queries import (
     get_active_tasks,
     get_run,
@@ -51,18 +53,31 @@ from tasker.queries import (
     get_task_status,
     get_tasks,
 )
+from tasker.tracking import Run, SubtaskHandle, current_run, skip, subtask, task
 
 __version__ = "0.1.0"
+
+
+def flush(timeout: float = 60.0) -> bool:
+    """Write everything tracked so far to the database now; True when done within
+    ``timeout`` seconds. (tasker also does this at exit and on SIGTERM.)"""
+    from tasker.recorder import RECORDER
+
+    return RECORDER.flush(timeout)
+
 
 __all__ = [
     "Config",
     "ConfigError",
     "DatabaseError",
     "RegistrationError",
+    "Run",
     "RunRecord",
     "SchemaVersionError",
+    "Skipped",
     "StageRecord",
     "Status",
+    "SubtaskHandle",
     "SubtaskRecord",
     "TaskRecord",
     "TaskStatusRecord",
@@ -74,6 +89,8 @@ __all__ = [
     "__version__",
     "configure",
     "create_schema",
+    "current_run",
+    "flush",
     "get_active_tasks",
     "get_config",
     "get_run",
@@ -84,13 +101,17 @@ __all__ = [
     "get_tasks",
     "register_task",
     "register_tasks",
+    "skip",
+    "subtask",
     "subtask_complete",
     "subtask_fail",
     "subtask_increment",
     "subtask_start",
     "subtask_update",
+    "task",
     "task_complete",
     "task_fail",
     "task_start",
     "task_update",
+    "track",
 ]

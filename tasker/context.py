@@ -39,6 +39,8 @@ class RunState:
     early_closed: list[tuple[Any, Any, int]] = dataclasses.field(default_factory=list)
     cpu_start: float = dataclasses.field(default_factory=time.process_time)
     env_before: str | None = None
+    # Open task()/subtask() scopes of the automatic layer: skip() raises only inside one.
+    scopes: int = 0
     _next_number: int = 0
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 

@@ -109,7 +109,7 @@ def active_log_file() -> tuple[str | None, str | None]:
     ]
     for lg in loggers:
         for handler in lg.handlers:
-            if isinstance(handler, logging.FileHandler):
+            if isinstance(handler, logging.FileHandler) and handler.baseFilename != os.devnull:
                 path = Path(handler.baseFilename)
                 return str(path.parent), path.name
     return None, None

@@ -207,6 +207,34 @@ def start_subtask(
     return sub
 
 
+def correct_subtask(sub: Subtask, status: Status, *, error: str | None = None) -> None:
+    """Re-end a subtask already ended (a track() loop closed by a failure): the scope's
+    status wins."""
+    run_id, number, when = sub.run_id, sub.number, now()
+    values: dict[str, Any] = {"status": status.value, "end_time": when}
+    if error is not None:
+        values["error_message"] = error
+    sub.status = status
+    _write(
+        lambda s: s.update_subtask(run_id, number, values, when),
+        f"the end of subtask {number}",
+        sync=False,
+    )
+
+
+def retire_counter(counter: Counter) -> None:
+    """A loop that counted into someone else's subtask is done: write its last items."""
+    RECORDER.writer.withdraw(counter)
+    delta = counter.take()
+    if delta:
+        run_id, number, when = counter.run_id, counter.number, now()
+        _write(
+            lambda s: s.increment_subtask(run_id, number, delta, when),
+            f"progress of subtask {number}",
+            sync=False,
+        )
+
+
 def end_subtask(
     sub: Subtask,
     status: Status,
