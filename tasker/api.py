@@ -423,7 +423,12 @@ def subtask_update(
         if st is Status.COMPLETED and pct is None:
             values["percent_complete"] = 100.0
     target = _local_subtask(rid, number)
-    n = RECORDER.synced_store().update_subtask(rid, target, values, _now(), items_complete=items)
+    n = runs.await_parent(
+        context.find(rid),
+        lambda: RECORDER.synced_store().update_subtask(
+            rid, target, values, _now(), items_complete=items
+        ),
+    )
     if st.is_terminal:
         sub = _open_subtask(rid, n)
         if sub is not None:
@@ -446,7 +451,11 @@ def subtask_increment(
     assert by is not None
     number = validate.positive_int(subtask_number, "subtask_number")
     rid = resolve_run_id(run_id)
-    n = RECORDER.synced_store().increment_subtask(rid, _local_subtask(rid, number), by, _now())
+    target = _local_subtask(rid, number)
+    n = runs.await_parent(
+        context.find(rid),
+        lambda: RECORDER.synced_store().increment_subtask(rid, target, by, _now()),
+    )
     if not _quiet(quiet):
         console.subtask_increment(n, by)
 

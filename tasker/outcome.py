@@ -38,7 +38,7 @@ class Outcome:
 def _is_cancellation(exc: BaseException) -> bool:
     from tasker.signals import terminating
 
-    if isinstance(exc, KeyboardInterrupt) or terminating():
+    if isinstance(exc, KeyboardInterrupt) or terminating(exc):
         return True
     try:
         import asyncio

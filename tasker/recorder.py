@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,9 @@ class Recorder:
 
     def submit(self, event: Event) -> None:
         """Queue a write for the background writer."""
+        if not self._signals_installed:
+            # Whatever is queued must be written if SIGTERM comes (a pool worker, too).
+            self.install_signal_handlers()
         self.writer.submit(event)
 
     def synced_store(self) -> SqlStore:
@@ -124,16 +128,53 @@ class Recorder:
             self._config_file = None
 
     def _after_fork_in_child(self) -> None:
-        # The parent's pooled connections belong to the parent: drop them unclosed.
+        # The parent's pooled connections belong to the parent. The child never touches them:
+        # not even to dispose of them (a lock inside the pool may have been held by another
+        # thread at the fork), and keeps a reference so that garbage collection never closes
+        # a socket the parent still uses.
         self._lock = threading.RLock()
         self.live_runs = set()
         self._signals_installed = False
         self.writer._reset_state()
         if self._store is not None:
-            self._store.engine.dispose(close=False)
+            _inherited_stores.append(self._store)
             self._store = None
 
 
 RECORDER = Recorder()
+_inherited_stores: list[SqlStore] = []
+
+
+_mp_hooked = False
+
+
+def _flush_at_multiprocessing_exit(recorder: Recorder) -> None:
+    from multiprocessing import util
+
+    util.Finalize(None, recorder._at_exit, exitpriority=100)
+
+
+def _before_fork() -> None:
+    global _mp_hooked
+    # A forked child may report into the parent's run at once: the run (and its subtasks)
+    # must be in the database first. Not from the writer thread itself, which cannot wait
+    # for itself.
+    if threading.current_thread().name != "tasker-writer" and RECORDER.writer.pending:
+        RECORDER.writer.flush(timeout=10.0)
+    RECORDER.writer.pause()
+    if not _mp_hooked and "multiprocessing" in sys.modules:
+        # multiprocessing ends forked workers with os._exit(), skipping atexit, and clears
+        # finalizers registered before its own start-up; a registered after-fork hook adds
+        # the flush once the worker is set up.
+        from multiprocessing import util
+
+        util.register_after_fork(RECORDER, _flush_at_multiprocessing_exit)
+        _mp_hooked = True
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=RECORDER._after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=RECORDER.writer.resume,
+        after_in_child=RECORDER._after_fork_in_child,
+    )

@@ -9,13 +9,15 @@ on the database.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tasker import console, context
 from tasker.context import RunState
+from tasker.errors import UnknownRunError, UnknownSubtaskError
 from tasker.gitinfo import git_info
 from tasker.models import NewRun, Status
 from tasker.process_info import active_log_file, peak_memory_mb, process_info
@@ -25,11 +27,30 @@ from tasker.writer import Counter, Event
 if TYPE_CHECKING:
     from tasker.store.sql import SqlStore
 
-__all__ = ["Subtask", "end_run", "end_subtask", "start_run", "start_subtask"]
+__all__ = ["Subtask", "await_parent", "end_run", "end_subtask", "start_run", "start_subtask"]
+
+T = TypeVar("T")
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def await_parent(state: RunState | None, fn: Callable[[], T]) -> T:
+    """Call ``fn``; for a run another process owns, wait a while for that process's writer to
+    record the run (or subtask) this call refers to, instead of failing at once."""
+    if state is not None and state.is_local:
+        return fn()
+    deadline = time.monotonic() + max(10.0, 5 * RECORDER.config.flush_interval)
+    delay = 0.02
+    while True:
+        try:
+            return fn()
+        except (UnknownRunError, UnknownSubtaskError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
 
 
 def _write(op: Callable[[SqlStore], object], what: str, *, sync: bool, ends: Any = None) -> Any:
@@ -188,8 +209,11 @@ def start_subtask(
         state.note_subtask_number(number)
     if number is None or sync:
         # A run owned elsewhere is numbered by the database, so processes never collide.
-        number = RECORDER.synced_store().start_subtask(
-            run_id, number, name, items_total, message, when
+        number = await_parent(
+            state,
+            lambda: RECORDER.synced_store().start_subtask(
+                run_id, number, name, items_total, message, when
+            ),
         )
     else:
         n = number

@@ -33,9 +33,13 @@ _terminating = False
 FLUSH_TIMEOUT = 10.0
 
 
-def terminating() -> bool:
-    """True while a SIGTERM is being handled: exceptions then mean CANCELLED."""
-    return _terminating
+_raised_by_handler: BaseException | None = None
+
+
+def terminating(exc: BaseException | None = None) -> bool:
+    """True while a SIGTERM is being handled, or for the exception the program's own SIGTERM
+    handler raised: such exceptions mean CANCELLED."""
+    return _terminating or (exc is not None and exc is _raised_by_handler)
 
 
 def install() -> bool:
@@ -72,12 +76,15 @@ def _end_all(status: Status, values: dict[str, Any], line: str) -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _terminating
+    global _terminating, _raised_by_handler
     previous = _previous
     if callable(previous):
         _terminating = True
         try:
             previous(signum, frame)
+        except BaseException as exc:
+            _raised_by_handler = exc
+            raise
         finally:
             _terminating = False
         return

@@ -73,12 +73,15 @@ class Writer:
     def _reset_state(self) -> None:
         self._queue: deque[Event] = deque()
         self._counters: set[Counter] = set()
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a signal handler may flush while this thread is inside flush() already.
+        self._cond = threading.Condition(threading.RLock())
         self._submitted = 0
         self._done = 0
         self._wake = False
         self._cycle = 0  # write cycles started
         self._completed = 0  # write cycles finished
+        # Held while writing; a fork waits for it, so no child inherits a half-done write.
+        self._io_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._failures = 0
@@ -126,6 +129,16 @@ class Writer:
                 self._cond.wait(remaining)
         return True
 
+    def pause(self) -> None:
+        """Wait for a write in progress to finish and hold the next one (before a fork)."""
+        if threading.current_thread() is not self._thread:
+            self._io_lock.acquire()
+
+    def resume(self) -> None:
+        """Let writes go on (in the parent, after a fork)."""
+        if self._io_lock.locked() and threading.current_thread() is not self._thread:
+            self._io_lock.release()
+
     # ------------------------------------------------------------------ writer thread
 
     def _start(self) -> None:
@@ -144,8 +157,9 @@ class Writer:
                 self._cycle += 1
                 mine = self._cycle
             try:
-                self._write_once()
-            except BaseException as exc:
+                with self._io_lock:
+                    self._write_once()
+            except BaseException as exc:  # the writer must outlive any failure
                 self._report(f"tracked events ({exc})", exc)
             with self._cond:
                 self._completed = mine
