@@ -20,7 +20,7 @@ __all__ = ["RUN_ID_ENV", "RunState", "current_run_id", "current_state", "pop", "
 RUN_ID_ENV = "TASKER_RUN_ID"
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class RunState:
     """What this process knows about a run it tracks (``owned``) or reports into."""
 
@@ -42,7 +42,6 @@ class RunState:
     # Open task()/subtask() scopes of the automatic layer: skip() raises only inside one.
     scopes: int = 0
     _next_number: int = 0
-    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
     @property
     def is_local(self) -> bool:
@@ -50,14 +49,18 @@ class RunState:
         return self.owned and self.pid == os.getpid()
 
     def next_subtask_number(self) -> int:
-        with self._lock:
+        with _numbering:
             self._next_number += 1
             return self._next_number
 
     def note_subtask_number(self, number: int) -> None:
         """An explicitly numbered subtask: automatic numbering continues after it."""
-        with self._lock:
+        with _numbering:
             self._next_number = max(self._next_number, number)
+
+
+# Numbering is rare next to everything else: one lock serves every run.
+_numbering = threading.Lock()
 
 
 _current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
@@ -65,6 +68,11 @@ _current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
 )
 _exported: str | None = None
 _attached: dict[str, RunState] = {}
+# What the parent process handed down (read once; a fork re-reads it), and what the
+# variable holds now as far as tasker set it: reading os.environ on every run start costs
+# more than the rest of starting a run.
+_inherited: str | None = os.environ.get(RUN_ID_ENV) or None
+_env_now: str | None = _inherited
 
 
 def current_state() -> RunState | None:
@@ -74,8 +82,7 @@ def current_state() -> RunState | None:
 
 def inherited_run_id() -> str | None:
     """The run id a parent process handed down through the environment, if any."""
-    value = os.environ.get(RUN_ID_ENV) or None
-    return None if value is None or value == _exported else value
+    return _inherited
 
 
 def current_run_id() -> str | None:
@@ -96,26 +103,24 @@ def attached_state(run_id: str) -> RunState:
 
 def push(state: RunState) -> None:
     """Make ``state`` current, and hand its id to child processes started meanwhile."""
-    global _exported
+    global _exported, _env_now
     state.parent = _current.get()
     _current.set(state)
-    state.env_before = os.environ.get(RUN_ID_ENV)
-    os.environ[RUN_ID_ENV] = state.run_id
-    _exported = state.run_id
+    state.env_before = _env_now
+    os.environ[RUN_ID_ENV] = _env_now = _exported = state.run_id
 
 
 def pop(run_id: str) -> None:
     """Make the parent of ``run_id`` current again, if ``run_id`` is the current run."""
-    global _exported
+    global _exported, _env_now
     state = _current.get()
     if state is None or state.run_id != run_id:
         return
     _current.set(state.parent)
-    if os.environ.get(RUN_ID_ENV) == run_id:
-        if state.env_before is None:
-            del os.environ[RUN_ID_ENV]
-        else:
-            os.environ[RUN_ID_ENV] = state.env_before
+    if _env_now == run_id:
+        _env_now = state.env_before
+        # Empty rather than removed: one assignment, and read as "no run" all the same.
+        os.environ[RUN_ID_ENV] = _env_now or ""
     _exported = state.parent.run_id if state.parent is not None else None
 
 
@@ -131,8 +136,9 @@ def find(run_id: str) -> RunState | None:
 
 def _after_fork_in_child() -> None:
     # The parent's export is this child's inheritance.
-    global _exported
+    global _exported, _inherited, _env_now
     _exported = None
+    _inherited = _env_now = os.environ.get(RUN_ID_ENV) or None
     _attached.clear()
 
 

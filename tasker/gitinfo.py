@@ -112,9 +112,17 @@ def _info_for(git_dir: Path) -> GitInfo:
 
 
 def git_info(path: str | os.PathLike[str] | None) -> GitInfo:
-    """Git facts for the repository holding ``path`` (a file or folder); all None outside one."""
+    """Git facts for the repository holding ``path`` (a file or folder); all None outside one.
+
+    Read once per folder per process: a run start must not walk the file system.
+    """
     if path is None:
         return GitInfo(None, None, None)
+    return _git_info_for_path(os.fspath(path))
+
+
+@functools.lru_cache(maxsize=256)
+def _git_info_for_path(path: str) -> GitInfo:
     start = Path(path)
     if not start.is_dir():
         start = start.parent

@@ -246,7 +246,7 @@ class TaskSpec:
     log_filename: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class NewRun:
     """Everything recorded when a run starts."""
 

@@ -115,12 +115,14 @@ def active_log_file() -> tuple[str | None, str | None]:
     return None, None
 
 
+if sys.platform != "win32":
+    from resource import RUSAGE_SELF, getrusage
+
+
 def peak_memory_mb() -> float | None:
     """This process's peak resident memory in MB, where the platform reports it."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = getrusage(RUSAGE_SELF).ru_maxrss
     # Linux reports kilobytes, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -198,6 +198,7 @@ def track(iterable: Any, total: int | None = None, name: str | None = None) -> A
                 Event(
                     lambda s: s.update_subtask(run_id, number, {"items_total": n_total}, when),
                     f"an update of subtask {number}",
+                    run_id=run_id,
                 ),
             )
         lane = Counter(current.run_id, current.number)

@@ -9,8 +9,10 @@ on the database.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import random
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,6 +32,20 @@ if TYPE_CHECKING:
 __all__ = ["Subtask", "await_parent", "end_run", "end_subtask", "start_run", "start_subtask"]
 
 T = TypeVar("T")
+
+
+# Seeded from os.urandom; the random module reseeds every instance in a forked child, so
+# parent and child never draw the same ids.
+_ids = random.Random()
+_VERSION_4 = (0x4 << 76) | (0x2 << 62)
+_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+
+
+def new_run_id() -> str:
+    """A random version 4 UUID as text, like str(uuid.uuid4()) without a system call per id
+    (one is made on every run start)."""
+    h = f"{(_ids.getrandbits(128) & _KEEP) | _VERSION_4:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now() -> datetime:
@@ -53,10 +69,19 @@ def await_parent(state: RunState | None, fn: Callable[[], T]) -> T:
             delay = min(0.5, delay * 2)
 
 
-def _write(op: Callable[[SqlStore], object], what: str, *, sync: bool, ends: Any = None) -> Any:
+def _write(
+    op: Callable[[SqlStore], object],
+    what: str,
+    *,
+    sync: bool,
+    ends: Any = None,
+    run_id: str | None = None,
+    start: Any = None,
+    end: Any = None,
+) -> Any:
     if sync:
         return op(RECORDER.synced_store())
-    RECORDER.submit(Event(op, what, ends))
+    RECORDER.submit(Event(op, what, ends, run_id, start, end))
     return None
 
 
@@ -81,16 +106,14 @@ def start_run(
     info = process_info()
     script_dir, script_file = info.script_path, info.script_filename
     if script_path is not None:  # a decorated function's own file
-        from pathlib import Path
-
-        p = Path(script_path)
-        script_dir, script_file = str(p.parent), p.name
+        script_dir, script_file = _split(script_path)
     git = git_info(script_dir) if git_commit is None else None
-    if log_path is None and log_filename is None:
+    if sync and log_path is None and log_filename is None:
+        # (Queued starts get theirs from the writer, once per batch: see tasker.writer.)
         log_path, log_filename = active_log_file()
     if parent_run_id is None:
         parent_run_id = context.current_run_id()
-    run_id = str(uuid.uuid4())
+    run_id = new_run_id()
     new = NewRun(
         run_id=run_id,
         stage=stage,
@@ -118,7 +141,13 @@ def start_run(
         total_subtasks=total_subtasks,
         overall_progress_message=message,
     )
-    _write(lambda s: s.start_run(new), f"the start of {stage} / {task}", sync=sync)
+    _write(
+        lambda s: s.start_run(new),
+        f"the start of {stage} / {task}",
+        sync=sync,
+        run_id=run_id,
+        start=new,
+    )
     state = RunState(run_id=run_id, stage=stage, task=task, total_subtasks=total_subtasks)
     context.push(state)
     RECORDER.live_runs.add(state)
@@ -126,6 +155,12 @@ def start_run(
     if not _quiet(quiet):
         console.task_start(stage, task, run_id)
     return state
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(path: str) -> tuple[str, str]:
+    folder, _, name = path.rpartition(os.sep)
+    return folder or os.sep, name
 
 
 def _quiet(quiet: bool | None) -> bool:
@@ -153,8 +188,6 @@ def end_run(
     for sub in list(reversed(state.subtasks)):
         end_subtask(sub, status, sync=sync, error=ended_with, quiet=True)
     if state.is_local:
-        import time
-
         values.setdefault("cpu_seconds", max(0.0, time.process_time() - state.cpu_start))
         peak = peak_memory_mb()
         if peak is not None:
@@ -166,6 +199,8 @@ def end_run(
             lambda s: s.end_run(run_id, status, values, when, ended_with),
             f"the end of run {run_id}",
             sync=sync,
+            run_id=run_id,
+            end=(status, values, when),
         )
     finally:
         context.pop(run_id)
@@ -221,6 +256,7 @@ def start_subtask(
             lambda s: s.start_subtask(run_id, n, name, items_total, message, when),
             f"the start of subtask {n}",
             sync=False,
+            run_id=run_id,
         )
     sub = Subtask(state, number, name, Counter(run_id, number, items_total=items_total))
     RECORDER.writer.publish(sub.counter)
@@ -243,6 +279,7 @@ def correct_subtask(sub: Subtask, status: Status, *, error: str | None = None) -
         lambda s: s.update_subtask(run_id, number, values, when),
         f"the end of subtask {number}",
         sync=False,
+        run_id=run_id,
     )
 
 
@@ -256,6 +293,7 @@ def retire_counter(counter: Counter) -> None:
             lambda s: s.increment_subtask(run_id, number, delta, when),
             f"progress of subtask {number}",
             sync=False,
+            run_id=run_id,
         )
 
 
@@ -293,6 +331,6 @@ def end_subtask(
 
     if sub in sub.state.subtasks:
         sub.state.subtasks.remove(sub)
-    _write(op, f"the end of subtask {number}", sync=sync, ends=(run_id, number))
+    _write(op, f"the end of subtask {number}", sync=sync, ends=(run_id, number), run_id=run_id)
     if not _quiet(quiet):
         console.subtask_update(number, status.value, message or error)

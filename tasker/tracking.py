@@ -75,6 +75,7 @@ class Run:
             Event(
                 lambda s: s.update_run(run_id, {"status": Status.RUNNING.value, **values}, when),
                 f"an update of run {run_id}",
+                run_id=run_id,
             ),
         )
 
@@ -157,6 +158,7 @@ class SubtaskHandle:
                 Event(
                     lambda s: s.update_subtask(run_id, number, values, when),
                     f"an update of subtask {number}",
+                    run_id=run_id,
                 ),
             )
 

@@ -21,7 +21,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tasker.process_info import active_log_file
 
 if TYPE_CHECKING:
     from tasker.store.sql import SqlStore
@@ -55,13 +57,19 @@ class Counter:
         return delta
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Event:
-    """One write: ``apply(store)``. ``ends`` names the subtask an end event closes."""
+    """One write: ``apply(store)``. ``ends`` names the subtask an end event closes;
+    ``run_id`` the run the event concerns; a run's start and end events also carry what they
+    record (``start``: the NewRun; ``end``: status, values, time, subtask message), so that a
+    run that starts and ends between two writes is written as one row."""
 
     apply: Callable[[SqlStore], object]
     what: str
     ends: tuple[str, int] | None = None
+    run_id: str | None = None
+    start: Any = None
+    end: Any = None
 
 
 class Writer:
@@ -177,6 +185,8 @@ class Writer:
             except IndexError:
                 break
         ended = {e.ends for e in events if e.ends is not None}
+        _add_log_files(events)
+        events, whole_runs = _whole_runs(events, {c.run_id for c, _ in moved})
         try:
             store = self._store_factory()
         except BaseException:
@@ -184,6 +194,8 @@ class Writer:
             self._queue.extendleft(reversed(events))
             raise
         ops: list[Callable[[], object]] = [functools.partial(e.apply, store) for e in events]
+        if whole_runs:
+            ops.insert(0, functools.partial(store.insert_whole_runs, whole_runs))
         progress = [(c, n) for c, n in moved if n and (c.run_id, c.number) not in ended]
         for counter, delta in progress:
             ops.append(functools.partial(_write_count, store, counter, delta))
@@ -192,7 +204,12 @@ class Writer:
             return
         try:
             store.batch(ops)
-        except BaseException as exc:
+        except BaseException as exc:  # tracking must never stop the writer
+            if whole_runs:
+                try:
+                    store.insert_whole_runs(whole_runs)
+                except BaseException as whole_exc:
+                    self._report(f"{len(whole_runs)} runs: {whole_exc}", whole_exc)
             self._one_by_one(store, events, progress, exc)
         else:
             self._failures = 0
@@ -223,6 +240,41 @@ class Writer:
         self._failures += 1
         if self._failures == 1:
             log.warning("tasker could not record %s", message)
+
+
+def _start_run(run: Any, store: SqlStore) -> None:
+    store.start_run(run)
+
+
+def _add_log_files(events: list[Event]) -> None:
+    """Runs record the log file of the logging FileHandler active when they started. Looking
+    it up scans every logger, so it is done here, once per write, not in the caller."""
+    found: tuple[str | None, str | None] | None = None
+    for i, event in enumerate(events):
+        run = event.start
+        if run is None or run.log_path is not None or run.log_filename is not None:
+            continue
+        if found is None:
+            found = active_log_file()
+        if found == (None, None):
+            return
+        run = dataclasses.replace(run, log_path=found[0], log_filename=found[1])
+        events[i] = dataclasses.replace(event, start=run, apply=functools.partial(_start_run, run))
+
+
+def _whole_runs(events: list[Event], counting: set[str]) -> tuple[list[Event], list[Any]]:
+    """Split off the runs whose start and end are both in ``events`` with nothing else
+    about them: each becomes one finished row, inserted together with the others."""
+    starts = {e.run_id: e for e in events if e.start is not None}
+    if not starts:
+        return events, []
+    ends = {e.run_id: e for e in events if e.end is not None and e.run_id in starts}
+    busy = {e.run_id for e in events if e.start is None and e.end is None} | counting
+    whole = {rid for rid in ends if rid not in busy}
+    if not whole:
+        return events, []
+    rows = [(starts[rid].start, *ends[rid].end) for rid in starts if rid in whole]
+    return [e for e in events if e.run_id not in whole], rows
 
 
 def _write_count(store: SqlStore, counter: Counter, delta: int) -> None:

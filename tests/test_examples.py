@@ -65,3 +65,62 @@ def test_seed_pipeline(db: Backend, child_env: dict[str, str]) -> None:
     assert "[SUBTASK UPDATE] Subtask 2 - RUNNING: Processing state 28/56" in lines
     assert "[SUBTASK UPDATE] Subtask 2 - COMPLETED: All states loaded" in lines
     assert lines[-1] == f"[TASK UPDATE] {run_id} - COMPLETED: FCC data processing complete"
+
+
+def test_fcc_pipeline_the_decorator_way(db: Backend, child_env: dict[str, str]) -> None:
+    result = run_example("fcc_pipeline.py", child_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "refresh failed: coverage.example: connection reset by peer",
+        "56000",
+    ]
+    rows = {r.task_name: r for r in tasker.get_task_status()}
+    assert {name: str(r.status) for name, r in rows.items()} == {
+        "Install System Dependencies": "COMPLETED",
+        "Process FCC Data": "COMPLETED",
+        "Build Census Data": "SKIPPED",
+        "Refresh Coverage": "FAILED",
+    }
+    fcc = tasker.get_subtask_progress(rows["Process FCC Data"].run_id)
+    assert [(s.subtask_name, s.items_complete, s.status) for s in fcc] == [
+        ("Loading FCC data", 0, "COMPLETED"),
+        ("Processing broadband data", 56, "COMPLETED"),
+        ("Writing outputs", 0, "COMPLETED"),
+    ]
+    failed = tasker.get_run(rows["Refresh Coverage"].run_id)
+    assert failed.error_type == "ConnectionError"
+    assert failed.error_detail is not None and "raise ConnectionError" in failed.error_detail
+    (loop,) = tasker.get_subtask_progress(failed.run_id)
+    assert (loop.status, loop.items_complete) == ("FAILED", 3)
+
+
+def test_async_pipeline(db: Backend, child_env: dict[str, str]) -> None:
+    result = run_example("async_pipeline.py", child_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[20, 30, 10]"
+    history = tasker.get_task_history()
+    assert sorted(r.task_name.rsplit(".", 1)[-1] for r in history) == [
+        "Merge",
+        "fetch",
+        "fetch",
+        "fetch",
+    ]
+    assert all(r.status == "COMPLETED" for r in history)
+    counts = sorted(
+        tasker.get_subtask_progress(r.run_id)[1].items_complete
+        for r in history
+        if r.task_name.endswith("fetch")
+    )
+    assert counts == [10, 20, 30]
+
+
+def test_multiprocessing_pipeline(db: Backend, child_env: dict[str, str]) -> None:
+    result = run_example("multiprocessing_pipeline.py", child_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(sum(v * v for v in range(200)))
+    (run,) = tasker.get_task_history()
+    subs = tasker.get_subtask_progress(run.run_id)
+    assert [(s.subtask_name, s.items_complete, s.items_total, s.status) for s in subs] == [
+        ("Squaring", 200, 200, "COMPLETED"),
+        ("Adding up", 8, 8, "COMPLETED"),
+    ]

@@ -521,7 +521,7 @@ def test_capture_version_environment_and_log_file(db: Backend, tmp_path: Path) -
     logging.getLogger("some.pipeline").addHandler(handler)
     try:
         with tasker.task("S", "T") as run:
-            pass
+            tasker.flush()  # the log file is looked up when the run's start is written
     finally:
         logging.getLogger("some.pipeline").removeHandler(handler)
         handler.close()
@@ -544,12 +544,13 @@ def test_git_commit_branch_and_dirty(db: Backend, tmp_path: Path) -> None:
     head = subprocess.run(
         [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    from tasker.gitinfo import _info_for, git_info
+    from tasker.gitinfo import _git_info_for_path, _info_for, git_info
 
     info = git_info(script)
     assert (info.commit, info.branch, info.dirty) == (head, "feature-x", False)
     script.write_text("def job():\n    return 2  # edited\n", encoding="utf-8")
     _info_for.cache_clear()
+    _git_info_for_path.cache_clear()
     assert git_info(script).dirty is True
     assert git_info(tmp_path / "elsewhere").commit is None
 

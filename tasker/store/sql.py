@@ -11,11 +11,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     and_,
+    bindparam,
     case,
     func,
-    literal,
+    literal_column,
     select,
     text,
     update,
@@ -25,7 +27,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 from tasker.config import Config
 from tasker.errors import (
@@ -87,6 +89,18 @@ class SqlStore:
         self._schema_checked = False
         # A thread applying a batch runs every operation in its one open transaction.
         self._local = threading.local()
+        # Statements are built once per shape and run with parameters: building and
+        # cache-keying a statement per call would cost more than the database's own work.
+        self._stmts: dict[Any, Any] = {}
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+        self._x_run_running = _started_to_running(runs.c.status)
+        self._x_sub_running = _started_to_running(sp.c.status)
+        self._x_sub_open = sp.c.status.in_([literal_column(f"'{v}'") for v in _OPEN_SUBTASK])
+        self._x_items = bindparam("x_items", type_=BigInteger())
+        self._x_pct_items = _percent_of(self._x_items, sp)
+        self._x_new_count = sp.c.items_complete + bindparam("x_by", type_=BigInteger())
+        self._x_pct_new_count = _percent_of(self._x_new_count, sp)
+        self._x_run_is_started = runs.c.status == literal_column("'STARTED'")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -150,6 +164,51 @@ class SqlStore:
         if getattr(self._local, "conn", None) is not None and key in self._local.task_ids:
             return int(self._local.task_ids[key])
         return self._task_ids.get(key)
+
+    def _update(
+        self,
+        conn: Connection,
+        table: Any,
+        where: Sequence[Any],
+        values: Sequence[tuple[str, Any]],
+        params: dict[str, Any] | None = None,
+    ) -> int:
+        """UPDATE ``table`` SET ``values`` WHERE ``where``; returns the rows matched.
+
+        A ``where`` entry is ``(column, value)`` for equality or a prepared condition; a
+        ``values`` entry's value is a plain value or a prepared expression (one of the
+        store's own, so that the statement is built once per shape). Values are set in the
+        order given: MySQL evaluates SET left to right, each seeing the ones before.
+        """
+        shape = (
+            table.name,
+            tuple(w[0] if isinstance(w, tuple) else id(w) for w in where),
+            tuple((c, id(v) if isinstance(v, ClauseElement) else None) for c, v in values),
+        )
+        stmt = self._stmts.get(shape)
+        if stmt is None:
+            conds = [
+                table.c[w[0]] == bindparam(f"w_{w[0]}", type_=table.c[w[0]].type)
+                if isinstance(w, tuple)
+                else w
+                for w in where
+            ]
+            sets = [
+                (
+                    table.c[c],
+                    v
+                    if isinstance(v, ClauseElement)
+                    else bindparam(f"v_{c}", type_=table.c[c].type),
+                )
+                for c, v in values
+            ]
+            stmt = update(table).where(*conds).ordered_values(*sets)
+            self._stmts[shape] = stmt
+        bound = {f"w_{w[0]}": w[1] for w in where if isinstance(w, tuple)}
+        bound.update({f"v_{c}": v for c, v in values if not isinstance(v, ClauseElement)})
+        if params:
+            bound.update(params)
+        return int(conn.execute(stmt, bound).rowcount)
 
     def _insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any]) -> None:
         """Insert unless a unique key already holds the row (another writer's, just now)."""
@@ -413,40 +472,77 @@ class SqlStore:
 
             self._run("inserting runs", insert)
 
-    def start_run(self, run: NewRun) -> None:
-        """Insert a run, registering its stage and task on the fly when they are new."""
-        key = (run.stage, run.task)
-        values = {
+    _RUN_FIELDS = (
+        "parent_run_id",
+        "hostname",
+        "process_id",
+        "parent_pid",
+        "process_start_time",
+        "user_name",
+        "python_version",
+        "command_line",
+        "script_path",
+        "script_filename",
+        "log_path",
+        "log_filename",
+        "version",
+        "git_commit",
+        "git_branch",
+        "git_dirty",
+        "environment",
+        "start_time",
+        "total_subtasks",
+        "overall_progress_message",
+    )
+
+    @classmethod
+    def _start_values(cls, run: NewRun) -> dict[str, Any]:
+        return {
             "run_id": run.run_id,
             "status": run.status.value,
             "last_update": run.start_time,
             "heartbeat": run.start_time,
-            **{
-                name: getattr(run, name)
-                for name in (
-                    "parent_run_id",
-                    "hostname",
-                    "process_id",
-                    "parent_pid",
-                    "process_start_time",
-                    "user_name",
-                    "python_version",
-                    "command_line",
-                    "script_path",
-                    "script_filename",
-                    "log_path",
-                    "log_filename",
-                    "version",
-                    "git_commit",
-                    "git_branch",
-                    "git_dirty",
-                    "environment",
-                    "start_time",
-                    "total_subtasks",
-                    "overall_progress_message",
-                )
-            },
+            **{name: getattr(run, name) for name in cls._RUN_FIELDS},
         }
+
+    def _task_id_for(self, conn: Connection, run: NewRun) -> int:
+        key = (run.stage, run.task)
+        task_id = self._cached_task(key)
+        if task_id is None:
+            spec = TaskSpec(stage=run.stage, name=run.task, task_type=run.task_type)
+            task_id = self._ensure_task(conn, spec, run.start_time)
+            self._remember_task(key, task_id)
+        return task_id
+
+    def insert_whole_runs(
+        self, rows: Sequence[tuple[NewRun, Status, dict[str, Any], datetime]]
+    ) -> None:
+        """Insert runs that started and ended between two writes, each as its finished row,
+        in one statement (the common case of many short tracked calls)."""
+        keys = [c.name for c in self.t.task_runs.c]
+
+        def apply(conn: Connection) -> None:
+            params = []
+            for run, status, values, when in rows:
+                row: dict[str, Any] = dict.fromkeys(keys)
+                row.update(self._start_values(run))
+                row.update(values)
+                row["task_id"] = self._task_id_for(conn, run)
+                row["status"] = status.value
+                row["last_update"] = row["heartbeat"] = when
+                if row["end_time"] is None:
+                    row["end_time"] = when
+                if status is Status.COMPLETED and row["overall_percent_complete"] is None:
+                    row["overall_percent_complete"] = 100.0
+                params.append(row)
+            conn.execute(self.t.task_runs.insert(), params)
+
+        self._run("recording finished runs", apply)
+
+    def start_run(self, run: NewRun) -> None:
+        """Insert a run, registering its stage and task on the fly when they are new."""
+        key = (run.stage, run.task)
+        values = self._start_values(run)
 
         def insert(conn: Connection) -> int:
             task_id = self._cached_task(key)
@@ -456,7 +552,7 @@ class SqlStore:
                     TaskSpec(stage=run.stage, name=run.task, task_type=run.task_type),
                     run.start_time,
                 )
-            conn.execute(self.t.task_runs.insert().values(task_id=task_id, **values))
+            conn.execute(self.t.task_runs.insert(), {"task_id": task_id, **values})
             return task_id
 
         try:
@@ -486,10 +582,8 @@ class SqlStore:
         runs = self.t.task_runs
 
         def apply(conn: Connection) -> None:
-            result = conn.execute(
-                update(runs).where(runs.c.run_id == run_id).values(last_update=now, **values)
-            )
-            if result.rowcount == 0:
+            sets = [("last_update", now), *values.items()]
+            if self._update(conn, runs, [("run_id", run_id)], sets) == 0:
                 raise self._missing_run(conn, run_id)
 
         self._run("updating a run", apply)
@@ -510,27 +604,24 @@ class SqlStore:
             final.setdefault("end_time", now)
             if status is Status.COMPLETED:
                 final.setdefault("overall_percent_complete", 100.0)
-            result = conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(status=status.value, last_update=now, heartbeat=now, **final)
-            )
-            if result.rowcount == 0:
+            sets = [
+                ("status", status.value),
+                ("last_update", now),
+                ("heartbeat", now),
+                *final.items(),
+            ]
+            if self._update(conn, runs, [("run_id", run_id)], sets) == 0:
                 raise self._missing_run(conn, run_id)
-            sub_values: dict[str, Any] = {
-                "status": status.value,
-                "end_time": now,
-                "last_update": now,
-            }
+            sub_values: list[tuple[str, Any]] = [
+                ("status", status.value),
+                ("end_time", now),
+                ("last_update", now),
+            ]
             if status is Status.COMPLETED:
-                sub_values["percent_complete"] = 100.0
+                sub_values.append(("percent_complete", 100.0))
             elif subtask_message is not None:
-                sub_values["error_message"] = subtask_message
-            conn.execute(
-                update(sp)
-                .where(sp.c.run_id == run_id, sp.c.status.in_(_OPEN_SUBTASK))
-                .values(sub_values)
-            )
+                sub_values.append(("error_message", subtask_message))
+            self._update(conn, sp, [("run_id", run_id), self._x_sub_open], sub_values)
 
         self._run("recording the end of a run", apply)
 
@@ -582,12 +673,13 @@ class SqlStore:
         def apply(conn: Connection) -> int:
             # Touching the run first both checks it exists and, on PostgreSQL and MySQL,
             # locks its row, so concurrent auto-numbering of one run is serialised.
-            result = conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(status=_started_to_running(runs.c.status), last_update=now)
+            touched = self._update(
+                conn,
+                runs,
+                [("run_id", run_id)],
+                [("status", self._x_run_running), ("last_update", now)],
             )
-            if result.rowcount == 0:
+            if touched == 0:
                 raise self._missing_run(conn, run_id)
             n = number
             if n is None:
@@ -613,16 +705,13 @@ class SqlStore:
                 "progress_message": message,
                 "error_message": None,
             }
-            exists = conn.execute(
-                select(sp.c.progress_id).where(sp.c.run_id == run_id, sp.c.subtask_number == n)
-            ).first()
-            if exists is None:
-                conn.execute(sp.insert().values(run_id=run_id, subtask_number=n, **fields))
-            else:
-                conn.execute(
-                    update(sp).where(sp.c.progress_id == exists.progress_id).values(fields)
-                )
-            conn.execute(update(runs).where(runs.c.run_id == run_id).values(current_subtask=n))
+            # A restart of an existing number resets it; a new number is inserted.
+            restarted = self._update(
+                conn, sp, [("run_id", run_id), ("subtask_number", n)], list(fields.items())
+            )
+            if restarted == 0:
+                conn.execute(sp.insert(), {"run_id": run_id, "subtask_number": n, **fields})
+            self._update(conn, runs, [("run_id", run_id)], [("current_subtask", n)])
             return n
 
         try:
@@ -651,22 +740,23 @@ class SqlStore:
             n = number if number is not None else self._current_subtask(conn, run_id)
             fields: dict[str, Any] = {"last_update": now, **values}
             if "status" not in fields:
-                fields["status"] = _started_to_running(sp.c.status)
+                fields["status"] = self._x_sub_running
+            params: dict[str, Any] = {}
             if items_complete is not None:
-                fields["items_complete"] = items_complete
                 if "percent_complete" not in fields:
-                    fields["percent_complete"] = _percent_of(literal(items_complete), sp)
-            result = conn.execute(
-                update(sp)
-                .where(sp.c.run_id == run_id, sp.c.subtask_number == n)
-                .ordered_values(*fields.items())
+                    fields["percent_complete"] = self._x_pct_items
+                    params["x_items"] = items_complete
+                fields["items_complete"] = items_complete  # after the percent: MySQL order
+            matched = self._update(
+                conn, sp, [("run_id", run_id), ("subtask_number", n)], list(fields.items()), params
             )
-            if result.rowcount == 0:
+            if matched == 0:
                 raise self._missing_subtask(conn, run_id, n)
-            conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(status=_started_to_running(runs.c.status), last_update=now)
+            self._update(
+                conn,
+                runs,
+                [("run_id", run_id)],
+                [("status", self._x_run_running), ("last_update", now)],
             )
             if fields.get("status") in _TERMINAL:
                 self._roll_up_percent(conn, run_id)
@@ -680,25 +770,27 @@ class SqlStore:
 
         def apply(conn: Connection) -> int:
             n = number if number is not None else self._current_subtask(conn, run_id)
-            new_count = sp.c.items_complete + by
             # MySQL evaluates SET assignments left to right, each seeing the ones before:
             # everything that reads items_complete must come before it is assigned.
-            result = conn.execute(
-                update(sp)
-                .where(sp.c.run_id == run_id, sp.c.subtask_number == n)
-                .ordered_values(
-                    (sp.c.percent_complete, _percent_of(new_count, sp)),
-                    (sp.c.status, _started_to_running(sp.c.status)),
-                    (sp.c.last_update, now),
-                    (sp.c.items_complete, new_count),
-                )
+            matched = self._update(
+                conn,
+                sp,
+                [("run_id", run_id), ("subtask_number", n)],
+                [
+                    ("percent_complete", self._x_pct_new_count),
+                    ("status", self._x_sub_running),
+                    ("last_update", now),
+                    ("items_complete", self._x_new_count),
+                ],
+                {"x_by": by},
             )
-            if result.rowcount == 0:
+            if matched == 0:
                 raise self._missing_subtask(conn, run_id, n)
-            conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id, runs.c.status == Status.STARTED.value)
-                .values(status=Status.RUNNING.value, last_update=now)
+            self._update(
+                conn,
+                runs,
+                [("run_id", run_id), self._x_run_is_started],
+                [("status", Status.RUNNING.value), ("last_update", now)],
             )
             return n
 

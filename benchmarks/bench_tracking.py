@@ -1,0 +1,145 @@
+"""What tracking costs the tracked code, next to the peers, measured in one process.
+
+(a) per-item cost of ``track()`` inside a live task (database on), next to a bare loop,
+    tqdm (writing to /dev/null) and ``rich.progress.track`` (console on /dev/null);
+(b) the caller-side cost of calling a trivial ``@task`` function, and end-to-end runs per
+    second until every run is durable in the database;
+(c) resident memory growth of ``track()`` over 10,000,000 items.
+
+    python benchmarks/bench_tracking.py                 # SQLite in a temporary folder
+    python benchmarks/bench_tracking.py --url postgresql://postgres@127.0.0.1/test
+
+Needs the dev extras (tqdm, rich).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import tasker
+
+ITEMS = 2_000_000
+
+
+def best_of(fn: Callable[[], None], repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def loop(make: Callable[[], Iterable[Any]]) -> Callable[[], None]:
+    def run() -> None:
+        for _ in make():
+            pass
+
+    return run
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def per_item(items: int) -> None:
+    from rich.console import Console
+    from rich.progress import track as rich_track
+    from tqdm import tqdm
+
+    data = range(items)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives for the benchmark
+    bare = best_of(loop(lambda: data))
+    results: dict[str, float] = {}
+    with tasker.task("BENCH", "track per item"):
+        results["tasker track()"] = best_of(loop(lambda: tasker.track(data, name="bench")))
+    results["tqdm"] = best_of(loop(lambda: tqdm(data, file=devnull, mininterval=0.1)))
+    console = Console(file=devnull)
+    results["rich track()"] = best_of(loop(lambda: rich_track(data, console=console)))
+    print(
+        f"(a) per-item cost over {items:,} items (overhead above a bare loop of "
+        f"{bare / items * 1e9:.1f} ns/item)"
+    )
+    tqdm_cost = (results["tqdm"] - bare) / items
+    for name, seconds in results.items():
+        cost = (seconds - bare) / items
+        print(f"    {name:<16} {cost * 1e9:7.1f} ns/item   {cost / tqdm_cost:5.2f}x tqdm")
+
+
+def task_calls(calls: int) -> None:
+    @tasker.task(stage="BENCH", name="trivial")
+    def trivial(x: int) -> int:
+        return x + 1
+
+    def nothing(x: int) -> int:
+        return x + 1
+
+    tasker.flush()
+    t0 = time.perf_counter()
+    for i in range(calls):
+        nothing(i)
+    plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(calls):
+        trivial(i)
+    caller = time.perf_counter() - t0
+    assert tasker.flush(timeout=600), "the writer did not finish"
+    durable = time.perf_counter() - t0
+    done = sum(1 for r in tasker.get_task_history(task="trivial", limit=None))
+    assert done >= calls, done
+    print(f"(b) {calls:,} calls of a trivial @task function")
+    print(f"    caller-side cost   {(caller - plain) / calls * 1e6:7.1f} us/call")
+    print(f"    durable runs/s     {calls / durable:9,.0f}  ({durable:.2f} s until all written)")
+
+
+def memory(items: int) -> None:
+    before = rss_mb()
+    with tasker.task("BENCH", "memory"):
+        for _ in tasker.track(range(items), name="ten million"):
+            pass
+    tasker.flush()
+    print(f"(c) track() over {items:,} items: resident memory grew {rss_mb() - before:.2f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--schema", default="tasker_bench", help="PostgreSQL schema")
+    parser.add_argument("--items", type=int, default=ITEMS)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--memory-items", type=int, default=10_000_000)
+    args = parser.parse_args()
+    settings: dict[str, Any] = {"console": "false"}
+    if args.url:
+        settings["url"] = args.url
+        if args.url.startswith("postgres"):
+            settings["schema"] = args.schema
+    else:
+        settings["path"] = str(Path(tempfile.mkdtemp(prefix="tasker-bench-")) / "bench.db")
+    tasker.configure(**settings)
+    from tasker.recorder import RECORDER
+
+    store = RECORDER.raw_store
+    if store.schema_version() is not None:
+        store.drop_schema()
+    tasker.create_schema()
+    print(f"backend: {store.dialect}")
+    try:
+        per_item(args.items)
+        task_calls(args.calls)
+        memory(args.memory_items)
+    finally:
+        tasker.flush()
+        store.drop_schema()
+
+
+if __name__ == "__main__":
+    main()
