@@ -69,6 +69,7 @@ def fill(tasks: int, runs: int, active: int) -> None:
             batch.clear()
     if batch:
         store.insert_runs(batch)
+    store.refresh_latest_runs()
     print(f"filled {runs:,} runs of {tasks:,} tasks in {time.perf_counter() - t0:.1f} s")
     if store.dialect == "postgresql":
         with store.engine.begin() as conn:

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 	log_filename VARCHAR(255), 
 	created_at DATETIME(6) NOT NULL, 
 	updated_at DATETIME(6) NOT NULL, 
+	last_run_id VARCHAR(36), 
+	last_start_time DATETIME(6), 
 	PRIMARY KEY (task_id), 
 	CONSTRAINT uq_tasks_stage_task UNIQUE (stage_id, task_name), 
 	CONSTRAINT fk_tasks_stage FOREIGN KEY(stage_id) REFERENCES stages (stage_id)
@@ -104,10 +106,7 @@ CREATE TABLE IF NOT EXISTS subtask_progress (
 
 CREATE OR REPLACE VIEW current_task_status AS
 SELECT stages.stage_name, stages.stage_order, tasks.task_id, tasks.task_name, tasks.task_type, tasks.task_order, tasks.script_path, tasks.script_filename, tasks.log_path, tasks.log_filename, CASE WHEN (task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE task_runs.status END AS status, task_runs.run_id, task_runs.hostname, task_runs.process_id, task_runs.user_name, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, subtask_progress.subtask_name, subtask_progress.status AS subtask_status, subtask_progress.percent_complete AS subtask_percent_complete, subtask_progress.items_total, subtask_progress.items_complete, task_runs.error_message 
-FROM stages INNER JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_runs ON task_runs.run_id = (SELECT latest_run.run_id 
-FROM task_runs AS latest_run 
-WHERE latest_run.task_id = tasks.task_id ORDER BY latest_run.start_time DESC, latest_run.run_id DESC 
- LIMIT 1) LEFT OUTER JOIN subtask_progress ON subtask_progress.run_id = task_runs.run_id AND subtask_progress.subtask_number = task_runs.current_subtask;
+FROM stages INNER JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_runs ON task_runs.run_id = tasks.last_run_id LEFT OUTER JOIN subtask_progress ON subtask_progress.run_id = task_runs.run_id AND subtask_progress.subtask_number = task_runs.current_subtask;
 
 CREATE OR REPLACE VIEW active_tasks AS
 SELECT task_runs.run_id, task_runs.task_id, stages.stage_name, stages.stage_order, tasks.task_name, tasks.task_type, tasks.task_order, task_runs.status, task_runs.hostname, task_runs.process_id, task_runs.parent_pid, task_runs.parent_run_id, task_runs.user_name, task_runs.python_version, task_runs.command_line, task_runs.script_path, task_runs.script_filename, task_runs.log_path, task_runs.log_filename, task_runs.version, task_runs.git_commit, task_runs.git_branch, task_runs.git_dirty, task_runs.environment, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.heartbeat, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, task_runs.exit_code, task_runs.cpu_seconds, task_runs.peak_memory_mb, task_runs.error_type, task_runs.error_message, task_runs.error_detail 

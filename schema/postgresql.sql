@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS tasker.tasks (
 	log_filename VARCHAR(255), 
 	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	last_run_id UUID, 
+	last_start_time TIMESTAMP WITH TIME ZONE, 
 	PRIMARY KEY (task_id), 
 	CONSTRAINT uq_tasks_stage_task UNIQUE (stage_id, task_name), 
 	CONSTRAINT fk_tasks_stage FOREIGN KEY(stage_id) REFERENCES tasker.stages (stage_id)
@@ -106,10 +108,7 @@ CREATE TABLE IF NOT EXISTS tasker.subtask_progress (
 
 CREATE OR REPLACE VIEW tasker.current_task_status AS
 SELECT tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_id, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.tasks.script_path, tasker.tasks.script_filename, tasker.tasks.log_path, tasker.tasks.log_filename, CASE WHEN (tasker.task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE tasker.task_runs.status END AS status, tasker.task_runs.run_id, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.user_name, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.subtask_progress.subtask_name, tasker.subtask_progress.status AS subtask_status, tasker.subtask_progress.percent_complete AS subtask_percent_complete, tasker.subtask_progress.items_total, tasker.subtask_progress.items_complete, tasker.task_runs.error_message 
-FROM tasker.stages JOIN tasker.tasks ON tasker.tasks.stage_id = tasker.stages.stage_id LEFT OUTER JOIN tasker.task_runs ON tasker.task_runs.run_id = (SELECT latest_run.run_id 
-FROM tasker.task_runs AS latest_run 
-WHERE latest_run.task_id = tasker.tasks.task_id ORDER BY latest_run.start_time DESC, latest_run.run_id DESC 
- LIMIT 1) LEFT OUTER JOIN tasker.subtask_progress ON tasker.subtask_progress.run_id = tasker.task_runs.run_id AND tasker.subtask_progress.subtask_number = tasker.task_runs.current_subtask;
+FROM tasker.stages JOIN tasker.tasks ON tasker.tasks.stage_id = tasker.stages.stage_id LEFT OUTER JOIN tasker.task_runs ON tasker.task_runs.run_id = tasker.tasks.last_run_id LEFT OUTER JOIN tasker.subtask_progress ON tasker.subtask_progress.run_id = tasker.task_runs.run_id AND tasker.subtask_progress.subtask_number = tasker.task_runs.current_subtask;
 
 CREATE OR REPLACE VIEW tasker.active_tasks AS
 SELECT tasker.task_runs.run_id, tasker.task_runs.task_id, tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.task_runs.status, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.parent_pid, tasker.task_runs.parent_run_id, tasker.task_runs.user_name, tasker.task_runs.python_version, tasker.task_runs.command_line, tasker.task_runs.script_path, tasker.task_runs.script_filename, tasker.task_runs.log_path, tasker.task_runs.log_filename, tasker.task_runs.version, tasker.task_runs.git_commit, tasker.task_runs.git_branch, tasker.task_runs.git_dirty, tasker.task_runs.environment, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.heartbeat, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.task_runs.exit_code, tasker.task_runs.cpu_seconds, tasker.task_runs.peak_memory_mb, tasker.task_runs.error_type, tasker.task_runs.error_message, tasker.task_runs.error_detail 

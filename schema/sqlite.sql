@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 	log_filename VARCHAR(255), 
 	created_at DATETIME NOT NULL, 
 	updated_at DATETIME NOT NULL, 
+	last_run_id VARCHAR(36), 
+	last_start_time DATETIME, 
 	PRIMARY KEY (task_id), 
 	CONSTRAINT uq_tasks_stage_task UNIQUE (stage_id, task_name), 
 	CONSTRAINT fk_tasks_stage FOREIGN KEY(stage_id) REFERENCES stages (stage_id)
@@ -106,10 +108,7 @@ DROP VIEW IF EXISTS current_task_status;
 
 CREATE VIEW current_task_status AS
 SELECT stages.stage_name, stages.stage_order, tasks.task_id, tasks.task_name, tasks.task_type, tasks.task_order, tasks.script_path, tasks.script_filename, tasks.log_path, tasks.log_filename, CASE WHEN (task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE task_runs.status END AS status, task_runs.run_id, task_runs.hostname, task_runs.process_id, task_runs.user_name, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, subtask_progress.subtask_name, subtask_progress.status AS subtask_status, subtask_progress.percent_complete AS subtask_percent_complete, subtask_progress.items_total, subtask_progress.items_complete, task_runs.error_message 
-FROM stages JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_runs ON task_runs.run_id = (SELECT latest_run.run_id 
-FROM task_runs AS latest_run 
-WHERE latest_run.task_id = tasks.task_id ORDER BY latest_run.start_time DESC, latest_run.run_id DESC
- LIMIT 1 OFFSET 0) LEFT OUTER JOIN subtask_progress ON subtask_progress.run_id = task_runs.run_id AND subtask_progress.subtask_number = task_runs.current_subtask;
+FROM stages JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_runs ON task_runs.run_id = tasks.last_run_id LEFT OUTER JOIN subtask_progress ON subtask_progress.run_id = task_runs.run_id AND subtask_progress.subtask_number = task_runs.current_subtask;
 
 DROP VIEW IF EXISTS active_tasks;
 

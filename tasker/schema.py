@@ -87,14 +87,18 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if value.tzinfo is None:
+        tz = value.tzinfo
+        if tz is None:
             value = value.replace(tzinfo=timezone.utc)
-        if dialect.name == "postgresql":
+        elif tz is not timezone.utc:
+            value = value.astimezone(timezone.utc)
+        name = dialect.name
+        if name == "sqlite":
+            # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" without the offset: C-fast, fixed width.
+            return value.isoformat(" ", "microseconds")[:26]
+        if name == "postgresql":
             return value
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        if dialect.name == "sqlite":
-            return f"{value:%Y-%m-%d %H:%M:%S.%f}"
-        return value
+        return value.replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -194,6 +198,10 @@ def build_tables(schema: str | None = None) -> Tables:
         Column("log_filename", String(255)),
         Column("created_at", UTCDateTime(), nullable=False),
         Column("updated_at", UTCDateTime(), nullable=False),
+        # The task's latest run (by start time), kept by the store as runs start: "status of
+        # every task" is then one primary-key lookup per task, however long the history.
+        Column("last_run_id", _uuid()),
+        Column("last_start_time", UTCDateTime()),
         UniqueConstraint("stage_id", "task_name", name="uq_tasks_stage_task"),
         Index("ix_tasks_task_order", "stage_id", "task_order"),
         **_MYSQL_TABLE_OPTIONS,
@@ -241,7 +249,7 @@ def build_tables(schema: str | None = None) -> Tables:
         Column("error_message", _long_text()),
         Column("error_detail", _long_text()),
         _status_check("task_runs"),
-        # Latest run of each task: one index probe per task (the views' correlated lookup).
+        # A task's runs by time: its history, and finding its latest run again.
         Index("ix_task_runs_task_start", "task_id", "start_time", "run_id"),
         Index("ix_task_runs_start_time", "start_time"),
         Index("ix_task_runs_parent_run", "parent_run_id"),
@@ -291,18 +299,10 @@ def literal_column_in(name: str, values: Sequence[str]) -> Any:
 
 
 def current_task_status_select(t: Tables) -> Select[Any]:
-    """Every registered task with its latest run (by start time) and that run's current
-    subtask; a task that never ran has status NOT_STARTED and no run fields."""
+    """Every registered task with its latest run (by start time, through
+    ``tasks.last_run_id``) and that run's current subtask; a task that never ran has status
+    NOT_STARTED and no run fields."""
     runs, sp = t.task_runs, t.subtask_progress
-    inner = runs.alias("latest_run")
-    latest = (
-        select(inner.c.run_id)
-        .where(inner.c.task_id == t.tasks.c.task_id)
-        .order_by(inner.c.start_time.desc(), inner.c.run_id.desc())
-        .limit(1)
-        .correlate(t.tasks)
-        .scalar_subquery()
-    )
     status = case((runs.c.status.is_(None), literal("NOT_STARTED")), else_=runs.c.status)
     available = {
         **{c.name: c for c in runs.c},
@@ -317,7 +317,7 @@ def current_task_status_select(t: Tables) -> Select[Any]:
     }
     return select(*record_columns(TaskStatusRecord, available)).select_from(
         t.stages.join(t.tasks, t.tasks.c.stage_id == t.stages.c.stage_id)
-        .outerjoin(runs, runs.c.run_id == latest)
+        .outerjoin(runs, runs.c.run_id == t.tasks.c.last_run_id)
         .outerjoin(
             sp,
             and_(sp.c.run_id == runs.c.run_id, sp.c.subtask_number == runs.c.current_subtask),

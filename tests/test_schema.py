@@ -144,3 +144,39 @@ def test_an_older_schema_without_an_upgrade_path_is_refused(db: Backend) -> None
     db.configure()
     with pytest.raises(tasker.SchemaVersionError, match=r"no upgrade from version"):
         tasker.get_tasks()
+
+
+def test_latest_run_is_the_one_started_last(db: Backend) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tasker.models import NewRun, Status
+
+    store = RECORDER.store
+    tasker.register_task("S", "T")
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def new(run_id: str, minutes: int) -> NewRun:
+        return NewRun(
+            run_id=run_id,
+            stage="S",
+            task="T",
+            task_type=None,
+            status=Status.STARTED,
+            start_time=base + timedelta(minutes=minutes),
+            hostname="h",
+            process_id=1,
+        )
+
+    late, early = "00000000-0000-4000-8000-000000000002", "00000000-0000-4000-8000-000000000001"
+    store.start_run(new(late, 10))
+    store.start_run(new(early, 5))  # recorded later, started earlier (a replayed journal)
+    assert tasker.get_task_status()[0].run_id == late
+    store.insert_whole_runs(
+        [(new("00000000-0000-4000-8000-000000000003", 1), Status.FAILED, {}, base)]
+    )
+    assert tasker.get_task_status()[0].run_id == late
+    with store.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {db.table('tasks')} SET last_run_id = NULL"))
+    assert tasker.get_task_status()[0].status == "NOT_STARTED"
+    store.refresh_latest_runs()
+    assert tasker.get_task_status()[0].run_id == late

@@ -18,6 +18,7 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
+    or_,
     select,
     text,
     update,
@@ -101,6 +102,8 @@ class SqlStore:
         self._x_new_count = sp.c.items_complete + bindparam("x_by", type_=BigInteger())
         self._x_pct_new_count = _percent_of(self._x_new_count, sp)
         self._x_run_is_started = runs.c.status == literal_column("'STARTED'")
+        last = self.t.tasks.c.last_start_time
+        self._x_not_later = or_(last.is_(None), last <= bindparam("x_start", type_=last.type))
 
     # ------------------------------------------------------------------ plumbing
 
@@ -463,7 +466,8 @@ class SqlStore:
     # ------------------------------------------------------------------ runs
 
     def insert_runs(self, rows: Sequence[dict[str, Any]], chunk: int = 5000) -> None:
-        """Bulk-insert complete run rows (imports, benchmarks); one transaction per chunk."""
+        """Bulk-insert complete run rows (imports, benchmarks); one transaction per chunk.
+        Call :meth:`refresh_latest_runs` afterwards."""
         for start in range(0, len(rows), chunk):
             part = list(rows[start : start + chunk])
 
@@ -514,6 +518,41 @@ class SqlStore:
             self._remember_task(key, task_id)
         return task_id
 
+    def _point_to_latest(
+        self, conn: Connection, task_id: int, run_id: str, start_time: datetime
+    ) -> None:
+        """Make ``run_id`` its task's latest run unless a later-started one already is."""
+        self._update(
+            conn,
+            self.t.tasks,
+            [("task_id", task_id), self._x_not_later],
+            [("last_run_id", run_id), ("last_start_time", start_time)],
+            {"x_start": start_time},
+        )
+
+    def refresh_latest_runs(self) -> None:
+        """Recompute every task's latest run from the runs themselves (after bulk imports,
+        purges, or runs written by other tools)."""
+        tasks, runs = self.t.tasks, self.t.task_runs
+        inner = runs.alias("latest_run")
+        latest = (
+            select(inner.c.run_id)
+            .where(inner.c.task_id == tasks.c.task_id)
+            .order_by(inner.c.start_time.desc(), inner.c.run_id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        newest = (
+            select(func.max(inner.c.start_time))
+            .where(inner.c.task_id == tasks.c.task_id)
+            .scalar_subquery()
+        )
+
+        def apply(conn: Connection) -> None:
+            conn.execute(update(tasks).values(last_run_id=latest, last_start_time=newest))
+
+        self._run("finding the latest runs", apply)
+
     def insert_whole_runs(
         self, rows: Sequence[tuple[NewRun, Status, dict[str, Any], datetime]]
     ) -> None:
@@ -536,6 +575,13 @@ class SqlStore:
                     row["overall_percent_complete"] = 100.0
                 params.append(row)
             conn.execute(self.t.task_runs.insert(), params)
+            latest: dict[int, dict[str, Any]] = {}
+            for row in params:
+                best = latest.get(row["task_id"])
+                if best is None or row["start_time"] >= best["start_time"]:
+                    latest[row["task_id"]] = row
+            for task_id, row in latest.items():
+                self._point_to_latest(conn, task_id, row["run_id"], row["start_time"])
 
         self._run("recording finished runs", apply)
 
@@ -553,6 +599,7 @@ class SqlStore:
                     run.start_time,
                 )
             conn.execute(self.t.task_runs.insert(), {"task_id": task_id, **values})
+            self._point_to_latest(conn, task_id, run.run_id, run.start_time)
             return task_id
 
         try:
