@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
+from common import add_database_options, fresh_store
 from sqlalchemy import text
 
 import tasker
@@ -94,8 +93,7 @@ def timed(fn: Any, repeat: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="database URL (default: a temporary SQLite file)")
-    parser.add_argument("--schema", default="tasker_bench", help="PostgreSQL schema to use")
+    add_database_options(parser)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--active", type=int, default=40)
@@ -103,18 +101,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the filled database")
     args = parser.parse_args()
 
-    folder = tempfile.mkdtemp(prefix="tasker-bench-")
-    settings: dict[str, Any] = {"console": "false"}
-    if args.url:
-        settings["url"] = args.url
-        if args.url.startswith("postgres"):
-            settings["schema"] = args.schema
-    else:
-        settings["path"] = str(Path(folder) / "bench.db")
-    tasker.configure(**settings)
-    store = RECORDER.raw_store
-    if store.schema_version() is not None:
-        store.drop_schema()
+    store = fresh_store(args)
     try:
         fill(args.tasks, args.runs, args.active)
 

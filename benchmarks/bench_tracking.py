@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
+
+from common import add_database_options, fresh_store
 
 import tasker
 
@@ -111,25 +111,12 @@ def memory(items: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="database URL (default: a temporary SQLite file)")
-    parser.add_argument("--schema", default="tasker_bench", help="PostgreSQL schema")
+    add_database_options(parser)
     parser.add_argument("--items", type=int, default=ITEMS)
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--memory-items", type=int, default=10_000_000)
     args = parser.parse_args()
-    settings: dict[str, Any] = {"console": "false"}
-    if args.url:
-        settings["url"] = args.url
-        if args.url.startswith("postgres"):
-            settings["schema"] = args.schema
-    else:
-        settings["path"] = str(Path(tempfile.mkdtemp(prefix="tasker-bench-")) / "bench.db")
-    tasker.configure(**settings)
-    from tasker.recorder import RECORDER
-
-    store = RECORDER.raw_store
-    if store.schema_version() is not None:
-        store.drop_schema()
+    store = fresh_store(args)
     tasker.create_schema()
     print(f"backend: {store.dialect}")
     try:

@@ -68,6 +68,17 @@ def _closed_early(sub: runs.Subtask, frame: FrameType | None, n: int, total: int
         sub.state.early_closed.append((sub, frame, frame.f_lasti))
 
 
+def _iterable_failed(sub: runs.Subtask, exc: BaseException) -> None:
+    guarded(
+        "the end of a loop",
+        runs.end_subtask,
+        sub,
+        Status.FAILED,
+        sync=False,
+        error=f"{type(exc).__qualname__}: {exc}",
+    )
+
+
 def _own_loop(
     sub: runs.Subtask, iterator: Iterator[T], total: int | None, frame: FrameType | None
 ) -> Iterator[T]:
@@ -84,14 +95,7 @@ def _own_loop(
         raise
     except BaseException as exc:  # the iterable itself failed
         counter.count = n
-        guarded(
-            "the end of a loop",
-            runs.end_subtask,
-            sub,
-            Status.FAILED,
-            sync=False,
-            error=f"{type(exc).__qualname__}: {exc}",
-        )
+        _iterable_failed(sub, exc)
         raise
     finally:
         del frame
@@ -127,14 +131,7 @@ async def _own_async_loop(
         raise
     except BaseException as exc:
         counter.count = n
-        guarded(
-            "the end of a loop",
-            runs.end_subtask,
-            sub,
-            Status.FAILED,
-            sync=False,
-            error=f"{type(exc).__qualname__}: {exc}",
-        )
+        _iterable_failed(sub, exc)
         raise
     finally:
         del frame

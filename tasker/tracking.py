@@ -220,6 +220,43 @@ def _correct_early_closed(state: RunState, exc: BaseException | None, result: Ou
 # ---------------------------------------------------------------------------- task()
 
 
+def _wrap_call(
+    func: F,
+    begin: Callable[[], Any],
+    finish: Callable[[Any, BaseException | None], bool],
+) -> F:
+    """Wrap a function or coroutine function so each call runs between ``begin()`` and
+    ``finish(token, exception)``; ``finish`` returning True swallows the exception (a skip)
+    and the call returns None. wrapt keeps the name, docstring, signature and binding."""
+    if inspect.iscoroutinefunction(func):
+
+        async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            token = begin()
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                if finish(token, exc):
+                    return None
+                raise
+            finish(token, None)
+            return result
+
+        return wrapt.FunctionWrapper(func, async_wrapper)  # type: ignore[return-value]
+
+    def sync_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        token = begin()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            if finish(token, exc):
+                return None
+            raise
+        finish(token, None)
+        return result
+
+    return wrapt.FunctionWrapper(func, sync_wrapper)  # type: ignore[return-value]
+
+
 class TaskScope:
     """What ``task(...)`` returns: a decorator and a (sync or async) context manager."""
 
@@ -332,33 +369,7 @@ class TaskScope:
 
             return wrapt.FunctionWrapper(func, gen_wrapper)  # type: ignore[return-value]
 
-        if inspect.iscoroutinefunction(func):
-
-            async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-                state = scope._begin(name, script)
-                try:
-                    result = await wrapped(*args, **kwargs)
-                except BaseException as exc:
-                    if scope._finish(state, exc):
-                        return None
-                    raise
-                scope._finish(state, None)
-                return result
-
-            return wrapt.FunctionWrapper(func, async_wrapper)  # type: ignore[return-value]
-
-        def sync_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            state = scope._begin(name, script)
-            try:
-                result = wrapped(*args, **kwargs)
-            except BaseException as exc:
-                if scope._finish(state, exc):
-                    return None
-                raise
-            scope._finish(state, None)
-            return result
-
-        return wrapt.FunctionWrapper(func, sync_wrapper)  # type: ignore[return-value]
+        return _wrap_call(func, lambda: scope._begin(name, script), scope._finish)
 
 
 def _drive_generator(
@@ -582,35 +593,7 @@ class SubtaskScope:
         return self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: F) -> F:
-        scope = self
-
-        if inspect.iscoroutinefunction(func):
-
-            async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-                sub = scope._begin()
-                try:
-                    result = await wrapped(*args, **kwargs)
-                except BaseException as exc:
-                    if scope._finish(sub, exc):
-                        return None
-                    raise
-                scope._finish(sub, None)
-                return result
-
-            return wrapt.FunctionWrapper(func, async_wrapper)  # type: ignore[return-value]
-
-        def sync_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            sub = scope._begin()
-            try:
-                result = wrapped(*args, **kwargs)
-            except BaseException as exc:
-                if scope._finish(sub, exc):
-                    return None
-                raise
-            scope._finish(sub, None)
-            return result
-
-        return wrapt.FunctionWrapper(func, sync_wrapper)  # type: ignore[return-value]
+        return _wrap_call(func, self._begin, self._finish)
 
 
 def subtask(name: str, items_total: int | None = None) -> SubtaskScope:
