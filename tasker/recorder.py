@@ -42,6 +42,8 @@ class Recorder:
     def configure(self, overrides: Mapping[str, Any], config_file: str | None = None) -> Config:
         """Replace the explicit settings; the previous store is closed."""
         config = load_config(overrides, config_file=config_file)
+        # What was tracked so far belongs to the database it was tracked for.
+        self.writer.flush(timeout=30.0)
         with self._lock:
             self._overrides = dict(overrides)
             self._config_file = config_file
@@ -117,8 +119,10 @@ class Recorder:
         self.writer.flush(timeout=30.0)
 
     def reset(self) -> None:
-        """Forget the configuration and close the store (tests; ``configure()`` from scratch)."""
+        """Forget the configuration and close the store (tests; ``configure()`` from scratch).
+        Whatever could not be written by then is dropped, not carried to the next database."""
         self.writer.flush(timeout=30.0)
+        self.writer.discard_pending()
         with self._lock:
             if self._store is not None:
                 self._store.dispose()

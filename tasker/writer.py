@@ -137,6 +137,12 @@ class Writer:
                 self._cond.wait(remaining)
         return True
 
+    def discard_pending(self) -> None:
+        """Drop every queued event and counter (after a reset: they belong elsewhere)."""
+        self._queue.clear()
+        self._counters.clear()
+        self._done = self._submitted
+
     def pause(self) -> None:
         """Wait for a write in progress to finish and hold the next one (before a fork)."""
         if threading.current_thread() is not self._thread:
