@@ -1,5 +1,5 @@
 -- tasker schema version 1 for postgresql.
--- Generated from tasker/schema.py by `python -m tasker.schema`; do not edit.
+-- Generated from tasker/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE SCHEMA IF NOT EXISTS tasker;
 

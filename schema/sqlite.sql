@@ -1,5 +1,5 @@
 -- tasker schema version 1 for sqlite.
--- Generated from tasker/schema.py by `python -m tasker.schema`; do not edit.
+-- Generated from tasker/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE TABLE IF NOT EXISTS stages (
 	stage_id INTEGER NOT NULL, 

@@ -2,16 +2,14 @@
 
 This module is the single source of truth. The store creates the schema from
 :func:`ddl_statements`, and ``schema/*.sql`` are generated from the same function
-(``python -m tasker.schema``); a test fails when the files drift from it.
+(``tasker schema --write schema``); a test fails when the files drift from it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -430,7 +428,7 @@ def render_sql(dialect_name: str) -> str:
     schema = "tasker" if dialect_name == "postgresql" else None
     head = (
         f"-- tasker schema version {SCHEMA_VERSION} for {dialect_name}.\n"
-        "-- Generated from tasker/schema.py by `python -m tasker.schema`; do not edit.\n"
+        "-- Generated from tasker/schema.py by `tasker schema --write schema`; do not edit.\n"
     )
     body = ";\n\n".join(ddl_statements(dialect_name, schema)) + ";\n"
     version = (
@@ -440,23 +438,3 @@ def render_sql(dialect_name: str) -> str:
     if dialect_name == "mysql":
         version = version.replace("(key, value)", "(`key`, value)")
     return head + "\n" + body + version
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write schema/<dialect>.sql from tasker.schema")
-    parser.add_argument("--out", default="schema", help="output folder (default: schema)")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in DIALECTS:
-        (out / f"{name}.sql").write_text(render_sql(name), encoding="utf-8")
-        print(f"wrote {out / f'{name}.sql'}")
-    return 0
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -12,7 +12,6 @@ row that is not there yet, nor after its end.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import functools
 import logging
@@ -287,7 +286,3 @@ def _write_count(store: SqlStore, counter: Counter, delta: int) -> None:
     from datetime import datetime, timezone
 
     store.increment_subtask(counter.run_id, counter.number, delta, datetime.now(timezone.utc))
-
-
-def register_exit_flush(writer: Writer, timeout: float) -> None:
-    atexit.register(writer.flush, timeout)

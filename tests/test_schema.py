@@ -17,7 +17,7 @@ from tests.conftest import ROOT, Backend
 def test_generated_sql_files_match_the_metadata(dialect: str) -> None:
     path = ROOT / "schema" / f"{dialect}.sql"
     assert path.read_text(encoding="utf-8") == render_sql(dialect), (
-        f"{path} is out of date: run `python -m tasker.schema`"
+        f"{path} is out of date: run `tasker schema --write schema`"
     )
 
 
