@@ -14,7 +14,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Generator
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import wrapt
 
@@ -257,7 +257,48 @@ def _wrap_call(
     return wrapt.FunctionWrapper(func, sync_wrapper)  # type: ignore[return-value]
 
 
-class TaskScope:
+H = TypeVar("H")
+
+
+class _Scope(Generic[H]):
+    """The ``with`` / ``async with`` protocol shared by task() and subtask(): entering
+    pushes what ``_open_scope`` returns, leaving hands it to ``_finish``."""
+
+    def __init__(self) -> None:
+        self._stack: list[Any] = []
+
+    def _open_scope(self) -> tuple[Any, H]:
+        raise NotImplementedError
+
+    def _finish(self, token: Any, exc: BaseException | None) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> H:
+        token, handle = self._open_scope()
+        self._stack.append(token)
+        return handle
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self._finish(self._stack.pop(), exc)
+
+    async def __aenter__(self) -> H:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+
+class TaskScope(_Scope[Run]):
     """What ``task(...)`` returns: a decorator and a (sync or async) context manager."""
 
     def __init__(
@@ -276,7 +317,7 @@ class TaskScope:
         self.version = validate.optional_text(version, "version", 100)
         self.task_type = validate.optional_text(task_type, "task_type", 20)
         self.message = validate.optional_text(message, "message")
-        self._states: list[RunState | None] = []
+        super().__init__()
 
     # -- the run itself
 
@@ -300,8 +341,7 @@ class TaskScope:
         result: RunState | None = guarded("the start of a run", start)
         return result
 
-    @staticmethod
-    def _finish(state: RunState | None, exc: BaseException | None) -> bool:
+    def _finish(self, state: RunState | None, exc: BaseException | None) -> bool:
         """End the run; True when the scope should swallow ``exc`` (a skip)."""
         if state is None:
             return isinstance(exc, Skipped)
@@ -324,29 +364,9 @@ class TaskScope:
 
     # -- with / async with
 
-    def __enter__(self) -> Run:
+    def _open_scope(self) -> tuple[RunState | None, Run]:
         state = self._begin(None)
-        self._states.append(state)
-        return Run(state) if state is not None else _null_run()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return self._finish(self._states.pop(), exc)
-
-    async def __aenter__(self) -> Run:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return self.__exit__(exc_type, exc, tb)
+        return state, (Run(state) if state is not None else _null_run())
 
     # -- decorator
 
@@ -523,13 +543,13 @@ def task(
 # ---------------------------------------------------------------------------- subtask()
 
 
-class SubtaskScope:
+class SubtaskScope(_Scope[SubtaskHandle]):
     """What ``subtask(...)`` returns: a decorator and a (sync or async) context manager."""
 
     def __init__(self, name: str, items_total: int | None) -> None:
         self.name = validate.name(name, "subtask name", 500)
         self.items_total = validate.count(items_total, "items_total")
-        self._open: list[runs.Subtask | None] = []
+        super().__init__()
 
     def _begin(self) -> runs.Subtask | None:
         state = _reporting_state()
@@ -547,8 +567,7 @@ class SubtaskScope:
             state.scopes += 1
         return sub
 
-    @staticmethod
-    def _finish(sub: runs.Subtask | None, exc: BaseException | None) -> bool:
+    def _finish(self, sub: runs.Subtask | None, exc: BaseException | None) -> bool:
         if sub is None:
             return False
         sub.state.scopes -= 1
@@ -568,29 +587,9 @@ class SubtaskScope:
             )
         return result.suppress
 
-    def __enter__(self) -> SubtaskHandle:
+    def _open_scope(self) -> tuple[runs.Subtask | None, SubtaskHandle]:
         sub = self._begin()
-        self._open.append(sub)
-        return SubtaskHandle(sub)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return self._finish(self._open.pop(), exc)
-
-    async def __aenter__(self) -> SubtaskHandle:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        return self.__exit__(exc_type, exc, tb)
+        return sub, SubtaskHandle(sub)
 
     def __call__(self, func: F) -> F:
         return _wrap_call(func, self._begin, self._finish)
