@@ -3,6 +3,7 @@ another process. Each test runs a small tracked script and reads the database af
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,14 +24,23 @@ def write_script(tmp_path: Path, body: str, name: str = "job.py") -> Path:
 
 
 def run_script(path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    """Run a script in its own process group; on a time-out the whole group (workers too)
+    is killed and the test fails with what the script printed."""
+    proc = subprocess.Popen(
         [sys.executable, str(path), *args],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{path.name} did not finish in 120 s:\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def wait_for(condition, timeout: float = 30.0):  # type: ignore[no-untyped-def]
