@@ -282,10 +282,8 @@ def _end_run(
     if state is not None and state.owned:
         runs.end_run(state, status, values, sync=True, line=line, quiet=quiet)
         return
-    subtask_message = None
-    if status in (Status.FAILED, Status.CANCELLED):
-        subtask_message = f"ended {status.value} with its run"
-    RECORDER.synced_store().end_run(run_id, status, values, _now(), subtask_message)
+    store = RECORDER.synced_store()
+    store.end_run(run_id, status, values, _now(), runs.ended_with_run(status))
     if not _quiet(quiet):
         console.task_update(run_id, status.value, line)
 
@@ -432,8 +430,10 @@ def subtask_update(
     if st.is_terminal:
         sub = _open_subtask(rid, n)
         if sub is not None:
-            # Counted items not yet written are added before the subtask is closed locally.
-            runs.end_subtask(sub, st, sync=True, quiet=True)
+            # Closed here too; items it counted and the writer has not written yet are added.
+            delta = runs.detach_subtask(sub, st)
+            if delta:
+                RECORDER.synced_store().increment_subtask(rid, n, delta, _now())
     if not _quiet(quiet):
         console.subtask_update(n, st.value, msg or err)
 

@@ -2,8 +2,9 @@
 
 A process started inside a run (a worker, a shell step) finds the run through the
 ``TASKER_RUN_ID`` environment variable, which tasker sets while a run is current so that
-children inherit it. The value this process exported itself is ignored here, so that a thread
-with no run of its own never reports into another thread's run.
+children inherit it. Only the value inherited from the parent is read back (once, at import or
+after a fork), so that a thread with no run of its own never reports into another thread's
+run.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ _numbering = threading.Lock()
 _current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
     "tasker_current_run", default=None
 )
-_exported: str | None = None
 _attached: dict[str, RunState] = {}
 # What the parent process handed down (read once; a fork re-reads it), and what the
 # variable holds now as far as tasker set it: reading os.environ on every run start costs
@@ -103,16 +103,16 @@ def attached_state(run_id: str) -> RunState:
 
 def push(state: RunState) -> None:
     """Make ``state`` current, and hand its id to child processes started meanwhile."""
-    global _exported, _env_now
+    global _env_now
     state.parent = _current.get()
     _current.set(state)
     state.env_before = _env_now
-    os.environ[RUN_ID_ENV] = _env_now = _exported = state.run_id
+    os.environ[RUN_ID_ENV] = _env_now = state.run_id
 
 
 def pop(run_id: str) -> None:
     """Make the parent of ``run_id`` current again, if ``run_id`` is the current run."""
-    global _exported, _env_now
+    global _env_now
     state = _current.get()
     if state is None or state.run_id != run_id:
         return
@@ -121,7 +121,6 @@ def pop(run_id: str) -> None:
         _env_now = state.env_before
         # Empty rather than removed: one assignment, and read as "no run" all the same.
         os.environ[RUN_ID_ENV] = _env_now or ""
-    _exported = state.parent.run_id if state.parent is not None else None
 
 
 def find(run_id: str) -> RunState | None:
@@ -136,8 +135,7 @@ def find(run_id: str) -> RunState | None:
 
 def _after_fork_in_child() -> None:
     # The parent's export is this child's inheritance.
-    global _exported, _inherited, _env_now
-    _exported = None
+    global _inherited, _env_now
     _inherited = _env_now = os.environ.get(RUN_ID_ENV) or None
     _attached.clear()
 

@@ -163,6 +163,13 @@ def _split(path: str) -> tuple[str, str]:
     return folder or os.sep, name
 
 
+def ended_with_run(status: Status) -> str | None:
+    """The error message of subtasks a FAILED or CANCELLED run ends with it."""
+    if status in (Status.FAILED, Status.CANCELLED):
+        return f"ended {status.value} with its run"
+    return None
+
+
 def _quiet(quiet: bool | None) -> bool:
     return RECORDER.config.quiet if quiet is None else quiet
 
@@ -182,9 +189,7 @@ def end_run(
         return
     state.ended = True
     values = dict(values or {})
-    ended_with = None
-    if status in (Status.FAILED, Status.CANCELLED):
-        ended_with = f"ended {status.value} with its run"
+    ended_with = ended_with_run(status)
     for sub in list(reversed(state.subtasks)):
         end_subtask(sub, status, sync=sync, error=ended_with, quiet=True)
     if state.is_local:
@@ -297,6 +302,17 @@ def retire_counter(counter: Counter) -> None:
         )
 
 
+def detach_subtask(sub: Subtask, status: Status) -> int:
+    """Close ``sub`` in this process: no longer open, no longer counted by the writer.
+    Returns the items counted but not yet written, which the caller writes."""
+    sub.ended = True
+    sub.status = status
+    RECORDER.writer.withdraw(sub.counter)
+    if sub in sub.state.subtasks:
+        sub.state.subtasks.remove(sub)
+    return sub.counter.take()
+
+
 def end_subtask(
     sub: Subtask,
     status: Status,
@@ -310,27 +326,21 @@ def end_subtask(
     """End ``sub`` with ``status``, writing its final count."""
     if sub.ended:
         return
-    sub.ended = True
-    sub.status = status
-    counter = sub.counter
-    RECORDER.writer.withdraw(counter)
-    delta = counter.take()
-    values: dict[str, Any] = {"status": status.value, "end_time": now(), **(extra or {})}
+    delta = detach_subtask(sub, status)
+    run_id, number, when = sub.run_id, sub.number, now()
+    values: dict[str, Any] = {"status": status.value, "end_time": when, **(extra or {})}
     if status is Status.COMPLETED and "percent_complete" not in values:
         values["percent_complete"] = 100.0
     if message is not None:
         values["progress_message"] = message
     if error is not None:
         values["error_message"] = error
-    run_id, number, when = sub.run_id, sub.number, now()
 
     def op(s: SqlStore) -> None:
         if delta:
             s.increment_subtask(run_id, number, delta, when)
         s.update_subtask(run_id, number, values, when)
 
-    if sub in sub.state.subtasks:
-        sub.state.subtasks.remove(sub)
     _write(op, f"the end of subtask {number}", sync=sync, ends=(run_id, number), run_id=run_id)
     if not _quiet(quiet):
         console.subtask_update(number, status.value, message or error)

@@ -181,6 +181,8 @@ class Writer:
     def _write_once(self) -> None:
         # Counters first, then the queue: a counter is published only after its start event
         # was queued, so that event is in this drain or an earlier one.
+        # No database yet: everything stays queued and counted for the next cycle.
+        store = self._store_factory()
         moved = [(c, c.take()) for c in list(self._counters) if c.count != c.written]
         target = self._submitted
         events: list[Event] = []
@@ -192,12 +194,6 @@ class Writer:
         ended = {e.ends for e in events if e.ends is not None}
         _add_log_files(events)
         events, whole_runs = _whole_runs(events, {c.run_id for c, _ in moved})
-        try:
-            store = self._store_factory()
-        except BaseException:
-            # No database yet: keep the events, in order, for the next cycle.
-            self._queue.extendleft(reversed(events))
-            raise
         ops: list[Callable[[], object]] = [functools.partial(e.apply, store) for e in events]
         if whole_runs:
             ops.insert(0, functools.partial(store.insert_whole_runs, whole_runs))
@@ -215,7 +211,8 @@ class Writer:
                     store.insert_whole_runs(whole_runs)
                 except BaseException as whole_exc:
                     self._report(f"{len(whole_runs)} runs: {whole_exc}", whole_exc)
-            self._one_by_one(store, events, progress, exc)
+            self._one_by_one(store, events, progress)
+            del exc
         else:
             self._failures = 0
         self._done = max(self._done, target)
@@ -225,7 +222,6 @@ class Writer:
         store: SqlStore,
         events: list[Event],
         progress: list[tuple[Counter, int]],
-        batch_error: BaseException,
     ) -> None:
         """A batch failed: write what can be written, report what cannot (once)."""
         for event in events:
@@ -238,7 +234,6 @@ class Writer:
                 _write_count(store, counter, delta)
             except BaseException as exc:
                 self._report(f"progress of subtask {counter.number}: {exc}", exc)
-        del batch_error
 
     def _report(self, message: str, exc: BaseException) -> None:
         self.last_error = exc

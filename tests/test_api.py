@@ -589,3 +589,14 @@ def test_nul_bytes_and_overlong_names_are_stored_with_a_warning(db: Backend) -> 
     with pytest.warns(tasker.TaskerWarning, match="only the first 500"):
         tasker.subtask_start("n" * 600)
     assert tasker.get_subtask_progress(run_id)[0].subtask_name == "n" * 500
+
+
+def test_items_tracked_inside_an_explicit_subtask_are_counted(db: Backend) -> None:
+    run_id = tasker.task_start("S", "T")
+    tasker.subtask_start("rows", items_total=5)
+    for _ in tasker.track(range(5)):
+        pass
+    tasker.subtask_complete("done")
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert (sub.items_complete, sub.items_total, sub.status) == (5, 5, "COMPLETED")
+    assert sub.progress_message == "done"

@@ -623,27 +623,19 @@ class SqlStore:
         key = (run.stage, run.task)
         values = self._start_values(run)
 
-        def insert(conn: Connection) -> int:
-            task_id = self._cached_task(key)
-            if task_id is None:
-                task_id = self._ensure_task(
-                    conn,
-                    TaskSpec(stage=run.stage, name=run.task, task_type=run.task_type),
-                    run.start_time,
-                )
+        def insert(conn: Connection) -> None:
+            task_id = self._task_id_for(conn, run)
             conn.execute(self.t.task_runs.insert(), {"task_id": task_id, **values})
             self._point_to_latest(conn, task_id, run.run_id, run.start_time)
-            return task_id
 
         try:
-            task_id = self._run("recording the start of a run", insert)
+            self._run("recording the start of a run", insert)
         except DatabaseError:
             if key not in self._task_ids or getattr(self._local, "conn", None) is not None:
                 raise
             # The cached task may have been purged meanwhile: look it up again.
             self._task_ids.pop(key, None)
-            task_id = self._run("recording the start of a run", insert)
-        self._remember_task(key, task_id)
+            self._run("recording the start of a run", insert)
 
     def _missing_run(self, conn: Connection, run_id: str) -> UnknownRunError:
         return UnknownRunError(
