@@ -593,3 +593,50 @@ def test_status_enum_values_are_the_seeds() -> None:
         "SKIPPED",
         "CANCELLED",
     ]
+
+
+def test_the_writer_keeps_everything_while_the_database_is_missing(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from tasker.models import NewRun
+    from tasker.recorder import RECORDER
+    from tasker.writer import Event, Writer
+
+    tasker.configure(path=str(tmp_path / "w.db"), console="false")
+    store = RECORDER.store
+    attempts: list[int] = []
+
+    def store_when_back() -> object:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise tasker.DatabaseError("the database is not there yet")
+        return store
+
+    writer = Writer(store_when_back, lambda: 1000.0)  # type: ignore[arg-type]
+    when = datetime.now(timezone.utc)
+    new = NewRun(
+        run_id="00000000-0000-4000-8000-00000000000a",
+        stage="S",
+        task="T",
+        task_type=None,
+        status=Status.STARTED,
+        start_time=when,
+        hostname="h",
+        process_id=1,
+    )
+    writer.submit(Event(lambda s: s.start_run(new), "start", run_id=new.run_id, start=new))
+    end = (Status.COMPLETED, {}, when)
+    writer.submit(
+        Event(
+            lambda s: s.end_run(new.run_id, *end),
+            "end",
+            run_id=new.run_id,
+            end=end,
+        )
+    )
+    assert writer.flush(10)
+    assert tasker.get_task_history() == [] and writer.pending
+    assert writer.flush(10)
+    (run,) = tasker.get_task_history()
+    assert (run.run_id, run.status) == (new.run_id, "COMPLETED")
+    assert not writer.pending
