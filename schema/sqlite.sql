@@ -1,5 +1,14 @@
--- tasker schema version 1 for sqlite.
+-- tasker schema version 2 for sqlite.
 -- Generated from tasker/schema.py by `tasker schema --write schema`; do not edit.
+
+CREATE TABLE IF NOT EXISTS journal_replays (
+	journal_id VARCHAR(36) NOT NULL, 
+	hostname VARCHAR(255), 
+	process_id INTEGER, 
+	events INTEGER NOT NULL, 
+	replayed_at DATETIME NOT NULL, 
+	PRIMARY KEY (journal_id)
+);
 
 CREATE TABLE IF NOT EXISTS stages (
 	stage_id INTEGER NOT NULL, 
@@ -113,7 +122,7 @@ FROM stages JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_
 DROP VIEW IF EXISTS active_tasks;
 
 CREATE VIEW active_tasks AS
-SELECT task_runs.run_id, task_runs.task_id, stages.stage_name, stages.stage_order, tasks.task_name, tasks.task_type, tasks.task_order, task_runs.status, task_runs.hostname, task_runs.process_id, task_runs.parent_pid, task_runs.parent_run_id, task_runs.user_name, task_runs.python_version, task_runs.command_line, task_runs.script_path, task_runs.script_filename, task_runs.log_path, task_runs.log_filename, task_runs.version, task_runs.git_commit, task_runs.git_branch, task_runs.git_dirty, task_runs.environment, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.heartbeat, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, task_runs.exit_code, task_runs.cpu_seconds, task_runs.peak_memory_mb, task_runs.error_type, task_runs.error_message, task_runs.error_detail 
+SELECT task_runs.run_id, task_runs.task_id, stages.stage_name, stages.stage_order, tasks.task_name, tasks.task_type, tasks.task_order, task_runs.status, task_runs.hostname, task_runs.process_id, task_runs.parent_pid, task_runs.parent_run_id, task_runs.user_name, task_runs.python_version, task_runs.command_line, task_runs.script_path, task_runs.script_filename, task_runs.log_path, task_runs.log_filename, task_runs.version, task_runs.git_commit, task_runs.git_branch, task_runs.git_dirty, task_runs.environment, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.heartbeat, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, task_runs.exit_code, task_runs.cpu_seconds, task_runs.peak_memory_mb, task_runs.error_type, task_runs.error_message, task_runs.error_detail, task_runs.process_start_time 
 FROM task_runs JOIN tasks ON tasks.task_id = task_runs.task_id JOIN stages ON stages.stage_id = tasks.stage_id 
 WHERE task_runs.status IN ('STARTED', 'RUNNING');
 
@@ -123,4 +132,4 @@ CREATE TABLE IF NOT EXISTS schema_info (
 	PRIMARY KEY ("key")
 );
 
-INSERT INTO schema_info (key, value) VALUES ('schema_version', '1');
+INSERT INTO schema_info (key, value) VALUES ('schema_version', '2');

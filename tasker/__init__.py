@@ -10,8 +10,10 @@ from tasker.api import (
     configure,
     create_schema,
     get_config,
+    reap_lost_runs,
     register_task,
     register_tasks,
+    replay_journal,
     subtask_complete,
     subtask_fail,
     subtask_increment,
@@ -34,6 +36,7 @@ from tasker.errors import (
     UnknownSubtaskError,
     ValidationError,
 )
+from tasker.journal import ReplayResult
 from tasker.models import (
     RunRecord,
     StageRecord,
@@ -71,6 +74,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "RegistrationError",
+    "ReplayResult",
     "Run",
     "RunRecord",
     "SchemaVersionError",
@@ -99,8 +103,10 @@ __all__ = [
     "get_task_history",
     "get_task_status",
     "get_tasks",
+    "reap_lost_runs",
     "register_task",
     "register_tasks",
+    "replay_journal",
     "skip",
     "subtask",
     "subtask_complete",

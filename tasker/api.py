@@ -14,9 +14,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tasker import console, context, runs, validate
+from tasker import events as ev
 from tasker.config import Config
 from tasker.errors import UnknownRunError, ValidationError
-from tasker.models import Status, parse_status
+from tasker.journal import ReplayResult
+from tasker.models import RunRecord, Status, parse_status
 from tasker.process_info import process_info
 from tasker.recorder import RECORDER
 from tasker.registration import specs_from
@@ -270,7 +272,7 @@ def task_update(
     if st.is_terminal:
         _end_run(rid, st, values, msg or err, quiet)
         return
-    RECORDER.synced_store().update_run(rid, {"status": st.value, **values}, _now())
+    runs.write(ev.UPDATE_RUN, rid, ({"status": st.value, **values}, _now()), sync=True)
     if not _quiet(quiet):
         console.task_update(rid, st.value, msg)
 
@@ -282,8 +284,8 @@ def _end_run(
     if state is not None and state.owned:
         runs.end_run(state, status, values, sync=True, line=line, quiet=quiet)
         return
-    store = RECORDER.synced_store()
-    store.end_run(run_id, status, values, _now(), runs.ended_with_run(status))
+    args = (status, values, _now(), runs.ended_with_run(status))
+    runs.write(ev.END_RUN, run_id, args, sync=True)
     if not _quiet(quiet):
         console.task_update(run_id, status.value, line)
 
@@ -421,11 +423,10 @@ def subtask_update(
         if st is Status.COMPLETED and pct is None:
             values["percent_complete"] = 100.0
     target = _local_subtask(rid, number)
+    args = (target, values, _now(), items)
     n = runs.await_parent(
         context.find(rid),
-        lambda: RECORDER.synced_store().update_subtask(
-            rid, target, values, _now(), items_complete=items
-        ),
+        lambda: runs.write(ev.UPDATE_SUBTASK, rid, args, sync=True, default=target),
     )
     if st.is_terminal:
         sub = _open_subtask(rid, n)
@@ -433,7 +434,7 @@ def subtask_update(
             # Closed here too; items it counted and the writer has not written yet are added.
             delta = runs.detach_subtask(sub, st)
             if delta:
-                RECORDER.synced_store().increment_subtask(rid, n, delta, _now())
+                runs.write(ev.INCREMENT_SUBTASK, rid, (n, delta, _now()), sync=True)
     if not _quiet(quiet):
         console.subtask_update(n, st.value, msg or err)
 
@@ -454,7 +455,9 @@ def subtask_increment(
     target = _local_subtask(rid, number)
     n = runs.await_parent(
         context.find(rid),
-        lambda: RECORDER.synced_store().increment_subtask(rid, target, by, _now()),
+        lambda: runs.write(
+            ev.INCREMENT_SUBTASK, rid, (target, by, _now()), sync=True, default=target
+        ),
     )
     if not _quiet(quiet):
         console.subtask_increment(n, by)
@@ -494,3 +497,45 @@ def subtask_fail(
         run_id=run_id,
         quiet=quiet,
     )
+
+
+def reap_lost_runs(stale_after: float | None = None) -> list[RunRecord]:
+    """End the active runs whose process is gone, as FAILED with ``error_type`` ProcessLost
+    and a message saying when the process was last seen; returns them as ended.
+
+    A run of this host is lost at once when its process no longer exists (or its PID now
+    belongs to another process); a run of another host after ``stale_after`` seconds
+    (default: the ``stale_after`` setting) without a heartbeat. Live runs are never reaped.
+    The CLI's status commands and the dashboard call this; no daemon is needed.
+    """
+    from tasker.reaper import reap
+
+    limit = RECORDER.config.stale_after if stale_after is None else stale_after
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
+        raise ValidationError(f"stale_after must be a positive number of seconds, got {limit!r}")
+    store = RECORDER.synced_store()
+    return [store.get_run(run_id) for run_id in reap(store, float(limit))]
+
+
+def replay_journal(paths: Any = None) -> ReplayResult:
+    """Write journaled events (saved while the database was unreachable) to the database.
+
+    By default every journal file waiting for the configured database is replayed, oldest
+    first; ``paths`` names particular files. Each file is replayed once: replaying it again
+    changes nothing. tasker also does this on its own once it reaches the database.
+    """
+    from pathlib import Path
+
+    from tasker.journal import replay
+
+    files = None
+    if paths is not None:
+        items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        files = [Path(p) for p in items]
+        for path in files:
+            if not path.is_file():
+                raise ValidationError(f"journal file {path} does not exist")
+    try:
+        return replay(RECORDER.synced_store(), RECORDER.config, files)
+    except ValueError as exc:
+        raise ValidationError(f"cannot replay a damaged journal file: {exc}") from None

@@ -70,6 +70,7 @@ def _print_status(args: argparse.Namespace) -> int:
     import tasker
     from tasker.queries import summarize_stages
 
+    tasker.reap_lost_runs()  # a run whose process died shows as FAILED, not RUNNING
     rows = tasker.get_task_status(stage=args.stage, status=args.status)
     if args.json:
         print(
@@ -169,6 +170,28 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_reap(args: argparse.Namespace) -> int:
+    import tasker
+
+    lost = tasker.reap_lost_runs(stale_after=args.stale_after)
+    for run in lost:
+        print(f"{run.stage_name} / {run.task_name} ({run.run_id}): {run.error_message}")
+    print(f"{len(lost)} lost run{'s' if len(lost) != 1 else ''} ended FAILED")
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import tasker
+
+    result = tasker.replay_journal(args.files or None)
+    print(
+        f"replayed {result.files} journal file{'s' if result.files != 1 else ''} "
+        f"({result.events} events written, {result.failed} refused); "
+        f"{result.already} already replayed, {result.busy} still being written"
+    )
+    return EXIT_FAILURE if result.failed else EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import tasker
     from tasker.demo import run_demo
@@ -220,6 +243,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", choices=("postgresql", "sqlite", "mysql"), default="postgresql")
     p.add_argument("--write", metavar="DIR", help="write <dialect>.sql for every dialect to DIR")
     p.set_defaults(func=_cmd_schema)
+    p = add(
+        "reap",
+        "end the runs whose process is gone as FAILED (process lost)",
+        "tasker reap --stale-after 120",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="SECONDS",
+        help="silence after which a run of another host counts as lost (default: setting)",
+    )
+    p.set_defaults(func=_cmd_reap)
+    p = add(
+        "replay",
+        "write journaled events (saved while the database was away) to the database",
+        "tasker replay",
+    )
+    p.add_argument("files", nargs="*", help="journal files (default: every waiting file)")
+    p.set_defaults(func=_cmd_replay)
     p = add("demo", "run a small demo pipeline, then show its status", "tasker demo")
     p.add_argument("--delay", type=float, default=0.02, help="seconds per simulated item")
     p.set_defaults(func=_cmd_demo)

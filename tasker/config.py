@@ -68,6 +68,18 @@ def _positive_float(value: object, what: str) -> float:
     return number
 
 
+def _positive_int(value: object, what: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: expected a whole number above 0, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"{what}: expected a whole number above 0, got {value!r}")
+    return number
+
+
 def _port(value: object, what: str) -> int:
     try:
         if isinstance(value, bool):
@@ -135,6 +147,8 @@ _KEYS: dict[str, _Key] = {
     "environment": _Key("tracking", _text, "TASKER_ENVIRONMENT"),
     "version": _Key("tracking", _text, "TASKER_VERSION"),
     "default_stage": _Key("tracking", _text, "TASKER_DEFAULT_STAGE"),
+    "journal_dir": _Key("tracking", _text, "TASKER_JOURNAL_DIR"),
+    "max_queued": _Key("tracking", _positive_int, "TASKER_MAX_QUEUED"),
 }
 _SECTIONS = ("database", "tracking")
 _DB_PARTS = ("driver", "host", "port", "dbname", "user", "password", "path")
@@ -148,6 +162,15 @@ def user_data_dir() -> Path:
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
         return Path(base) / "tasker"
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tasker"
+
+
+def user_state_dir() -> Path:
+    """Where undelivered events are journaled by default ($XDG_STATE_HOME/tasker)."""
+    if sys.platform == "win32":  # pragma: no cover - exercised only on Windows
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "tasker" / "state"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "tasker"
 
 
@@ -168,6 +191,7 @@ _DEFAULTS: dict[str, Any] = {
     "quiet": False,
     "strict": False,
     "default_stage": "DEFAULT",
+    "max_queued": 100_000,
 }
 
 
@@ -194,6 +218,10 @@ class Config:
     environment: str | None = None
     version: str | None = None
     default_stage: str = "DEFAULT"
+    # Undelivered events go here while the database is away (default: user_state_dir()).
+    journal_dir: str | None = None
+    # Events held in memory while the database is away; beyond this they go to the journal.
+    max_queued: int = 100_000
     config_file: str | None = None
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
@@ -442,6 +470,9 @@ def load_config(
             " digits and underscores, starting with a letter or underscore"
         )
 
+    if not values.get("journal_dir"):
+        values["journal_dir"] = str(user_state_dir() / "journal")
+        sources["journal_dir"] = "default"
     fields = {f.name for f in dataclasses.fields(Config)}
     return Config(
         **{k: v for k, v in values.items() if k in fields and k != "url"},

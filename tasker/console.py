@@ -54,16 +54,44 @@ def task_update(run_id: str, status: str, message: str | None) -> None:
     logger.log(level, "[TASK UPDATE] %s - %s%s", run_id, status, _tail(message))
 
 
-def subtask_start(number: int, name: str | None, message: str | None) -> None:
+def subtask_start(number: int | None, name: str | None, message: str | None) -> None:
     logger.info(
-        "[SUBTASK START] Subtask %d: %s%s", number, name or "", _tail(message) if message else ""
+        "[SUBTASK START] Subtask %s: %s%s", number, name or "", _tail(message) if message else ""
     )
 
 
-def subtask_update(number: int, status: str, message: str | None) -> None:
+def subtask_update(number: int | None, status: str, message: str | None) -> None:
     level = logging.ERROR if status == "FAILED" else logging.INFO
-    logger.log(level, "[SUBTASK UPDATE] Subtask %d - %s%s", number, status, _tail(message))
+    logger.log(level, "[SUBTASK UPDATE] Subtask %s - %s%s", number, status, _tail(message))
 
 
-def subtask_increment(number: int, by: int) -> None:
-    logger.debug("[SUBTASK INCREMENT] Subtask %d: +%d", number, by)
+def subtask_increment(number: int | None, by: int) -> None:
+    logger.debug("[SUBTASK INCREMENT] Subtask %s: +%d", number, by)
+
+
+def _handled(lg: logging.Logger) -> bool:
+    """Does a record of ``lg`` reach a handler other than a NullHandler?"""
+    current: logging.Logger | None = lg
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
+def problem(message: str, *args: object) -> None:
+    """Warn about a tracking problem (the database is away, an event was refused).
+
+    Unlike the status lines these always reach somebody: through logging when the program
+    has set any up, else straight to stderr, even with console output off.
+    """
+    if _handled(logger):
+        logger.warning(message, *args)
+        return
+    try:
+        sys.stderr.write(f"tasker: warning: {message % args if args else message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # no stderr (closed, a daemon): nowhere left to tell
+        pass

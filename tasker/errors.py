@@ -44,7 +44,15 @@ class UnknownSubtaskError(TaskerError, LookupError):
 
 
 class DatabaseError(TaskerError):
-    """The database could not be reached or refused an operation."""
+    """The database could not be reached or refused an operation.
+
+    ``unavailable`` is True when the database could not be reached or was busy (down,
+    unreachable, locked, full, refusing the login), as opposed to refusing what was sent.
+    """
+
+    def __init__(self, message: str, *, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.unavailable = unavailable
 
 
 class SchemaVersionError(DatabaseError):

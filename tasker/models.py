@@ -200,6 +200,9 @@ class RunRecord(_Record):
     error_type: str | None
     error_message: str | None
     error_detail: str | None
+    # When the run's process started (seconds since the epoch): with the PID, it tells the
+    # process apart from a later one given the same PID.
+    process_start_time: float | None = None
 
     @property
     def duration(self) -> float | None:

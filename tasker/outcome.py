@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
+import sys
 import traceback
 from typing import Any
 
+from tasker import console
 from tasker.models import Status
 
 __all__ = ["Outcome", "Skipped", "guarded", "outcome"]
-
-log = logging.getLogger("tasker")
 
 
 class Skipped(BaseException):
@@ -96,6 +95,7 @@ _warned: set[str] = set()
 def guarded(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a tracking step; a failure is logged once per kind (or raised in strict mode)
     instead of reaching the tracked code. Returns None when the step failed."""
+    outer = sys.exc_info()[1]
     try:
         return fn(*args, **kwargs)
     except Exception as exc:
@@ -105,10 +105,11 @@ def guarded(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
             strict = RECORDER.config.strict
         except Exception:
             strict = False
-        if strict:
+        # An exception of the program's already on its way out always wins over ours.
+        if strict and outer is None:
             raise
         key = f"{what}:{type(exc).__name__}"
         if key not in _warned:
             _warned.add(key)
-            log.warning("tasker could not record %s (tracking continues): %s", what, exc)
+            console.problem("tasker could not record %s (tracking continues): %s", what, exc)
         return None

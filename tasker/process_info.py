@@ -37,16 +37,26 @@ def _user() -> str | None:
         return os.environ.get("USER") or None
 
 
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (Linux); None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        return stat[stat.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
 def process_start_time(pid: int) -> float | None:
     """When ``pid`` started, in seconds since the epoch (Linux); None where unknown.
 
     With the PID this identifies a process even after its PID is reused.
     """
+    fields = _proc_stat(pid)
+    if fields is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-        # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rindex(b")") + 2 :].split()
         ticks = int(fields[19])
         with open("/proc/stat", "rb") as fh:
             for line in fh:
@@ -58,6 +68,12 @@ def process_start_time(pid: int) -> float | None:
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def process_is_dead(pid: int) -> bool:
+    """True when ``pid`` has exited but not yet been waited for (a zombie, Linux)."""
+    fields = _proc_stat(pid)
+    return fields is not None and bool(fields) and fields[0] in (b"Z", b"X")
 
 
 def _script() -> tuple[str | None, str | None]:

@@ -26,7 +26,7 @@ from tasker.models import Status
 from tasker.outcome import guarded
 from tasker.recorder import RECORDER
 from tasker.tracking import _reporting_state
-from tasker.writer import Counter, Event
+from tasker.writer import Counter
 
 __all__ = ["track"]
 
@@ -188,15 +188,12 @@ def track(iterable: Any, total: int | None = None, name: str | None = None) -> A
     if current is not None:
         if n_total is not None and current.counter.items_total is None:
             current.counter.items_total = n_total
-            run_id, number, when = current.run_id, current.number, runs.now()
             guarded(
                 "the size of a loop",
-                RECORDER.submit,
-                Event(
-                    lambda s: s.update_subtask(run_id, number, {"items_total": n_total}, when),
-                    f"an update of subtask {number}",
-                    run_id=run_id,
-                ),
+                runs.update_subtask,
+                current.run_id,
+                current.number,
+                {"items_total": n_total},
             )
         lane = Counter(current.run_id, current.number)
         RECORDER.writer.publish(lane)

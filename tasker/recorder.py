@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from tasker.config import Config, load_config
 from tasker.console import setup_console
 from tasker.context import RunState
-from tasker.writer import Event, Writer
+from tasker.events import Event
+from tasker.writer import Writer
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) load on first use, keeping `import tasker` light
     from tasker.store.sql import SqlStore
@@ -33,21 +34,28 @@ class Recorder:
         self._config_file: str | None = None
         self._config: Config | None = None
         self._store: SqlStore | None = None
-        self.writer = Writer(lambda: self.store, lambda: self.config.flush_interval)
+        self.writer = Writer(lambda: self.store, lambda: self.config, self._live_run_ids)
         # Runs this process has started and not ended (for signals and exit).
         self.live_runs: set[RunState] = set()
         self._signals_installed = False
         atexit.register(self._at_exit)
+
+    def _live_run_ids(self) -> list[str]:
+        return [s.run_id for s in list(self.live_runs) if s.is_local and not s.ended]
 
     def configure(self, overrides: Mapping[str, Any], config_file: str | None = None) -> Config:
         """Replace the explicit settings; the previous store is closed."""
         config = load_config(overrides, config_file=config_file)
         # What was tracked so far belongs to the database it was tracked for.
         self.writer.flush(timeout=30.0)
-        with self._lock:
-            self._overrides = dict(overrides)
-            self._config_file = config_file
-            self._set_config(config)
+        self.writer.pause()
+        try:
+            with self._lock:
+                self._overrides = dict(overrides)
+                self._config_file = config_file
+                self._set_config(config)
+        finally:
+            self.writer.resume()
         return config
 
     def _set_config(self, config: Config) -> None:
@@ -55,6 +63,7 @@ class Recorder:
             self._store.dispose()
             self._store = None
         self._config = config
+        self.writer.new_database()
         setup_console(config.console)
 
     @property
@@ -116,20 +125,26 @@ class Recorder:
         from tasker.signals import end_live_runs_at_exit
 
         end_live_runs_at_exit()
-        self.writer.flush(timeout=30.0)
+        # What the database cannot take now goes to the journal: exit is not delayed by an
+        # outage beyond one last attempt.
+        self.writer.flush(timeout=30.0, closing=True)
 
     def reset(self) -> None:
         """Forget the configuration and close the store (tests; ``configure()`` from scratch).
         Whatever could not be written by then is dropped, not carried to the next database."""
         self.writer.flush(timeout=30.0)
-        self.writer.discard_pending()
-        with self._lock:
-            if self._store is not None:
-                self._store.dispose()
-            self._store = None
-            self._config = None
-            self._overrides = {}
-            self._config_file = None
+        self.writer.pause()  # no write may use the store while it is closed
+        try:
+            self.writer.discard_pending()
+            with self._lock:
+                if self._store is not None:
+                    self._store.dispose()
+                self._store = None
+                self._config = None
+                self._overrides = {}
+                self._config_file = None
+        finally:
+            self.writer.resume()
 
     def _after_fork_in_child(self) -> None:
         # The parent's pooled connections belong to the parent. The child never touches them:

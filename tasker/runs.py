@@ -15,19 +15,17 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from tasker import console, context
+from tasker import events as ev
 from tasker.context import RunState
-from tasker.errors import UnknownRunError, UnknownSubtaskError
+from tasker.errors import DatabaseError, UnknownRunError, UnknownSubtaskError
 from tasker.gitinfo import git_info
 from tasker.models import NewRun, Status
 from tasker.process_info import active_log_file, peak_memory_mb, process_info
 from tasker.recorder import RECORDER
-from tasker.writer import Counter, Event
-
-if TYPE_CHECKING:
-    from tasker.store.sql import SqlStore
+from tasker.writer import Counter
 
 __all__ = ["Subtask", "await_parent", "end_run", "end_subtask", "start_run", "start_subtask"]
 
@@ -69,20 +67,31 @@ def await_parent(state: RunState | None, fn: Callable[[], T]) -> T:
             delay = min(0.5, delay * 2)
 
 
-def _write(
-    op: Callable[[SqlStore], object],
-    what: str,
-    *,
-    sync: bool,
-    ends: Any = None,
-    run_id: str | None = None,
-    start: Any = None,
-    end: Any = None,
-) -> Any:
-    if sync:
-        return op(RECORDER.synced_store())
-    RECORDER.submit(Event(op, what, ends, run_id, start, end))
-    return None
+def write(kind: str, run_id: str, args: tuple[Any, ...], *, sync: bool, default: Any = None) -> Any:
+    """Write one event: now (``sync``, or in ``strict`` mode, so errors reach the caller),
+    else through the background writer.
+
+    A synchronous write that finds the database unreachable is queued instead (unless
+    ``strict``): like everything queued it is retried, and journaled at exit if need be, and
+    the call returns ``default`` rather than failing the program.
+    """
+    event = (kind, run_id, args)
+    if not (sync or RECORDER.config.strict):
+        RECORDER.submit(event)
+        return None
+    strict = RECORDER.config.strict
+    writer = RECORDER.writer
+    if not strict and writer.failing:
+        RECORDER.submit(event)  # no waiting on a database known to be away
+        return default
+    try:
+        return ev.apply(RECORDER.synced_store(), event)
+    except DatabaseError as exc:
+        if strict or not exc.unavailable:
+            raise
+        writer.mark_failing(exc)
+        RECORDER.submit(event)
+        return default
 
 
 def start_run(
@@ -141,17 +150,12 @@ def start_run(
         total_subtasks=total_subtasks,
         overall_progress_message=message,
     )
-    _write(
-        lambda s: s.start_run(new),
-        f"the start of {stage} / {task}",
-        sync=sync,
-        run_id=run_id,
-        start=new,
-    )
+    write(ev.START_RUN, run_id, (new,), sync=sync)
     state = RunState(run_id=run_id, stage=stage, task=task, total_subtasks=total_subtasks)
     context.push(state)
     RECORDER.live_runs.add(state)
     RECORDER.install_signal_handlers()
+    RECORDER.writer.ensure_started()  # it heartbeats the run
     if not _quiet(quiet):
         console.task_start(stage, task, run_id)
     return state
@@ -200,13 +204,7 @@ def end_run(
     when = now()
     run_id = state.run_id
     try:
-        _write(
-            lambda s: s.end_run(run_id, status, values, when, ended_with),
-            f"the end of run {run_id}",
-            sync=sync,
-            run_id=run_id,
-            end=(status, values, when),
-        )
+        write(ev.END_RUN, run_id, (status, values, when, ended_with), sync=sync)
     finally:
         context.pop(run_id)
         RECORDER.live_runs.discard(state)
@@ -249,20 +247,19 @@ def start_subtask(
         state.note_subtask_number(number)
     if number is None or sync:
         # A run owned elsewhere is numbered by the database, so processes never collide.
+        args = (number, name, items_total, message, when)
+        given = number
         number = await_parent(
-            state,
-            lambda: RECORDER.synced_store().start_subtask(
-                run_id, number, name, items_total, message, when
-            ),
+            state, lambda: write(ev.START_SUBTASK, run_id, args, sync=True, default=given)
         )
+        if number is None:  # numbered by the database, which is away
+            raise DatabaseError(
+                f"cannot number a new subtask of run {run_id}: the database is unreachable; "
+                "pass subtask_number to report while it is away",
+                unavailable=True,
+            )
     else:
-        n = number
-        _write(
-            lambda s: s.start_subtask(run_id, n, name, items_total, message, when),
-            f"the start of subtask {n}",
-            sync=False,
-            run_id=run_id,
-        )
+        write(ev.START_SUBTASK, run_id, (number, name, items_total, message, when), sync=False)
     sub = Subtask(state, number, name, Counter(run_id, number, items_total=items_total))
     RECORDER.writer.publish(sub.counter)
     state.subtasks.append(sub)
@@ -280,12 +277,17 @@ def correct_subtask(sub: Subtask, status: Status, *, error: str | None = None) -
     if error is not None:
         values["error_message"] = error
     sub.status = status
-    _write(
-        lambda s: s.update_subtask(run_id, number, values, when),
-        f"the end of subtask {number}",
-        sync=False,
-        run_id=run_id,
-    )
+    write(ev.UPDATE_SUBTASK, run_id, (number, values, when), sync=False)
+
+
+def update_run(run_id: str, values: dict[str, Any]) -> None:
+    """Queue an update of a run's fields."""
+    write(ev.UPDATE_RUN, run_id, (values, now()), sync=False)
+
+
+def update_subtask(run_id: str, number: int, values: dict[str, Any]) -> None:
+    """Queue an update of a subtask's fields."""
+    write(ev.UPDATE_SUBTASK, run_id, (number, values, now()), sync=False)
 
 
 def retire_counter(counter: Counter) -> None:
@@ -294,12 +296,7 @@ def retire_counter(counter: Counter) -> None:
     delta = counter.take()
     if delta:
         run_id, number, when = counter.run_id, counter.number, now()
-        _write(
-            lambda s: s.increment_subtask(run_id, number, delta, when),
-            f"progress of subtask {number}",
-            sync=False,
-            run_id=run_id,
-        )
+        write(ev.INCREMENT_SUBTASK, run_id, (number, delta, when), sync=False)
 
 
 def detach_subtask(sub: Subtask, status: Status) -> int:
@@ -335,12 +332,6 @@ def end_subtask(
         values["progress_message"] = message
     if error is not None:
         values["error_message"] = error
-
-    def op(s: SqlStore) -> None:
-        if delta:
-            s.increment_subtask(run_id, number, delta, when)
-        s.update_subtask(run_id, number, values, when)
-
-    _write(op, f"the end of subtask {number}", sync=sync, ends=(run_id, number), run_id=run_id)
+    write(ev.END_SUBTASK, run_id, (number, delta, values, when), sync=sync)
     if not _quiet(quiet):
         console.subtask_update(number, status.value, message or error)

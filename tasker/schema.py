@@ -45,7 +45,7 @@ from tasker.models import STATUS_VALUES, RunRecord, TaskStatusRecord
 __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
 
 # Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DIALECTS: dict[str, Dialect] = {
     "postgresql": postgresql.dialect(),  # type: ignore[no-untyped-call]
     "sqlite": sqlite.dialect(),
@@ -146,6 +146,7 @@ class Tables:
     tasks: Table
     task_runs: Table
     subtask_progress: Table
+    journal_replays: Table
     schema: str | None
 
     def qualified(self, name: str) -> str:
@@ -287,7 +288,25 @@ def build_tables(schema: str | None = None) -> Tables:
         UniqueConstraint("run_id", "subtask_number", name="uq_subtask_progress_run_number"),
         **_MYSQL_TABLE_OPTIONS,
     )
-    return Tables(md, schema_info, stages, tasks, task_runs, subtask_progress, schema)
+    journal_replays = journal_replays_table(md)
+    return Tables(
+        md, schema_info, stages, tasks, task_runs, subtask_progress, journal_replays, schema
+    )
+
+
+def journal_replays_table(md: MetaData) -> Table:
+    """Journal files already replayed: a replay inserts its file's id in the same transaction
+    as the file's events, so replaying a file again changes nothing (schema version 2)."""
+    return Table(
+        "journal_replays",
+        md,
+        Column("journal_id", String(36), primary_key=True),
+        Column("hostname", String(255)),
+        Column("process_id", Integer),
+        Column("events", Integer, nullable=False),
+        Column("replayed_at", UTCDateTime(), nullable=False),
+        **_MYSQL_TABLE_OPTIONS,
+    )
 
 
 def literal_column_in(name: str, values: Sequence[str]) -> Any:
@@ -366,14 +385,20 @@ def _compile(stmt: Any, dialect: Dialect) -> str:
     return str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})).strip()
 
 
-def _pg_triggers(t: Tables) -> list[str]:
-    fn = t.qualified("tasker_touch")
-    # A BEFORE UPDATE trigger keeps last_update / updated_at current for any writer, tasker or
-    # not, while keeping a timestamp the writer set on purpose (e.g. a replayed journal).
-    stmts = [
-        f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+def pg_touch_function(t: Tables) -> str:
+    """A BEFORE UPDATE trigger function keeping last_update / updated_at current for any
+    writer, tasker or not, while keeping a timestamp the writer set on purpose (e.g. a replayed
+    journal). A heartbeat alone is not an update of the run's progress."""
+    return (
+        f"CREATE OR REPLACE FUNCTION {t.qualified('tasker_touch')}() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$\n"
         "BEGIN\n"
-        "    IF TG_TABLE_NAME IN ('task_runs', 'subtask_progress') THEN\n"
+        "    IF TG_TABLE_NAME = 'task_runs' THEN\n"
+        "        IF NEW.last_update IS NOT DISTINCT FROM OLD.last_update\n"
+        "                AND NEW.heartbeat IS NOT DISTINCT FROM OLD.heartbeat THEN\n"
+        "            NEW.last_update := now();\n"
+        "        END IF;\n"
+        "    ELSIF TG_TABLE_NAME = 'subtask_progress' THEN\n"
         "        IF NEW.last_update IS NOT DISTINCT FROM OLD.last_update THEN\n"
         "            NEW.last_update := now();\n"
         "        END IF;\n"
@@ -383,7 +408,12 @@ def _pg_triggers(t: Tables) -> list[str]:
         "    RETURN NEW;\n"
         "END\n"
         "$$"
-    ]
+    )
+
+
+def _pg_triggers(t: Tables) -> list[str]:
+    fn = t.qualified("tasker_touch")
+    stmts = [pg_touch_function(t)]
     for table in ("stages", "tasks", "task_runs", "subtask_progress"):
         trigger = f"trg_{table}_touch"
         stmts.append(f"DROP TRIGGER IF EXISTS {trigger} ON {t.qualified(table)}")
@@ -391,6 +421,20 @@ def _pg_triggers(t: Tables) -> list[str]:
             f"CREATE TRIGGER {trigger} BEFORE UPDATE ON {t.qualified(table)} "
             f"FOR EACH ROW EXECUTE FUNCTION {fn}()"
         )
+    return stmts
+
+
+def view_statements(dialect_name: str, t: Tables) -> list[str]:
+    """The statements (re)creating the views."""
+    dialect = DIALECTS[dialect_name]
+    stmts = []
+    for name, build in VIEWS.items():
+        body = _compile(build(t), dialect)
+        if dialect_name == "sqlite":
+            stmts.append(f"DROP VIEW IF EXISTS {name}")
+            stmts.append(f"CREATE VIEW {name} AS\n{body}")
+        else:
+            stmts.append(f"CREATE OR REPLACE VIEW {t.qualified(name)} AS\n{body}")
     return stmts
 
 
@@ -410,13 +454,7 @@ def ddl_statements(dialect_name: str, schema: str | None = None) -> list[str]:
         stmts.append(_compile(CreateTable(table, if_not_exists=True), dialect))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             stmts.append(_compile(CreateIndex(index), dialect))
-    for name, build in VIEWS.items():
-        body = _compile(build(t), dialect)
-        if dialect_name == "sqlite":
-            stmts.append(f"DROP VIEW IF EXISTS {name}")
-            stmts.append(f"CREATE VIEW {name} AS\n{body}")
-        else:
-            stmts.append(f"CREATE OR REPLACE VIEW {t.qualified(name)} AS\n{body}")
+    stmts.extend(view_statements(dialect_name, t))
     if dialect_name == "postgresql":
         stmts.extend(_pg_triggers(t))
     stmts.append(_compile(CreateTable(t.schema_info, if_not_exists=True), dialect))

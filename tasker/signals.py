@@ -72,7 +72,7 @@ def _end_all(status: Status, values: dict[str, Any], line: str) -> None:
             # Shutting down: record what can be recorded, never fail the exit.
             with contextlib.suppress(Exception):
                 runs.end_run(state, status, dict(values), sync=False, line=line)
-    RECORDER.writer.flush(FLUSH_TIMEOUT)
+    RECORDER.writer.flush(FLUSH_TIMEOUT, closing=True)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

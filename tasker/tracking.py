@@ -23,7 +23,6 @@ from tasker.context import RunState
 from tasker.models import Status
 from tasker.outcome import Outcome, Skipped, guarded, outcome
 from tasker.recorder import RECORDER
-from tasker.writer import Event
 
 __all__ = ["Run", "SubtaskHandle", "current_run", "skip", "subtask", "task"]
 
@@ -68,16 +67,8 @@ class Run:
             values["overall_progress_message"] = msg
         if not values:
             return
-        run_id, when = self.run_id, runs.now()
-        guarded(
-            "a run update",
-            RECORDER.submit,
-            Event(
-                lambda s: s.update_run(run_id, {"status": Status.RUNNING.value, **values}, when),
-                f"an update of run {run_id}",
-                run_id=run_id,
-            ),
-        )
+        values["status"] = Status.RUNNING.value
+        guarded("a run update", runs.update_run, self.run_id, values)
 
     def fail(self, error: str | BaseException | None = None) -> None:
         """End the run FAILED now (with a message or an exception's details); the code goes
@@ -151,16 +142,7 @@ class SubtaskHandle:
             values["items_total"] = total
             sub.counter.items_total = total
         if values:
-            run_id, number, when = sub.run_id, sub.number, runs.now()
-            guarded(
-                "a subtask update",
-                RECORDER.submit,
-                Event(
-                    lambda s: s.update_subtask(run_id, number, values, when),
-                    f"an update of subtask {number}",
-                    run_id=run_id,
-                ),
-            )
+            guarded("a subtask update", runs.update_subtask, sub.run_id, sub.number, values)
 
 
 def current_run() -> Run | None:

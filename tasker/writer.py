@@ -1,35 +1,54 @@
 """The per-process background writer.
 
 Callers never wait on the database for progress: the automatic layer puts discrete events
-(run and subtask starts and ends) on a queue and bumps plain counters for progress. A writer
-thread wakes every ``flush_interval`` seconds (at once when asked to flush), snapshots the
-counters that moved, drains the queue and writes everything in one transaction.
+(run and subtask starts, updates and ends: :mod:`tasker.events`) on a queue and bumps plain
+counters for progress. A writer thread wakes every ``flush_interval`` seconds (at once when
+asked to flush), snapshots the counters that moved, drains the queue and writes everything in
+one transaction. It also heartbeats this process's live runs every ``heartbeat_interval``.
 
 Ordering: a subtask is published for counting only after its start event is queued, and
 withdrawn before its end event is queued, so the writer never writes progress for a subtask
-row that is not there yet, nor after its end.
+row that is not there yet.
+
+When the database cannot be reached (down, locked, full, wrong password), nothing is lost and
+nothing reaches the tracked code: the events go back on the queue, the writer retries with
+backoff and logs one warning for the whole outage. Beyond ``max_queued`` events, and for
+whatever is still undelivered when the process exits, the events go to the local journal
+(:mod:`tasker.journal`), which is replayed once the database is back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import logging
 import os
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from tasker import console
+from tasker import events as ev
+from tasker.events import END_RUN, END_SUBTASK, INCREMENT_SUBTASK, START_RUN, Event
 from tasker.process_info import active_log_file
 
 if TYPE_CHECKING:
+    from tasker.config import Config
+    from tasker.journal import JournalFile
     from tasker.store.sql import SqlStore
 
-__all__ = ["Counter", "Event", "Writer"]
+__all__ = ["Counter", "Writer"]
 
 log = logging.getLogger("tasker")
+
+# Backoff between attempts while the database is away, in seconds.
+MAX_BACKOFF = 30.0
+# How long the last writes retry a busy database when the process is ending.
+CLOSING_RETRY_SECONDS = 2.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -56,25 +75,27 @@ class Counter:
         return delta
 
 
-@dataclasses.dataclass(slots=True)
-class Event:
-    """One write: ``apply(store)``. ``ends`` names the subtask an end event closes;
-    ``run_id`` the run the event concerns; a run's start and end events also carry what they
-    record (``start``: the NewRun; ``end``: status, values, time, subtask message), so that a
-    run that starts and ends between two writes is written as one row."""
+@dataclasses.dataclass
+class WriterStats:
+    """What the writer has done in this process (for benchmarks and diagnostics)."""
 
-    apply: Callable[[SqlStore], object]
-    what: str
-    ends: tuple[str, int] | None = None
-    run_id: str | None = None
-    start: Any = None
-    end: Any = None
+    writes: int = 0  # transactions committed
+    events: int = 0  # events delivered to the database
+    journaled: int = 0  # events written to the journal
+    slowest_write: float = 0.0  # seconds, the longest single transaction
+    outages: int = 0  # times the database became unreachable
 
 
 class Writer:
-    def __init__(self, store_factory: Callable[[], SqlStore], interval: Callable[[], float]):
+    def __init__(
+        self,
+        store_factory: Callable[[], SqlStore],
+        settings: Callable[[], Config],
+        live_run_ids: Callable[[], list[str]] = list,
+    ):
         self._store_factory = store_factory
-        self._interval = interval
+        self._settings = settings
+        self._live_run_ids = live_run_ids
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -82,23 +103,39 @@ class Writer:
         self._counters: set[Counter] = set()
         # Reentrant: a signal handler may flush while this thread is inside flush() already.
         self._cond = threading.Condition(threading.RLock())
-        self._submitted = 0
-        self._done = 0
         self._wake = False
+        self._forced = False  # a flush asked: try the database even while backing off
+        self._closing = False  # the process is ending: journal what cannot be written
         self._cycle = 0  # write cycles started
         self._completed = 0  # write cycles finished
+        self._in_flight = 0  # events taken off the queue and not yet settled
         # Held while writing; a fork waits for it, so no child inherits a half-done write.
         self._io_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._failures = 0
+        self._failures = 0  # consecutive failed attempts (an outage while > 0)
+        self._retry_at = 0.0
+        self._journal: JournalFile | None = None
+        self._store: SqlStore | None = None
+        self._replayed = False  # waiting journal files replayed since this writer started
+        self._last_heartbeat = time.monotonic()
+        self._limit = 100_000
+        self._warned: set[str] = set()
         self.last_error: BaseException | None = None
+        self.stats = WriterStats()
 
     # ------------------------------------------------------------------ caller side
 
     def submit(self, event: Event) -> None:
-        self._queue.append(event)
-        self._submitted += 1
+        queue = self._queue
+        queue.append(event)
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        elif len(queue) > self._limit:
+            self._nudge()  # the database is away: let the writer move events to the journal
+
+    def ensure_started(self) -> None:
+        """Start the writer thread (it heartbeats live runs) if it is not running."""
         if self._thread is None or self._pid != os.getpid():
             self._start()
 
@@ -112,35 +149,74 @@ class Writer:
 
     @property
     def pending(self) -> bool:
-        return self._done < self._submitted or any(
-            c.count != c.written for c in list(self._counters)
+        """True while something tracked is neither in the database nor in the journal."""
+        return (
+            bool(self._queue)
+            or self._in_flight > 0
+            or any(c.count != c.written for c in list(self._counters))
         )
 
-    def flush(self, timeout: float = 60.0) -> bool:
-        """Write everything submitted so far (and the counters' current values); True if done
-        within ``timeout``."""
-        if not self.pending:
+    @property
+    def failing(self) -> bool:
+        """True while the database cannot be reached."""
+        return self._failures > 0
+
+    def mark_failing(self, exc: BaseException) -> None:
+        """A caller found the database unreachable: warn (once per outage) and let the
+        writer back off as if it had found out itself."""
+        with self._cond:
+            if self._failures == 0:
+                self._note_failure(exc)
+
+    def _nudge(self) -> None:
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 60.0, *, closing: bool = False) -> bool:
+        """Write everything submitted so far (and the counters' current values); True when
+        it is all in the database (or, with ``closing``, in the journal) within ``timeout``.
+
+        ``closing`` (the process is ending): what the database cannot take now is written to
+        the journal instead of waiting for the database to come back.
+        """
+        if not self.pending and not (closing and self._journal is not None):
             return True
         if self._thread is None or self._pid != os.getpid():
             self._start()
         deadline = time.monotonic() + timeout
         with self._cond:
+            if closing:
+                self._closing = True
+                store = self._store
+                if store is not None:
+                    store.retry_seconds = CLOSING_RETRY_SECONDS
             # The next cycle to start snapshots everything submitted before this call.
             want = self._cycle + 1
-            self._wake = True
+            self._wake = self._forced = True
             self._cond.notify_all()
             while self._completed < want:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
-        return True
+        # Written, or (closing) journaled; False while the database is away.
+        return not self._failures or (closing and not self._queue)
 
     def discard_pending(self) -> None:
         """Drop every queued event and counter (after a reset: they belong elsewhere)."""
         self._queue.clear()
         self._counters.clear()
-        self._done = self._submitted
+        self._in_flight = 0
+        self._failures = 0
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self._replayed = False
+
+    def new_database(self) -> None:
+        """The configuration changed: look for journal files waiting for the new database."""
+        self._replayed = False
 
     def pause(self) -> None:
         """Wait for a write in progress to finish and hold the next one (before a fork)."""
@@ -161,123 +237,339 @@ class Writer:
         self._thread = thread
         thread.start()
 
+    def _wait_time(self) -> float:
+        try:
+            interval = self._settings().flush_interval
+        except Exception:
+            interval = 1.0
+        if self._failures:
+            return max(0.0, min(MAX_BACKOFF, self._retry_at - time.monotonic()))
+        return interval
+
     def _loop(self) -> None:
         while True:
             with self._cond:
                 if not self._wake:
-                    self._cond.wait(self._interval())
+                    self._cond.wait(self._wait_time())
                 self._wake = False
+                forced, self._forced = self._forced, False
+                closing = self._closing
                 self._cycle += 1
                 mine = self._cycle
             try:
                 with self._io_lock:
-                    self._write_once()
+                    self._write_once(forced or closing, closing)
             except BaseException as exc:  # the writer must outlive any failure
-                self._report(f"tracked events ({exc})", exc)
+                self._report("tracked events", exc)
             with self._cond:
                 self._completed = mine
                 self._cond.notify_all()
 
-    def _write_once(self) -> None:
+    def _write_once(self, forced: bool, closing: bool) -> None:
+        with contextlib.suppress(Exception):  # no usable configuration: the store says why
+            self._limit = self._settings().max_queued
+        if self._failures and not forced and time.monotonic() < self._retry_at:
+            # Backing off: only keep memory bounded.
+            if len(self._queue) > self._limit:
+                self._to_journal(with_counters=False)
+            return
+        if closing and self._failures:
+            # Ending during an outage: no more waiting for the database.
+            self._to_journal(with_counters=True)
+            return
+        heartbeat = self._heartbeat_due()
+        if not (self.pending or heartbeat or self._journal is not None or self._journals_waiting()):
+            return  # nothing to do: not even a connection
+        try:
+            store = self._store_factory()
+            if self._failures:
+                store.ping()
+        except Exception as exc:
+            self._outage(exc, closing)
+            return
+        self._store = store
+        if closing:
+            store.retry_seconds = CLOSING_RETRY_SECONDS
+        if (not self._replayed or self._journal is not None) and not self._replay(store, closing):
+            return
         # Counters first, then the queue: a counter is published only after its start event
         # was queued, so that event is in this drain or an earlier one.
-        # No database yet: everything stays queued and counted for the next cycle.
-        store = self._store_factory()
         moved = [(c, c.take()) for c in list(self._counters) if c.count != c.written]
-        target = self._submitted
+        events = self._drain()
+        queue = self._queue
+        self._in_flight = len(events)
+        pending = _with_counts(events, moved)
+        if not pending and heartbeat is None:
+            self._in_flight = 0
+            return
+        lost = self._write(store, pending, heartbeat)
+        if lost is not None:
+            # The database went away meanwhile: everything goes back, in order, for later.
+            queue.extendleft(reversed(pending))
+        self._in_flight = 0
+        if lost is not None:
+            self._outage(lost, closing)
+
+    def _drain(self) -> list[Event]:
+        """Take every queued event, in order (callers may go on appending meanwhile)."""
         events: list[Event] = []
+        queue = self._queue
         while True:
             try:
-                events.append(self._queue.popleft())
+                events.append(queue.popleft())
             except IndexError:
-                break
-        ended = {e.ends for e in events if e.ends is not None}
-        _add_log_files(events)
-        events, whole_runs = _whole_runs(events, {c.run_id for c, _ in moved})
-        ops: list[Callable[[], object]] = [functools.partial(e.apply, store) for e in events]
+                return events
+
+    def _write(
+        self, store: SqlStore, pending: list[Event], heartbeat: tuple[list[str], datetime] | None
+    ) -> BaseException | None:
+        """Write ``pending`` (and the heartbeat) in one transaction. Returns the error when
+        the database is unreachable (then nothing was written). Events the database refuses
+        for what they hold are reported and dropped, so one bad event cannot hold up the
+        rest."""
+        batch = _add_log_files(pending)
+        rest, whole_runs = _whole_runs(batch)
+        ops: list[Callable[[], object]] = []
         if whole_runs:
-            ops.insert(0, functools.partial(store.insert_whole_runs, whole_runs))
-        progress = [(c, n) for c, n in moved if n and (c.run_id, c.number) not in ended]
-        for counter, delta in progress:
-            ops.append(functools.partial(_write_count, store, counter, delta))
-        if not ops:
-            self._done = max(self._done, target)
-            return
+            ops.append(lambda: store.insert_whole_runs(whole_runs))
+        ops.extend(_bind(store, e) for e in rest)
+        if heartbeat is not None:
+            ops.append(lambda: store.heartbeat(*heartbeat))
+        started = time.perf_counter()
         try:
             store.batch(ops)
-        except BaseException as exc:  # tracking must never stop the writer
-            if whole_runs:
-                try:
-                    store.insert_whole_runs(whole_runs)
-                except BaseException as whole_exc:
-                    self._report(f"{len(whole_runs)} runs: {whole_exc}", whole_exc)
-            self._one_by_one(store, events, progress)
-            del exc
+        except Exception as exc:
+            if self._unreachable(store, exc):
+                return exc
+            self._one_by_one(store, batch, heartbeat)
         else:
-            self._failures = 0
-        self._done = max(self._done, target)
+            self._delivered(len(pending), time.perf_counter() - started)
+        if heartbeat is not None:
+            self._last_heartbeat = time.monotonic()
+        return None
 
     def _one_by_one(
         self,
         store: SqlStore,
         events: list[Event],
-        progress: list[tuple[Counter, int]],
+        heartbeat: tuple[list[str], datetime] | None,
     ) -> None:
-        """A batch failed: write what can be written, report what cannot (once)."""
+        """A batch failed for what it held: write what can be written, report the rest."""
         for event in events:
             try:
-                event.apply(store)
-            except BaseException as exc:
-                self._report(f"{event.what}: {exc}", exc)
-        for counter, delta in progress:
+                ev.apply(store, event)
+            except Exception as exc:
+                self._report(ev.describe(event), exc)
+        if heartbeat is not None:
             try:
-                _write_count(store, counter, delta)
-            except BaseException as exc:
-                self._report(f"progress of subtask {counter.number}: {exc}", exc)
+                store.heartbeat(*heartbeat)
+            except Exception as exc:
+                self._report("a heartbeat", exc)
+        self.stats.events += len(events)
 
-    def _report(self, message: str, exc: BaseException) -> None:
+    def _delivered(self, n: int, seconds: float) -> None:
+        stats = self.stats
+        stats.writes += 1
+        stats.events += n
+        stats.slowest_write = max(stats.slowest_write, seconds)
+        if self._failures:
+            console.problem(
+                "tasker reached the database again after %d failed attempts; tracking resumed",
+                self._failures,
+            )
+            self._failures = 0
+
+    def _unreachable(self, store: SqlStore, exc: BaseException) -> bool:
+        """Did the write fail because the database is away, rather than for its content?"""
+        from tasker.errors import DatabaseError
+
+        if isinstance(exc, DatabaseError) and exc.unavailable:
+            return True
+        try:
+            store.ping()
+        except Exception:
+            return True
+        return False
+
+    def _outage(self, exc: BaseException, closing: bool) -> None:
+        self._note_failure(exc)
+        if closing:
+            self._to_journal(with_counters=True)
+        elif len(self._queue) > self._limit:
+            self._to_journal(with_counters=False)
+
+    def _note_failure(self, exc: BaseException) -> None:
         self.last_error = exc
         self._failures += 1
         if self._failures == 1:
-            log.warning("tasker could not record %s", message)
+            self.stats.outages += 1
+            console.problem(
+                "tasker cannot write to the database (%s); tracking goes on: events are kept and "
+                "retried, and saved to the local journal at exit if still undelivered",
+                exc,
+            )
+        try:
+            interval = self._settings().flush_interval
+        except Exception:  # the configuration itself is what fails
+            interval = 1.0
+        backoff = min(MAX_BACKOFF, interval * 2 ** min(self._failures - 1, 8))
+        self._retry_at = time.monotonic() + backoff * (0.75 + random.random() / 2)
+
+    def _to_journal(self, *, with_counters: bool) -> None:
+        """Move every queued event (and, at exit, the counters' unwritten items) to the
+        journal file, in order."""
+        from tasker.journal import JournalFile
+
+        events = self._drain()
+        queue = self._queue
+        if with_counters:
+            when = datetime.now(timezone.utc)
+            for counter in list(self._counters):
+                delta = counter.take()
+                if delta:
+                    events.append(
+                        (INCREMENT_SUBTASK, counter.run_id, (counter.number, delta, when))
+                    )
+        if events:
+            try:
+                if self._journal is None:
+                    self._journal = JournalFile(self._settings())
+                self._journal.write(_add_log_files(events))
+            except Exception as exc:
+                # No journal either: keep the events in memory; nothing more can be done.
+                queue.extendleft(reversed(events))
+                self._report("tracked events to the journal", exc)
+                return
+            self.stats.journaled += len(events)
+        if with_counters and self._journal is not None:
+            self._journal.close()
+            self._journal = None
+            console.problem(
+                "tasker saved %d undelivered events to the journal; they are written to the "
+                "database by the next tasker process that reaches it (or `tasker replay`)",
+                self.stats.journaled,
+            )
+
+    def _replay(self, store: SqlStore, closing: bool) -> bool:
+        """Replay this process's own spilled journal (the database is back) and any left by
+        earlier processes; False when the database went away again meanwhile."""
+        from tasker.journal import replay
+
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        try:
+            result = replay(store, self._settings())
+        except Exception as exc:
+            if self._unreachable(store, exc):
+                self._outage(exc, closing)
+                return False
+            self._report("a journal file", exc)
+        else:
+            if result.files:
+                log.info(
+                    "tasker replayed %d journal files (%d events)", result.files, result.events
+                )
+        self._replayed = True
+        return True
+
+    def _journals_waiting(self) -> bool:
+        """Journal files wait for this database (checked once per writer)."""
+        if self._replayed:
+            return False
+        from tasker.journal import pending_files
+
+        try:
+            waiting = bool(pending_files(self._settings()))
+        except Exception:
+            waiting = False
+        self._replayed = not waiting
+        return waiting
+
+    def _heartbeat_due(self) -> tuple[list[str], datetime] | None:
+        try:
+            interval = self._settings().heartbeat_interval
+        except Exception:
+            return None
+        if time.monotonic() - self._last_heartbeat < interval:
+            return None
+        run_ids = self._live_run_ids()
+        if not run_ids:
+            self._last_heartbeat = time.monotonic()
+            return None
+        return run_ids, datetime.now(timezone.utc)
+
+    def _report(self, what: str, exc: BaseException) -> None:
+        """Log a failure once per kind of event and error, not once per event."""
+        self.last_error = exc
+        key = f"{what.split(' of ')[0]}:{type(exc).__name__}"
+        if key not in self._warned:
+            self._warned.add(key)
+            console.problem("tasker could not record %s: %s", what, exc)
 
 
-def _start_run(run: Any, store: SqlStore) -> None:
-    store.start_run(run)
+def _bind(store: SqlStore, event: Event) -> Callable[[], object]:
+    return lambda: ev.apply(store, event)
 
 
-def _add_log_files(events: list[Event]) -> None:
+def _with_counts(events: list[Event], moved: list[tuple[Counter, int]]) -> list[Event]:
+    """``events`` with the counters' new items as increments: each just before its
+    subtask's end when that end is among ``events``, else after everything."""
+    if not moved:
+        return events
+    when = datetime.now(timezone.utc)
+    counts: dict[tuple[str, int], int] = {}
+    for counter, delta in moved:
+        if delta:
+            key = (counter.run_id, counter.number)
+            counts[key] = counts.get(key, 0) + delta
+    if not counts:
+        return events
+    out: list[Event] = []
+    for event in events:
+        if event[0] == END_SUBTASK:
+            key = (event[1], event[2][0])
+            delta = counts.pop(key, 0)
+            if delta:
+                out.append((INCREMENT_SUBTASK, key[0], (key[1], delta, when)))
+        out.append(event)
+    out.extend((INCREMENT_SUBTASK, rid, (n, d, when)) for (rid, n), d in counts.items())
+    return out
+
+
+def _add_log_files(events: list[Event]) -> list[Event]:
     """Runs record the log file of the logging FileHandler active when they started. Looking
     it up scans every logger, so it is done here, once per write, not in the caller."""
     found: tuple[str | None, str | None] | None = None
+    out = events
     for i, event in enumerate(events):
-        run = event.start
-        if run is None or run.log_path is not None or run.log_filename is not None:
+        if event[0] != START_RUN:
+            continue
+        run = event[2][0]
+        if run.log_path is not None or run.log_filename is not None:
             continue
         if found is None:
             found = active_log_file()
         if found == (None, None):
-            return
+            return out
+        if out is events:
+            out = list(events)
         run = dataclasses.replace(run, log_path=found[0], log_filename=found[1])
-        events[i] = dataclasses.replace(event, start=run, apply=functools.partial(_start_run, run))
+        out[i] = (START_RUN, event[1], (run,))
+    return out
 
 
-def _whole_runs(events: list[Event], counting: set[str]) -> tuple[list[Event], list[Any]]:
+def _whole_runs(events: list[Event]) -> tuple[list[Event], list[Any]]:
     """Split off the runs whose start and end are both in ``events`` with nothing else
     about them: each becomes one finished row, inserted together with the others."""
-    starts = {e.run_id: e for e in events if e.start is not None}
+    starts = {e[1]: e for e in events if e[0] == START_RUN}
     if not starts:
         return events, []
-    ends = {e.run_id: e for e in events if e.end is not None and e.run_id in starts}
-    busy = {e.run_id for e in events if e.start is None and e.end is None} | counting
+    ends = {e[1]: e for e in events if e[0] == END_RUN and e[1] in starts}
+    busy = {e[1] for e in events if e[0] != START_RUN and e[0] != END_RUN}
     whole = {rid for rid in ends if rid not in busy}
     if not whole:
         return events, []
-    rows = [(starts[rid].start, *ends[rid].end) for rid in starts if rid in whole]
-    return [e for e in events if e.run_id not in whole], rows
-
-
-def _write_count(store: SqlStore, counter: Counter, delta: int) -> None:
-    from datetime import datetime, timezone
-
-    store.increment_subtask(counter.run_id, counter.number, delta, datetime.now(timezone.utc))
+    # (run, status, values, end time): the end's subtask message has no subtask to go to.
+    rows = [(starts[rid][2][0], *ends[rid][2][:3]) for rid in starts if rid in whole]
+    return [e for e in events if e[1] not in whole], rows

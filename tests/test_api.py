@@ -291,6 +291,10 @@ def test_unknown_subtask_number_lists_the_existing_ones(db: Backend) -> None:
         (lambda: tasker.task_update(current_subtask=0), tasker.ValidationError, "1 or more"),
         (lambda: tasker.task_fail("x", exit_code="3"), tasker.ValidationError, "exit_code"),
         (lambda: tasker.subtask_update("NOT_STARTED"), tasker.ValidationError, "not allowed"),
+        (lambda: tasker.reap_lost_runs(stale_after=0), tasker.ValidationError, "stale_after"),
+        (lambda: tasker.replay_journal("nowhere.jsonl"), tasker.ValidationError, "does not exist"),
+        (lambda: tasker.task(total_subtasks=-2), tasker.ValidationError, "0 or more"),
+        (lambda: tasker.task("S", 42), tasker.ValidationError, "must be a string"),  # type: ignore[call-overload]
     ],
 )
 def test_bad_arguments_are_rejected_and_nothing_recorded_is_lost(

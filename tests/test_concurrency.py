@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import tasker
-from tests.conftest import Backend
+from tests.conftest import ROOT, Backend
 
 WORKER = r"""
 import sys, time
@@ -75,3 +76,28 @@ def test_eight_processes_create_the_schema_and_increment_one_subtask(
     assert sub.items_complete == PROCESSES * 200
     assert sub.percent_complete == 100.0
     assert sub.status == "RUNNING"
+
+
+BENCH = ROOT / "benchmarks" / "bench_concurrency.py"
+
+
+def test_sixteen_processes_track_at_once_and_nothing_is_lost(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    # 16 processes x (100 decorated calls, each a track() over 2,000 items in its own
+    # subtask), all at once against one database; the script checks every row it expects.
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--use-environment", "--json", "--processes", "16"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"] == [] and result["problems"] == []
+    assert result["counted"] == 16 * 100 * 2000 and result["not_durable"] == 0
+    runs = tasker.get_task_history(stage="CONCURRENT", limit=None)
+    assert len(runs) == 1600 and {r.status for r in runs} == {"COMPLETED"}
+    assert len({r.process_id for r in runs}) == 16

@@ -164,6 +164,10 @@ def test_bad_config_files_name_the_file_and_the_key(yaml_text: str, pattern: str
         ({}, {"TASKER_STRICT": "perhaps"}, r"TASKER_STRICT: expected true or false"),
         ({"driver": "postgresql"}, {}, r"database name is not set"),
         ({"url": "not a url"}, {}, r"is not a database URL"),
+        ({"max_queued": 0}, {}, r"max_queued: expected a whole number above 0, got 0"),
+        ({}, {"TASKER_MAX_QUEUED": "lots"}, r"TASKER_MAX_QUEUED: expected a whole number"),
+        ({}, {"TASKER_HEARTBEAT_INTERVAL": "0"}, r"TASKER_HEARTBEAT_INTERVAL: expected a positive"),
+        ({"stale_after": "soon"}, {}, r"stale_after: expected a positive number of seconds"),
         (
             {"schema": "bad-name; drop"},
             {"TASKER_DB_DRIVER": "postgresql", "TASKER_DB_NAME": "x"},

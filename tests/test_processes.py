@@ -3,54 +3,17 @@ another process. Each test runs a small tracked script and reads the database af
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 import tasker
 from tests.conftest import Backend
-
-
-def write_script(tmp_path: Path, body: str, name: str = "job.py") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(body), encoding="utf-8")
-    return path
-
-
-def run_script(path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a script in its own process group; on a time-out the whole group (workers too)
-    is killed and the test fails with what the script printed."""
-    proc = subprocess.Popen(
-        [sys.executable, str(path), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{path.name} did not finish in 120 s:\n{err}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def wait_for(condition, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail("condition not met in time")
+from tests.helpers import run_script, wait_for, write_script
 
 
 def test_runs_are_durable_at_a_normal_exit(

@@ -10,6 +10,7 @@ from sqlalchemy import text
 import tasker
 from tasker.recorder import RECORDER
 from tasker.schema import DIALECTS, SCHEMA_VERSION, render_sql
+from tasker.store import migrations
 from tests.conftest import ROOT, Backend
 
 
@@ -119,8 +120,6 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Backend) -> None:
 
 
 def test_an_older_schema_is_upgraded_in_place(db: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasker.store import migrations
-
     run_id = tasker.task_start("S", "T")
     with RECORDER.raw_store.engine.begin() as conn:
         conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '{SCHEMA_VERSION - 1}'"))
@@ -137,7 +136,10 @@ def test_an_older_schema_is_upgraded_in_place(db: Backend, monkeypatch: pytest.M
     assert tasker.create_schema() is False
 
 
-def test_an_older_schema_without_an_upgrade_path_is_refused(db: Backend) -> None:
+def test_an_older_schema_without_an_upgrade_path_is_refused(
+    db: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(migrations.UPGRADES, SCHEMA_VERSION - 1)
     tasker.create_schema()
     with RECORDER.raw_store.engine.begin() as conn:
         conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '{SCHEMA_VERSION - 1}'"))
@@ -180,3 +182,19 @@ def test_latest_run_is_the_one_started_last(db: Backend) -> None:
     assert tasker.get_task_status()[0].status == "NOT_STARTED"
     store.refresh_latest_runs()
     assert tasker.get_task_status()[0].run_id == late
+
+
+def test_a_version_1_database_is_upgraded_to_version_2(db: Backend) -> None:
+    run_id = tasker.task_start("S", "T")
+    with RECORDER.raw_store.engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE {db.table('journal_replays')}"))
+        conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '1'"))
+    db.configure()
+    assert tasker.get_run(run_id).status == "STARTED"  # first use upgrades, data kept
+    assert RECORDER.raw_store.schema_version() == 2
+    from tasker.store.sql import SqlStore
+
+    store: SqlStore = RECORDER.store
+    assert store.replay_journal("00000000-0000-4000-8000-000000000001", "h", 1, []) == (0, 0)
+    (active,) = tasker.get_active_tasks()
+    assert active.process_start_time is not None

@@ -598,21 +598,22 @@ def test_status_enum_values_are_the_seeds() -> None:
 def test_the_writer_keeps_everything_while_the_database_is_missing(tmp_path: Path) -> None:
     from datetime import datetime, timezone
 
+    from tasker import events
     from tasker.models import NewRun
     from tasker.recorder import RECORDER
-    from tasker.writer import Event, Writer
+    from tasker.writer import Writer
 
-    tasker.configure(path=str(tmp_path / "w.db"), console="false")
+    tasker.configure(path=str(tmp_path / "w.db"), console="false", flush_interval=1000)
     store = RECORDER.store
     attempts: list[int] = []
 
     def store_when_back() -> object:
         attempts.append(1)
         if len(attempts) == 1:
-            raise tasker.DatabaseError("the database is not there yet")
+            raise tasker.DatabaseError("the database is not there yet", unavailable=True)
         return store
 
-    writer = Writer(store_when_back, lambda: 1000.0)  # type: ignore[arg-type]
+    writer = Writer(store_when_back, lambda: RECORDER.config)  # type: ignore[arg-type]
     when = datetime.now(timezone.utc)
     new = NewRun(
         run_id="00000000-0000-4000-8000-00000000000a",
@@ -624,18 +625,10 @@ def test_the_writer_keeps_everything_while_the_database_is_missing(tmp_path: Pat
         hostname="h",
         process_id=1,
     )
-    writer.submit(Event(lambda s: s.start_run(new), "start", run_id=new.run_id, start=new))
-    end = (Status.COMPLETED, {}, when)
-    writer.submit(
-        Event(
-            lambda s: s.end_run(new.run_id, *end),
-            "end",
-            run_id=new.run_id,
-            end=end,
-        )
-    )
-    assert writer.flush(10)
-    assert tasker.get_task_history() == [] and writer.pending
+    writer.submit((events.START_RUN, new.run_id, (new,)))
+    writer.submit((events.END_RUN, new.run_id, (Status.COMPLETED, {}, when, None)))
+    assert not writer.flush(10)  # the database is away: nothing written, nothing dropped
+    assert tasker.get_task_history() == [] and writer.pending and writer.failing
     assert writer.flush(10)
     (run,) = tasker.get_task_history()
     assert (run.run_id, run.status) == (new.run_id, "COMPLETED")

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from tasker.config import Config
@@ -16,7 +16,8 @@ from tasker.errors import ConfigError, DatabaseError
 
 __all__ = ["describe_target", "is_transient", "make_engine", "wrap_db_error"]
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Each wait for SQLite's lock; the store retries for longer (SqlStore.retry_seconds).
+SQLITE_BUSY_TIMEOUT_MS = 5_000
 CONNECT_TIMEOUT_S = 10
 
 
@@ -43,8 +44,15 @@ def wrap_db_error(exc: BaseException, config: Config, doing: str) -> DatabaseErr
         str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
     )
     return DatabaseError(
-        _scrub(f"{doing} failed on {describe_target(config)}: {first_line}", config)
+        _scrub(f"{doing} failed on {describe_target(config)}: {first_line}", config),
+        unavailable=is_unavailable(exc),
     )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database is away or busy (connection refused or lost, login refused, locked,
+    disk full), rather than refusing what was sent: worth keeping the events and retrying."""
+    return is_transient(exc) or isinstance(exc, (OperationalError, InterfaceError))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -11,12 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import Connection
+from sqlalchemy.schema import CreateTable
 
-from tasker.schema import Tables
+from tasker.schema import DIALECTS, Tables, pg_touch_function, view_statements
 
 __all__ = ["UPGRADES", "Upgrade"]
 
 # (connection, dialect name, tables of the target version) → None
 Upgrade = Callable[[Connection, str, Tables], None]
 
-UPGRADES: dict[int, Upgrade] = {}
+
+def _to_2(conn: Connection, dialect: str, t: Tables) -> None:
+    """Version 2: the journal_replays table (idempotent journal replay); active_tasks shows
+    process_start_time; on PostgreSQL a heartbeat alone no longer moves a run's last_update."""
+    create = CreateTable(t.journal_replays, if_not_exists=True)
+    conn.exec_driver_sql(str(create.compile(dialect=DIALECTS[dialect])))
+    for stmt in view_statements(dialect, t):
+        conn.exec_driver_sql(stmt.replace("%", "%%") if dialect != "sqlite" else stmt)
+    if dialect == "postgresql":
+        conn.exec_driver_sql(pg_touch_function(t).replace("%", "%%"))
+
+
+UPGRADES: dict[int, Upgrade] = {1: _to_2}

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
+from tasker import console
 from tasker.config import Config
 from tasker.errors import (
     DatabaseError,
@@ -50,6 +51,7 @@ from tasker.models import (
     TaskStatusRecord,
 )
 from tasker.schema import (
+    ACTIVE_STATUS_VALUES,
     SCHEMA_VERSION,
     Tables,
     UTCDateTime,
@@ -88,6 +90,9 @@ class SqlStore:
             self.dialect = "mysql"
         self.t: Tables = build_tables(config.db_schema)
         self._task_ids: dict[tuple[str, str], int] = {}
+        # How long a write keeps retrying a busy database; the writer shortens it when the
+        # process is ending, so that undelivered events reach the journal in time.
+        self.retry_seconds = _RETRY_SECONDS
         self._lock = threading.Lock()
         self._schema_checked = False
         # A thread applying a batch runs every operation in its one open transaction.
@@ -104,6 +109,9 @@ class SqlStore:
         self._x_new_count = sp.c.items_complete + bindparam("x_by", type_=BigInteger())
         self._x_pct_new_count = _percent_of(self._x_new_count, sp)
         self._x_run_is_started = runs.c.status == literal_column("'STARTED'")
+        self._x_run_active = runs.c.status.in_(
+            [literal_column(f"'{v}'") for v in ACTIVE_STATUS_VALUES]
+        )
         last = self.t.tasks.c.last_start_time
         self._x_not_later = or_(last.is_(None), last <= bindparam("x_start", type_=last.type))
 
@@ -120,7 +128,7 @@ class SqlStore:
         batch_conn: Connection | None = getattr(self._local, "conn", None)
         if batch_conn is not None:
             return fn(batch_conn)
-        deadline = time.monotonic() + _RETRY_SECONDS
+        deadline = time.monotonic() + self.retry_seconds
         attempt = 0
         while True:
             try:
@@ -157,6 +165,69 @@ class SqlStore:
         self._run("writing tracked events", apply)
         with self._lock:  # only now committed: safe to remember
             self._task_ids.update(self._local.task_ids)
+
+    def replay_journal(
+        self,
+        journal_id: str,
+        hostname: str | None,
+        process_id: int | None,
+        operations: Sequence[tuple[str, Callable[[], object]]],
+    ) -> tuple[int, int] | None:
+        """Apply a journal file's ``(what, operation)`` pairs in one transaction that also
+        records ``journal_id``; None when that file was replayed before. An operation the
+        database refuses is rolled back alone (a savepoint), reported, and the rest go on.
+        Returns (operations written, operations refused)."""
+        marks = self.t.journal_replays
+
+        def seen(conn: Connection) -> bool:
+            found = conn.execute(
+                select(marks.c.journal_id).where(marks.c.journal_id == journal_id)
+            ).first()
+            return found is not None
+
+        def apply(conn: Connection) -> tuple[int, int] | None:
+            if seen(conn):
+                return None
+            conn.execute(
+                marks.insert(),
+                {
+                    "journal_id": journal_id,
+                    "hostname": hostname,
+                    "process_id": process_id,
+                    "events": len(operations),
+                    "replayed_at": datetime.now(timezone.utc),
+                },
+            )
+            written = refused = 0
+            self._local.conn = conn
+            try:
+                for what, operation in operations:
+                    try:
+                        with conn.begin_nested():
+                            operation()
+                        written += 1
+                    except (TaskerError, SQLAlchemyError) as exc:
+                        refused += 1
+                        console.problem("tasker could not replay %s: %s", what, exc)
+            finally:
+                self._local.conn = None
+            return written, refused
+
+        self._local.task_ids = {}
+        try:
+            done = self._run("replaying a journal file", apply)
+        except DatabaseError:
+            # Another process replayed the same file at the same moment and won.
+            if self._run("reading replayed journals", seen, write=False):
+                return None
+            raise
+        with self._lock:
+            self._task_ids.update(self._local.task_ids)
+        return done
+
+    def ping(self) -> None:
+        """Reach the database (raises DatabaseError when it cannot be reached)."""
+        self._run("reaching the database", lambda conn: conn.exec_driver_sql("SELECT 1"))
 
     def _remember_task(self, key: tuple[str, str], task_id: int) -> None:
         if getattr(self._local, "conn", None) is not None:
@@ -696,6 +767,51 @@ class SqlStore:
             self._update(conn, sp, [("run_id", run_id), self._x_sub_open], sub_values)
 
         self._run("recording the end of a run", apply)
+
+    def heartbeat(self, run_ids: Sequence[str], now: datetime) -> None:
+        """Mark active runs ``run_ids`` as alive at ``now``."""
+        runs = self.t.task_runs
+        stmt = self._stmts.get("heartbeat")
+        if stmt is None:
+            stmt = (
+                update(runs)
+                .where(
+                    runs.c.run_id.in_(bindparam("x_ids", expanding=True)),
+                    runs.c.status.in_(ACTIVE_STATUS_VALUES),
+                )
+                .values(heartbeat=bindparam("x_now", type_=runs.c.heartbeat.type))
+            )
+            self._stmts["heartbeat"] = stmt
+
+        def apply(conn: Connection) -> None:
+            conn.execute(stmt, {"x_ids": list(run_ids), "x_now": now})
+
+        self._run("recording a heartbeat", apply)
+
+    def mark_lost(self, run_id: str, values: dict[str, Any], now: datetime) -> bool:
+        """End an active run FAILED because its process is gone; False when it was no longer
+        active (it ended meanwhile, or another reaper got there first)."""
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+
+        def apply(conn: Connection) -> bool:
+            sets = [("status", Status.FAILED.value), ("last_update", now), *values.items()]
+            matched = self._update(conn, runs, [("run_id", run_id), self._x_run_active], sets)
+            if matched == 0:
+                return False
+            self._update(
+                conn,
+                sp,
+                [("run_id", run_id), self._x_sub_open],
+                [
+                    ("status", Status.FAILED.value),
+                    ("end_time", values.get("end_time", now)),
+                    ("last_update", now),
+                    ("error_message", "ended FAILED with its run (process lost)"),
+                ],
+            )
+            return True
+
+        return self._run("ending a lost run", apply)
 
     # ------------------------------------------------------------------ subtasks
 
