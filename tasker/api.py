@@ -194,8 +194,15 @@ def task_start(
     log_path: str | None = None,
     log_filename: str | None = None,
     quiet: bool | None = None,
+    on_behalf_of: int | None = None,
+    script_path: str | None = None,
 ) -> str:
     """Start a run of ``stage`` / ``task`` and make it the current run; returns its run_id.
+
+    ``on_behalf_of`` (a PID) records the run as that process's (``tasker start`` in a shell
+    script passes the shell's): it is not made current here, and not ended at this
+    process's exit. ``script_path`` names the script the run executes (default: this
+    process's own).
 
     An unregistered task is registered on the fly. With no ``task``, the task registered for
     this script's file name is used (else the script's name in the default stage).
@@ -231,6 +238,8 @@ def task_start(
         log_path=log_path,
         log_filename=log_filename,
         quiet=quiet,
+        on_behalf_of=validate.positive_int(on_behalf_of, "on_behalf_of"),
+        script_path=validate.optional_text(script_path, "script_path"),
     )
     return state.run_id
 

@@ -192,6 +192,204 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if result.failed else EXIT_OK
 
 
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, default=_json_default, indent=2))
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    """``90m``, ``2h``, ``7d``, ``1w`` ago, or an ISO date/time."""
+    if text is None:
+        return None
+    from datetime import timedelta
+
+    from tasker.errors import ValidationError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    value = text.strip().lower()
+    if value[:-1].isdigit() and value[-1:] in units:
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(
+            f"--since: expected an age like 90m, 2h, 7d or an ISO date, got {text!r}"
+        ) from None
+    return when if when.tzinfo else when.astimezone(timezone.utc)
+
+
+def _run_rows(runs: list[Any]) -> str:
+    now = datetime.now(timezone.utc)
+    table = []
+    for r in runs:
+        end = r.end_time or (now if r.status in ("STARTED", "RUNNING") else r.last_update)
+        duration = (end - r.start_time).total_seconds() if r.start_time and end else None
+        pct = r.overall_percent_complete
+        table.append(
+            [
+                r.run_id[:8],
+                r.stage_name,
+                r.task_name,
+                str(r.status),
+                "" if pct is None else f"{pct:.0f}%",
+                f"{r.hostname}:{r.process_id}",
+                _fmt_time(r.start_time),
+                _fmt_duration(duration),
+            ]
+        )
+    headers = ["RUN", "STAGE", "TASK", "STATUS", "PROGRESS", "HOST:PID", "STARTED", "DURATION"]
+    return _table(table, headers)
+
+
+def _cmd_active(args: argparse.Namespace) -> int:
+    import tasker
+
+    tasker.reap_lost_runs()
+    runs = tasker.get_active_tasks()
+    if args.json:
+        _print_json([r.as_dict() for r in runs])
+    else:
+        print(_run_rows(runs) if runs else "no active runs")
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import tasker
+
+    runs = tasker.get_task_history(
+        stage=args.stage,
+        task=args.task,
+        status=args.status,
+        since=_parse_since(args.since),
+        limit=args.limit,
+    )
+    if args.json:
+        _print_json([r.as_dict() for r in runs])
+    else:
+        print(_run_rows(runs) if runs else "no runs")
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import tasker
+    from tasker.queries import find_run
+
+    run = find_run(args.run_id)
+    subtasks = tasker.get_subtask_progress(run.run_id)
+    if args.json:
+        _print_json({**run.as_dict(), "subtasks": [s.as_dict() for s in subtasks]})
+        return EXIT_OK
+    for key, value in run.as_dict().items():
+        if value is not None and key != "error_detail":
+            shown = _fmt_time(value) if isinstance(value, datetime) else value
+            print(f"{key:<26}{shown}")
+    if subtasks:
+        print()
+        rows = []
+        for sub in subtasks:
+            end = sub.end_time or sub.last_update
+            secs = (end - sub.start_time).total_seconds() if sub.start_time and end else None
+            items = f"{sub.items_complete}/{sub.items_total}" if sub.items_total else ""
+            pct = "" if sub.percent_complete is None else f"{sub.percent_complete:.0f}%"
+            rows.append(
+                [
+                    str(sub.subtask_number),
+                    sub.subtask_name or "",
+                    str(sub.status),
+                    items,
+                    pct,
+                    _fmt_duration(secs),
+                    sub.progress_message or sub.error_message or "",
+                ]
+            )
+        print(_table(rows, ["#", "SUBTASK", "STATUS", "ITEMS", "PERCENT", "DURATION", "MESSAGE"]))
+    if run.error_detail:
+        print()
+        print(run.error_detail.rstrip())
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tasker.command_run import run_command
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    return run_command(command, args.stage, args.name, args.log, quiet=args.quiet)
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    import tasker
+
+    run_id = tasker.task_start(
+        args.stage,
+        args.task,
+        total_subtasks=args.total_subtasks,
+        message=args.message,
+        quiet=True,
+        on_behalf_of=os.getppid(),  # the calling shell owns the run
+    )
+    print(run_id)
+    return EXIT_OK
+
+
+def _cmd_update(args: argparse.Namespace) -> int:
+    import tasker
+
+    tasker.task_update(
+        args.status,
+        overall_percent=args.percent,
+        message=args.message,
+        run_id=args.run_id,
+        quiet=True,
+    )
+    return EXIT_OK
+
+
+def _cmd_complete(args: argparse.Namespace) -> int:
+    import tasker
+
+    tasker.task_complete(args.message, run_id=args.run_id, quiet=True)
+    return EXIT_OK
+
+
+def _cmd_fail(args: argparse.Namespace) -> int:
+    import tasker
+
+    tasker.task_fail(args.message, exit_code=args.exit_code, run_id=args.run_id, quiet=True)
+    return EXIT_OK
+
+
+def _cmd_subtask(args: argparse.Namespace) -> int:
+    import tasker
+
+    common = {"run_id": args.run_id, "quiet": True}
+    if args.action == "start":
+        number = tasker.subtask_start(
+            args.name,
+            items_total=args.items,
+            message=args.message,
+            subtask_number=args.number,
+            **common,
+        )
+        print(number)
+    elif args.action == "update":
+        tasker.subtask_update(
+            args.status,
+            percent=args.percent,
+            items_complete=args.items_complete,
+            message=args.message,
+            subtask_number=args.number,
+            **common,
+        )
+    elif args.action == "increment":
+        tasker.subtask_increment(args.by, subtask_number=args.number, **common)
+    elif args.action == "complete":
+        tasker.subtask_complete(args.message, subtask_number=args.number, **common)
+    else:
+        tasker.subtask_fail(args.message, subtask_number=args.number, **common)
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import tasker
     from tasker.demo import run_demo
@@ -262,6 +460,75 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="*", help="journal files (default: every waiting file)")
     p.set_defaults(func=_cmd_replay)
+    p = add("active", "runs that are STARTED or RUNNING (lost ones reaped first)", "tasker active")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_active)
+    p = add("history", "past and present runs, newest first", "tasker history --since 7d")
+    p.add_argument("--stage", help="only this stage")
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--status", action="append", help="only runs with this status (repeatable)")
+    p.add_argument("--since", help="only runs started since: 90m, 2h, 7d or an ISO date")
+    p.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_history)
+    p = add("show", "one run: every captured field, its subtasks, its error", "tasker show 3f0c")
+    p.add_argument("run_id", help="a run id, or a unique prefix of one (4 characters or more)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_show)
+    p = add(
+        "run",
+        "run a command as a tracked task (exit status -> COMPLETED/FAILED)",
+        "tasker run --stage NIGHTLY --name backup -- rsync -a src/ dst/",
+    )
+    p.add_argument("--stage", required=True, help="the task's stage")
+    p.add_argument("--name", help="the task's name (default: the command's name)")
+    p.add_argument("--log", metavar="FILE", help="also append the output to FILE (recorded)")
+    p.add_argument("--quiet", action="store_true", help="no [TASK ...] lines on stderr")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    p.set_defaults(func=_cmd_run)
+
+    run_id_help = "the run (default: $TASKER_RUN_ID)"
+    p = add(
+        "start",
+        "start a run for the calling shell script; prints its run id",
+        'export TASKER_RUN_ID=$(tasker start STATIC "Build Database")',
+    )
+    p.add_argument("stage")
+    p.add_argument("task")
+    p.add_argument("--total-subtasks", type=int)
+    p.add_argument("--message")
+    p.set_defaults(func=_cmd_start)
+    p = add("update", "update a run's status, percent or message", "tasker update --percent 50")
+    p.add_argument("--status", default="RUNNING")
+    p.add_argument("--percent", type=float)
+    p.add_argument("--message")
+    p.add_argument("--run-id", help=run_id_help)
+    p.set_defaults(func=_cmd_update)
+    p = add("complete", "end a run COMPLETED", "tasker complete --message done")
+    p.add_argument("--message")
+    p.add_argument("--run-id", help=run_id_help)
+    p.set_defaults(func=_cmd_complete)
+    p = add("fail", "end a run FAILED", 'tasker fail --message "no input" --exit-code 2')
+    p.add_argument("--message")
+    p.add_argument("--exit-code", type=int)
+    p.add_argument("--run-id", help=run_id_help)
+    p.set_defaults(func=_cmd_fail)
+    p = add(
+        "subtask",
+        "start, update, count, complete or fail a subtask of a run",
+        "tasker subtask start Loading --items 56",
+    )
+    p.add_argument("action", choices=("start", "update", "increment", "complete", "fail"))
+    p.add_argument("name", nargs="?", help="the subtask's name (start)")
+    p.add_argument("--items", type=int, help="items in all (start)")
+    p.add_argument("--items-complete", type=int, help="items done so far (update)")
+    p.add_argument("--by", type=int, default=1, help="items to add (increment)")
+    p.add_argument("--status", default="RUNNING", help="status (update)")
+    p.add_argument("--percent", type=float)
+    p.add_argument("--message")
+    p.add_argument("--number", type=int, help="the subtask's number (default: the current)")
+    p.add_argument("--run-id", help=run_id_help)
+    p.set_defaults(func=_cmd_subtask)
     p = add("demo", "run a small demo pipeline, then show its status", "tasker demo")
     p.add_argument("--delay", type=float, default=0.02, help="seconds per simulated item")
     p.set_defaults(func=_cmd_demo)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tasker import context
-from tasker.errors import ValidationError
+from tasker.errors import UnknownRunError, ValidationError
 from tasker.models import (
     RunRecord,
     StageRecord,
@@ -175,3 +175,21 @@ def summarize_stages(rows: Sequence[TaskStatusRecord]) -> list[dict[str, Any]]:
         }
         for name, members in stages.items()
     ]
+
+
+def find_run(run_id_or_prefix: str) -> RunRecord:
+    """The run whose id is ``run_id_or_prefix`` or starts with it (a unique prefix of at least
+    4 characters, as ``tasker show`` accepts)."""
+    text = run_id_or_prefix.strip().lower() if isinstance(run_id_or_prefix, str) else ""
+    if len(text) < 4 or any(c not in "0123456789abcdef-" for c in text):
+        raise ValidationError(
+            f"expected a run id or a prefix of at least 4 of its characters, got "
+            f"{run_id_or_prefix!r}"
+        )
+    store = RECORDER.synced_store()
+    found = store.run_ids_with_prefix(text)
+    if not found:
+        raise UnknownRunError(f"no run id starts with {text!r}")
+    if len(found) > 1 and text not in found:
+        raise ValidationError(f"{text!r} is the start of several run ids: give more of it")
+    return store.get_run(text if text in found else found[0])

@@ -55,11 +55,17 @@ def _alive_here(pid: int, started: float | None) -> Verdict:
     return Verdict(False)
 
 
+def _last_seen(run: RunRecord) -> datetime | None:
+    """The latest sign of life: a heartbeat, or any update (a shell step's ``tasker update``)."""
+    times = [t for t in (run.heartbeat, run.last_update, run.start_time) if t is not None]
+    return max(times) if times else None
+
+
 def judge(run: RunRecord, now: datetime, stale_after: float, hostname: str) -> Verdict:
     """Whether ``run`` (an active run) has lost its process, and why."""
     if run.hostname == hostname:
         return _alive_here(run.process_id, run.process_start_time)
-    seen = run.heartbeat or run.last_update or run.start_time
+    seen = _last_seen(run)
     if seen is None:
         return Verdict(False)
     silent = (now - seen).total_seconds()
@@ -83,7 +89,7 @@ def reap(store: SqlStore, stale_after: float) -> list[str]:
         verdict = judge(run, now, stale_after, hostname)
         if not verdict.lost:
             continue
-        seen = run.heartbeat or run.last_update or run.start_time
+        seen = _last_seen(run)
         message = (
             f"process {run.process_id} on {run.hostname} was lost: {verdict.reason}; "
             f"last seen {_when(seen)}"

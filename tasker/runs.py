@@ -23,7 +23,12 @@ from tasker.context import RunState
 from tasker.errors import DatabaseError, UnknownRunError, UnknownSubtaskError
 from tasker.gitinfo import git_info
 from tasker.models import NewRun, Status
-from tasker.process_info import active_log_file, peak_memory_mb, process_info
+from tasker.process_info import (
+    active_log_file,
+    peak_memory_mb,
+    process_info,
+    process_start_time,
+)
 from tasker.recorder import RECORDER
 from tasker.writer import Counter
 
@@ -109,8 +114,13 @@ def start_run(
     log_filename: str | None = None,
     script_path: str | None = None,
     quiet: bool | None = None,
+    on_behalf_of: int | None = None,
 ) -> RunState:
-    """Record a new run of ``stage`` / ``task`` and make it current."""
+    """Record a new run of ``stage`` / ``task`` and make it current.
+
+    ``on_behalf_of``: the run belongs to that process (a shell script calling ``tasker
+    start``), not to this one: it is recorded with that PID, for the reaper, and this process
+    neither makes it current nor ends it at exit."""
     config = RECORDER.config
     info = process_info()
     script_dir, script_file = info.script_path, info.script_filename
@@ -131,9 +141,11 @@ def start_run(
         status=Status.STARTED,
         start_time=now(),
         hostname=info.hostname,
-        process_id=info.process_id,
-        parent_pid=info.parent_pid,
-        process_start_time=info.process_start_time,
+        process_id=info.process_id if on_behalf_of is None else on_behalf_of,
+        parent_pid=info.parent_pid if on_behalf_of is None else None,
+        process_start_time=(
+            info.process_start_time if on_behalf_of is None else process_start_time(on_behalf_of)
+        ),
         parent_run_id=parent_run_id,
         user_name=info.user_name,
         python_version=info.python_version,
@@ -152,6 +164,11 @@ def start_run(
     )
     write(ev.START_RUN, run_id, (new,), sync=sync)
     state = RunState(run_id=run_id, stage=stage, task=task, total_subtasks=total_subtasks)
+    if on_behalf_of is not None:
+        state.owned = False
+        if not _quiet(quiet):
+            console.task_start(stage, task, run_id)
+        return state
     context.push(state)
     RECORDER.live_runs.add(state)
     RECORDER.install_signal_handlers()

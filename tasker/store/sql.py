@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     BigInteger,
     Connection,
+    String,
     and_,
     bindparam,
     case,
+    cast,
     func,
     literal_column,
     or_,
@@ -1084,6 +1086,22 @@ class SqlStore:
             return _run_record(row)
 
         return self._run("reading a run", read, write=False)
+
+    def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Run ids starting with ``prefix`` (at most ``limit``)."""
+        runs = self.t.task_runs
+        stmt = (
+            select(runs.c.run_id)
+            .where(cast(runs.c.run_id, String(36)).like(bindparam("x_prefix")))
+            .order_by(runs.c.run_id)
+            .limit(limit)
+        )
+        rows = self._run(
+            "finding a run",
+            lambda c: c.execute(stmt, {"x_prefix": prefix + "%"}).scalars().all(),
+            write=False,
+        )
+        return [str(r) for r in rows]
 
     def subtasks(self, run_id: str) -> list[SubtaskRecord]:
         sp = self.t.subtask_progress

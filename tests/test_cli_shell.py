@@ -1,0 +1,246 @@
+"""The command line for shell steps and for reading runs: ``tasker run``, the explicit shell
+calls, ``active``, ``history`` and ``show``, each through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tasker
+from tests.conftest import Backend
+from tests.helpers import tasker_cli, wait_for
+
+PY = sys.executable
+TASKER = f"{PY} -m tasker"
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [PY, "-m", "tasker", *args], env=env, capture_output=True, timeout=120, check=False
+    )
+
+
+def test_run_records_a_failing_command_and_returns_its_status(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    done = _run(
+        child_env,
+        "run",
+        "--stage",
+        "SH",
+        "--name",
+        "three",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo oops >&2; exit 3",
+    )
+    assert done.returncode == 3
+    assert done.stdout == b"out\n" and b"oops\n" in done.stderr
+    (run,) = tasker.get_task_history(stage="SH")
+    assert (run.task_name, run.status, run.exit_code, run.task_type) == ("three", "FAILED", 3, "sh")
+    assert "exited with status 3" in (run.error_message or "")
+    assert "oops" in (run.error_detail or "")
+    assert run.script_filename == "sh"
+
+
+def test_run_passes_output_bytes_through_unchanged_and_logs_them(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    payload = "import sys; sys.stdout.buffer.write(bytes(range(256)) * 3)"
+    done = _run(child_env, "run", "--stage", "SH", "--", PY, "-c", payload)
+    assert done.returncode == 0
+    assert done.stdout == bytes(range(256)) * 3
+    log = tmp_path / "step.log"
+    done = _run(
+        child_env,
+        "run",
+        "--stage",
+        "SH",
+        "--name",
+        "logged",
+        "--log",
+        str(log),
+        "--",
+        PY,
+        "-c",
+        payload,
+    )
+    assert done.returncode == 0 and done.stdout == bytes(range(256)) * 3
+    assert log.read_bytes() == bytes(range(256)) * 3
+    (run,) = tasker.get_task_history(task="logged")
+    assert run.status == "COMPLETED" and run.log_filename == "step.log"
+
+
+def test_sigterm_to_run_reaches_the_command_and_cancels_the_run(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "got-term"
+    script = (
+        "import signal, sys, time, pathlib\n"
+        f"def on_term(*_):\n    pathlib.Path({str(marker)!r}).write_text('yes'); sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [PY, "-m", "tasker", "run", "--stage", "SH", "--name", "long", "--", PY, "-c", script],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143
+    assert marker.read_text() == "yes"
+    (run,) = tasker.get_task_history(task="long")
+    assert run.status == "CANCELLED" and "SIGTERM" in (run.error_message or "")
+
+
+def test_the_command_reports_into_its_run(db: Backend, child_env: dict[str, str]) -> None:
+    steps = (
+        f"{TASKER} subtask start load --items 3 && {TASKER} subtask increment --by 2 && "
+        f"{TASKER} subtask increment && {TASKER} subtask complete --message loaded"
+    )
+    done = _run(child_env, "run", "--stage", "SH", "--name", "reporting", "--", "sh", "-c", steps)
+    assert done.returncode == 0, done.stderr
+    (run,) = tasker.get_task_history(task="reporting")
+    (sub,) = tasker.get_subtask_progress(run.run_id)
+    assert (run.status, sub.subtask_name, sub.status, sub.items_complete) == (
+        "COMPLETED",
+        "load",
+        "COMPLETED",
+        3,
+    )
+
+
+def test_a_shell_script_tracks_itself(db: Backend, child_env: dict[str, str]) -> None:
+    script = f"""
+set -e
+export TASKER_RUN_ID=$({TASKER} start SHELL "nightly load" --total-subtasks 1)
+echo "pid $$"
+{TASKER} update --percent 10 --message begun
+{TASKER} subtask start files --items 4
+{TASKER} subtask update --items-complete 4
+{TASKER} subtask complete
+{TASKER} complete --message finished
+"""
+    done = subprocess.run(
+        ["sh", "-c", script],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    shell_pid = int(done.stdout.split("pid ")[1].split()[0])
+    (run,) = tasker.get_task_history(stage="SHELL")
+    assert (run.task_name, run.status, run.overall_progress_message) == (
+        "nightly load",
+        "COMPLETED",
+        "finished",
+    )
+    assert run.process_id == shell_pid  # the shell owns it: the reaper watches the shell
+    (sub,) = tasker.get_subtask_progress(run.run_id)
+    assert (sub.status, sub.items_complete) == ("COMPLETED", 4)
+
+
+def test_a_shell_step_that_fails(db: Backend, child_env: dict[str, str]) -> None:
+    script = f"""
+export TASKER_RUN_ID=$({TASKER} start SHELL broken)
+{TASKER} fail --message "input missing" --exit-code 2
+"""
+    done = subprocess.run(["sh", "-c", script], env=child_env, timeout=120, check=False)
+    assert done.returncode == 0
+    (run,) = tasker.get_task_history(stage="SHELL")
+    assert (run.status, run.error_message, run.exit_code) == ("FAILED", "input missing", 2)
+
+
+def test_active_history_and_show(db: Backend, child_env: dict[str, str]) -> None:
+    run_id = tasker.task_start("READ", "live one")
+    tasker.subtask_start("part", items_total=10)
+    tasker.subtask_increment(4)
+    done_id = tasker.task_start("READ", "finished one")
+    tasker.task_fail("bad thing", error_detail="Traceback: line 1", run_id=done_id)
+    tasker.flush()
+
+    active = tasker_cli(child_env, "active", "--json")
+    assert active.returncode == 0, active.stderr
+    assert [r["run_id"] for r in json.loads(active.stdout)] == [run_id]
+    assert "live one" in tasker_cli(child_env, "active").stdout
+
+    history = tasker_cli(child_env, "history", "--json", "--stage", "READ", "--since", "1h")
+    assert {r["task_name"] for r in json.loads(history.stdout)} == {"live one", "finished one"}
+    failed = tasker_cli(child_env, "history", "--json", "--status", "FAILED")
+    assert [r["run_id"] for r in json.loads(failed.stdout)] == [done_id]
+    old = tasker_cli(child_env, "history", "--json", "--since", "2000-01-01")
+    assert len(json.loads(old.stdout)) == 2
+    assert tasker_cli(child_env, "history", "--since", "soon").returncode == 1
+
+    shown = tasker_cli(child_env, "show", run_id[:8], "--json")
+    data = json.loads(shown.stdout)
+    assert data["run_id"] == run_id and data["subtasks"][0]["items_complete"] == 4
+    text = tasker_cli(child_env, "show", done_id[:6]).stdout
+    assert "bad thing" in text and "Traceback: line 1" in text
+    missing = tasker_cli(child_env, "show", "ffffffff")
+    assert missing.returncode == 1 and "no run id starts with" in missing.stderr
+    assert tasker_cli(child_env, "show", "ab").returncode == 1  # too short to be a prefix
+
+
+def test_help_has_an_example_for_every_command(child_env: dict[str, str]) -> None:
+    commands = [
+        "active",
+        "history",
+        "show",
+        "run",
+        "start",
+        "update",
+        "complete",
+        "fail",
+        "subtask",
+        "reap",
+        "replay",
+        "status",
+        "init",
+        "config",
+        "register",
+        "schema",
+        "demo",
+    ]
+    for command in commands:
+        shown = tasker_cli(child_env, command, "--help")
+        assert shown.returncode == 0 and "Example:" in shown.stdout, command
+
+
+def test_a_run_started_by_a_shell_that_died_is_reaped(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    shell = subprocess.Popen(
+        ["sh", "-c", f"{TASKER} start SHELL orphan; sleep 60"],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert shell.stdout is not None
+    run_id = shell.stdout.readline().strip()
+    time.sleep(0.2)
+    assert tasker.reap_lost_runs() == []  # the shell lives
+    os.killpg(shell.pid, signal.SIGKILL)  # the shell and its sleep
+    shell.communicate()
+    wait_for(lambda: tasker.reap_lost_runs() or tasker.get_run(run_id).status == "FAILED")
+    assert tasker.get_run(run_id).error_type == "ProcessLost"
