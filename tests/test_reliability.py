@@ -4,6 +4,7 @@ reaper), heartbeats while blocked, strict mode, and hostile input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -270,11 +271,22 @@ def _journal_with_runs(n: int) -> Path:
     return file.path
 
 
+@contextlib.contextmanager
+def _writer_held() -> Iterator[None]:
+    """Keep this process's writer from replaying the test's journal on its own first."""
+    RECORDER.writer.pause()
+    try:
+        yield
+    finally:
+        RECORDER.writer.resume()
+
+
 def test_a_journal_replays_in_order_and_only_once(db: Backend) -> None:
-    path = _journal_with_runs(5)
-    kept = path.with_suffix(".copy")
-    shutil.copy(path, kept)
-    result = tasker.replay_journal()
+    with _writer_held():
+        path = _journal_with_runs(5)
+        kept = path.with_suffix(".copy")
+        shutil.copy(path, kept)
+        result = tasker.replay_journal()
     assert (result.files, result.events, result.failed) == (1, 25, 0)
     assert not path.exists()
     runs = tasker.get_task_history(stage="J", limit=None)
@@ -291,7 +303,16 @@ def test_a_journal_replays_in_order_and_only_once(db: Backend) -> None:
 def test_the_next_process_replays_waiting_journals(
     db: Backend, child_env: dict[str, str], tmp_path: Path
 ) -> None:
-    _journal_with_runs(3)
+    with _writer_held():  # the child, not this process, must find the journal
+        _journal_with_runs(3)
+        result = _run_later_script(tmp_path, child_env)
+    assert result.returncode == 0, result.stderr
+    assert len(tasker.get_task_history(stage="J", limit=None)) == 3
+    assert len(tasker.get_task_history(stage="NEXT", limit=None)) == 1
+    assert journal.pending_files(tasker.get_config()) == []
+
+
+def _run_later_script(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     script = write_script(
         tmp_path,
         """
@@ -304,11 +325,7 @@ def test_the_next_process_replays_waiting_journals(
         later()
         """,
     )
-    result = run_script(script, child_env)
-    assert result.returncode == 0, result.stderr
-    assert len(tasker.get_task_history(stage="J", limit=None)) == 3
-    assert len(tasker.get_task_history(stage="NEXT", limit=None)) == 1
-    assert journal.pending_files(tasker.get_config()) == []
+    return run_script(script, env)
 
 
 def test_a_journal_being_written_is_not_replayed(db: Backend) -> None:
@@ -339,10 +356,11 @@ def test_a_damaged_journal_is_a_clear_error(db: Backend, tmp_path: Path) -> None
 
 
 def test_a_cut_last_line_is_ignored(db: Backend) -> None:
-    path = _journal_with_runs(1)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write('["end_run", "00000000-0000-4000-8000-0000')  # the process died mid-line
-    result = tasker.replay_journal()
+    with _writer_held():
+        path = _journal_with_runs(1)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write('["end_run", "00000000-0000-4000-8000-0000')  # the process died mid-line
+        result = tasker.replay_journal()
     assert (result.files, result.events) == (1, 5)
 
 
