@@ -209,6 +209,7 @@ class Writer:
         self._counters.clear()
         self._in_flight = 0
         self._failures = 0
+        self._closing = False
         if self._journal is not None:
             self._journal.close()
             self._journal = None

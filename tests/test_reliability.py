@@ -621,3 +621,41 @@ def test_memory_stays_bounded_while_the_database_is_away(tmp_path: Path) -> None
     wait_for(lambda: len(RECORDER.writer._queue) <= 100)
     (own,) = journal.pending_files(tasker.get_config())  # this process's, still open
     assert own.read_text().count("\n") > RECORDER.writer.stats.journaled  # header + events
+
+
+def test_a_full_sqlite_disk_loses_nothing(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    tasker.configure(path=str(tmp_path / "full.db"), console="false", flush_interval=0.05)
+    tasker.create_schema()
+    engine = RECORDER.store.engine
+
+    def full(dbapi_conn: object, _record: object) -> None:
+        # SQLite's own "database or disk is full": no page may be added any more.
+        cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+        pages = cur.execute("PRAGMA page_count").fetchone()[0]
+        cur.execute(f"PRAGMA max_page_count = {pages}")
+        cur.close()
+
+    event.listen(engine, "connect", full)
+    engine.dispose()
+
+    @tasker.task(stage="FULL", name="step")
+    def step(i: int) -> int:
+        for _ in tasker.track(range(500), name=f"items {i}"):
+            pass
+        return i
+
+    assert [step(i) for i in range(300)] == list(range(300))
+    assert not tasker.flush(5)
+    assert RECORDER.writer.failing
+    assert "full" in str(RECORDER.writer.last_error)
+    assert RECORDER.writer.flush(30, closing=True)  # as at exit: into the journal
+    assert len(journal.pending_files(tasker.get_config())) == 1
+
+    event.remove(engine, "connect", full)
+    engine.dispose()  # space again
+    result = tasker.replay_journal()
+    assert (result.files, result.failed) == (1, 0)
+    runs = tasker.get_task_history(stage="FULL", limit=None)
+    assert len(runs) == 300 and {r.status for r in runs} == {Status.COMPLETED}
