@@ -240,16 +240,19 @@ def _run_rows(runs: list[Any]) -> str:
     return _table(table, headers)
 
 
+def _print_runs(args: argparse.Namespace, runs: list[Any], empty: str) -> int:
+    if args.json:
+        _print_json([r.as_dict() for r in runs])
+    else:
+        print(_run_rows(runs) if runs else empty)
+    return EXIT_OK
+
+
 def _cmd_active(args: argparse.Namespace) -> int:
     import tasker
 
     tasker.reap_lost_runs()
-    runs = tasker.get_active_tasks()
-    if args.json:
-        _print_json([r.as_dict() for r in runs])
-    else:
-        print(_run_rows(runs) if runs else "no active runs")
-    return EXIT_OK
+    return _print_runs(args, tasker.get_active_tasks(), "no active runs")
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -262,11 +265,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         since=_parse_since(args.since),
         limit=args.limit,
     )
-    if args.json:
-        _print_json([r.as_dict() for r in runs])
-    else:
-        print(_run_rows(runs) if runs else "no runs")
-    return EXIT_OK
+    return _print_runs(args, runs, "no runs")
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
