@@ -15,70 +15,14 @@ The database (or PostgreSQL schema) it fills is its own; it is dropped at the en
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
-import uuid
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from common import add_database_options, fresh_store
+from common import add_database_options, fill, fresh_store
 from sqlalchemy import text
 
 import tasker
-from tasker.recorder import RECORDER
-
-
-def fill(tasks: int, runs: int, active: int) -> None:
-    stages = max(1, tasks // 50)
-    tasker.register_tasks(
-        [
-            {"stage": f"STAGE_{i % stages:02d}", "name": f"task {i:04d}", "type": "python"}
-            for i in range(tasks)
-        ]
-    )
-    task_ids = [t.task_id for t in tasker.get_tasks()]
-    store = RECORDER.store
-    base = datetime.now(timezone.utc) - timedelta(days=365)
-    rng = random.Random(7)
-    batch: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    for i in range(runs):
-        start = base + timedelta(seconds=i * 30)
-        is_active = i >= runs - active
-        status = "RUNNING" if is_active else rng.choice(["COMPLETED"] * 8 + ["FAILED", "SKIPPED"])
-        batch.append(
-            {
-                "run_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                "task_id": task_ids[i % len(task_ids)],
-                "status": status,
-                "hostname": f"worker-{i % 16:02d}",
-                "process_id": 1000 + i % 30000,
-                "user_name": "etl",
-                "start_time": start,
-                "end_time": None if is_active else start + timedelta(seconds=25),
-                "last_update": start + timedelta(seconds=25),
-                "total_subtasks": 3,
-                "current_subtask": None,
-                "overall_percent_complete": 50.0 if is_active else 100.0,
-            }
-        )
-        if len(batch) == 20_000:
-            store.insert_runs(batch)
-            batch.clear()
-    if batch:
-        store.insert_runs(batch)
-    store.refresh_latest_runs()
-    print(f"filled {runs:,} runs of {tasks:,} tasks in {time.perf_counter() - t0:.1f} s")
-    if store.dialect == "postgresql":
-        with store.engine.begin() as conn:
-            conn.execute(text(f"ANALYZE {store.t.qualified('task_runs')}"))
-    elif store.dialect == "sqlite":
-        with store.engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
-    else:
-        with store.engine.begin() as conn:
-            conn.execute(text("ANALYZE TABLE task_runs"))
 
 
 def timed(fn: Any, repeat: int) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import traceback
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tasker import console, context, runs, validate
@@ -548,3 +548,17 @@ def replay_journal(paths: Any = None) -> ReplayResult:
         return replay(RECORDER.synced_store(), RECORDER.config, files)
     except ValueError as exc:
         raise ValidationError(f"cannot replay a damaged journal file: {exc}") from None
+
+
+def purge_runs(older_than: timedelta | float, *, dry_run: bool = False) -> int:
+    """Delete the runs that ended more than ``older_than`` ago (a timedelta, or days), with
+    their subtasks; active runs are never deleted. Returns how many runs were (with
+    ``dry_run``: would be) deleted."""
+    if isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+        older_than = timedelta(days=older_than)
+    if not isinstance(older_than, timedelta) or older_than.total_seconds() < 0:
+        raise ValidationError(
+            f"older_than must be a timedelta or a number of days of 0 or more, got {older_than!r}"
+        )
+    store = RECORDER.synced_store()
+    return store.purge_runs(_now() - older_than, dry_run=dry_run)

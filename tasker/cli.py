@@ -17,6 +17,8 @@ from typing import Any
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# Ages on the command line: 90m, 12h, 7d, 2w.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -50,13 +52,31 @@ def _progress(row: Any) -> str:
     return " ".join(parts)
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
+def _eta(row: Any, now: datetime) -> float | None:
+    """Seconds left at the rate so far, for an active run counting items toward a total."""
+    if row.status not in ("STARTED", "RUNNING") or not row.items_total or not row.start_time:
+        return None
+    done = row.items_complete or 0
+    elapsed = (now - row.start_time).total_seconds()
+    if done <= 0 or elapsed <= 0 or done >= row.items_total:
+        return None
+    return float((row.items_total - done) * elapsed / done)
+
+
+def _table(rows: list[list[str]], headers: list[str], status_column: int | None = None) -> str:
+    """Rows in aligned columns; the status column coloured on a terminal (not with NO_COLOR)."""
+    from tasker.watch import colour, use_colour
+
+    coloured = status_column is not None and use_colour(sys.stdout)
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
     ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
+        if coloured and status_column is not None:
+            cells[status_column] = colour(cells[status_column], row[status_column], True)
+        lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
@@ -103,14 +123,11 @@ def _print_status(args: argparse.Namespace) -> int:
                 r.hostname or "",
                 _fmt_time(r.start_time),
                 _fmt_duration(duration),
+                _fmt_duration(_eta(r, now)),
             ]
         )
-    print(
-        _table(
-            table,
-            ["STAGE", "TASK", "STATUS", "PROGRESS", "SUBTASK", "HOST", "STARTED", "DURATION"],
-        )
-    )
+    headers = ["STAGE", "TASK", "STATUS", "PROGRESS", "SUBTASK", "HOST", "STARTED", "DURATION"]
+    print(_table(table, [*headers, "ETA"], status_column=2))
     print()
     for s in summarize_stages(rows):
         print(f"{s['stage_name']}: {s['status']} ({s['done']}/{s['total']} done)")
@@ -204,10 +221,9 @@ def _parse_since(text: str | None) -> datetime | None:
 
     from tasker.errors import ValidationError
 
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     value = text.strip().lower()
-    if value[:-1].isdigit() and value[-1:] in units:
-        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    if value[:-1].isdigit() and value[-1:] in _UNITS:
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -237,7 +253,7 @@ def _run_rows(runs: list[Any]) -> str:
             ]
         )
     headers = ["RUN", "STAGE", "TASK", "STATUS", "PROGRESS", "HOST:PID", "STARTED", "DURATION"]
-    return _table(table, headers)
+    return _table(table, headers, status_column=3)
 
 
 def _print_runs(args: argparse.Namespace, runs: list[Any], empty: str) -> int:
@@ -389,6 +405,77 @@ def _cmd_subtask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_age(text: str) -> Any:
+    from datetime import timedelta
+
+    from tasker.errors import ValidationError
+
+    value = text.strip().lower()
+    if value[:-1].isdigit() and value[-1:] in _UNITS:
+        return timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
+    raise ValidationError(f"expected an age like 90m, 12h, 90d or 2w, got {text!r}")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import csv
+
+    import tasker
+
+    runs = tasker.get_task_history(stage=args.stage, since=_parse_since(args.since), limit=None)
+    rows = [r.as_dict() for r in runs]
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "json":
+            out.write(json.dumps(rows, default=_json_default, indent=2) + "\n")
+        else:
+            fields = list(tasker.RunRecord.__dataclass_fields__)
+            writer = csv.DictWriter(out, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {
+                        k: _json_default(v)
+                        if v is not None and not isinstance(v, (int, float, str))
+                        else v
+                        for k, v in row.items()
+                    }
+                )
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.output:
+        print(f"exported {len(rows)} runs to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    import tasker
+
+    age = _parse_age(args.older_than)
+    count = tasker.purge_runs(age, dry_run=True)
+    what = f"{count} run{'s' if count != 1 else ''} that ended more than {args.older_than} ago"
+    if count == 0 or args.dry_run:
+        print(f"would delete {what}" if args.dry_run else f"nothing to delete: no {what[2:]}")
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"tasker: error: would delete {what}; add --yes to confirm", file=sys.stderr)
+            return EXIT_FAILURE
+        answer = input(f"delete {what}, with their subtasks? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return EXIT_OK
+    removed = tasker.purge_runs(age)
+    print(f"deleted {removed} run{'s' if removed != 1 else ''}")
+    return EXIT_OK
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from tasker.watch import watch
+
+    return watch(args.interval, args.stage, args.count)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import tasker
     from tasker.demo import run_demo
@@ -528,6 +615,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--number", type=int, help="the subtask's number (default: the current)")
     p.add_argument("--run-id", help=run_id_help)
     p.set_defaults(func=_cmd_subtask)
+    p = add("export", "write runs as CSV or JSON", "tasker export --format csv --since 30d")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--stage", help="only this stage")
+    p.add_argument("--since", help="only runs started since: 90m, 2h, 7d or an ISO date")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
+    p.set_defaults(func=_cmd_export)
+    p = add(
+        "purge",
+        "delete runs that ended long ago (asks first unless --yes)",
+        "tasker purge --older-than 90d --yes",
+    )
+    p.add_argument("--older-than", required=True, metavar="AGE", help="90d, 12h, 2w ...")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="only say how many would go")
+    p.set_defaults(func=_cmd_purge)
+    p = add(
+        "watch",
+        "the pipeline live: stages, tasks, progress bars, rates, ETAs (Ctrl-C to stop)",
+        "tasker watch --interval 2",
+    )
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    p.add_argument("--stage", help="only this stage")
+    p.add_argument("--count", type=int, help="stop after this many refreshes")
+    p.set_defaults(func=_cmd_watch)
     p = add("demo", "run a small demo pipeline, then show its status", "tasker demo")
     p.add_argument("--delay", type=float, default=0.02, help="seconds per simulated item")
     p.set_defaults(func=_cmd_demo)

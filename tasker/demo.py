@@ -1,8 +1,11 @@
 """A small, realistic pipeline for ``tasker demo``: three stages, subtasks with progress, one
-failure, one skipped task. It uses only the public explicit API."""
+failure, one skipped task, a shell step and a task never run. It uses the public explicit API
+and ``tasker run``'s machinery."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 
 import tasker
@@ -25,6 +28,7 @@ def run_demo(delay: float = 0.01) -> list[str]:
             {"stage": "STATIC", "name": "Build Census Data", "type": "python", "stage_order": 2},
             {"stage": "DAILY", "name": "Refresh Coverage", "type": "python", "stage_order": 3},
             {"stage": "DAILY", "name": "Publish Report", "type": "sh", "stage_order": 3},
+            {"stage": "DAILY", "name": "Archive Outputs", "type": "sh", "stage_order": 3},
         ]
     )
     runs = []
@@ -71,5 +75,13 @@ def run_demo(delay: float = 0.01) -> list[str]:
         tasker.subtask_increment()
     tasker.subtask_complete()
     tasker.task_complete()
-    # "Publish Report" stays NOT_STARTED: registered, never run.
+
+    # A shell step, tracked as `tasker run --stage DAILY --name "Publish Report" -- ...` does.
+    from tasker.command_run import run_command
+
+    step = "for s in " + " ".join(STATES) + '; do test -n "$s"; done'
+    command = ["sh", "-c", step] if shutil.which("sh") else [sys.executable, "-c", "pass"]
+    run_command(command, "DAILY", "Publish Report", None, quiet=True)
+    runs.append(tasker.get_task_history(task="Publish Report", limit=1)[0].run_id)
+    # "Archive Outputs" stays NOT_STARTED: registered, never run.
     return runs

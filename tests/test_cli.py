@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import tasker
 from tests.conftest import ROOT, Backend
 
 
@@ -42,12 +43,13 @@ def test_demo_then_status_json(db: Backend, child_env: dict[str, str]) -> None:
         "Process FCC Data": "COMPLETED",
         "Build Census Data": "FAILED",
         "Refresh Coverage": "COMPLETED",
-        "Publish Report": "NOT_STARTED",
+        "Publish Report": "COMPLETED",
+        "Archive Outputs": "NOT_STARTED",
     }
     assert data["stages"] == [
         {"stage_name": "PREREQ", "status": "COMPLETED", "done": 2, "total": 2},
         {"stage_name": "STATIC", "status": "FAILED", "done": 1, "total": 2},
-        {"stage_name": "DAILY", "status": "STARTED", "done": 1, "total": 2},
+        {"stage_name": "DAILY", "status": "STARTED", "done": 2, "total": 3},
     ]
     only_failed = json.loads(
         run_cli("status", "--json", "--status", "FAILED", env=child_env).stdout
@@ -77,6 +79,7 @@ def test_register_init_and_status_table(
         "HOST",
         "STARTED",
         "DURATION",
+        "ETA",
     ]
     assert lines[1].split() == ["PREREQ", "Install", "R", "NOT_STARTED"]
     assert "PREREQ: NOT_STARTED (0/1 done)" in status.stdout
@@ -131,3 +134,35 @@ def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_cli_page_documents_every_command_and_option() -> None:
+    import argparse
+
+    from tasker.cli import _parser
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) >= 20
+    for name, parser in sub.choices.items():
+        assert f"`tasker {name}" in page, f"tasker {name} is not documented"
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert flag in page, f"tasker {name} {flag} is not documented"
+
+
+def test_status_shows_an_eta_for_an_active_run(db: Backend, child_env: dict[str, str]) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tasker.recorder import RECORDER
+
+    run_id = tasker.task_start("ETA", "counting")
+    tasker.subtask_start("items", items_total=100)
+    tasker.subtask_update(items_complete=25)
+    began = datetime.now(timezone.utc) - timedelta(seconds=100)
+    RECORDER.store.update_run(run_id, {"start_time": began}, began)
+    status = run_cli("status", "--stage", "ETA", env=child_env)
+    (row,) = [ln for ln in status.stdout.splitlines() if "counting" in ln]
+    # 25 items in 100 s: 75 more take about 300 s.
+    assert row.split()[-2:] in (["5m", "00s"], ["5m", "01s"], ["5m", "02s"]), row

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import tasker
 from tests.conftest import Backend
 from tests.helpers import tasker_cli, wait_for
@@ -244,3 +246,144 @@ def test_a_run_started_by_a_shell_that_died_is_reaped(
     shell.communicate()
     wait_for(lambda: tasker.reap_lost_runs() or tasker.get_run(run_id).status == "FAILED")
     assert tasker.get_run(run_id).error_type == "ProcessLost"
+
+
+def test_export_csv_and_json(db: Backend, child_env: dict[str, str], tmp_path: Path) -> None:
+    import csv
+
+    first = tasker.task_start("EXP", "one, with a comma")
+    tasker.task_fail('bad "quoted" thing', run_id=first)
+    tasker.task_complete(run_id=tasker.task_start("EXP", "two"))
+    tasker.flush()
+    data = json.loads(tasker_cli(child_env, "export", "--format", "json").stdout)
+    assert {r["task_name"] for r in data} == {"one, with a comma", "two"}
+    out = tmp_path / "runs.csv"
+    done = tasker_cli(child_env, "export", "--since", "1h", "-o", str(out))
+    assert done.returncode == 0 and "exported 2 runs" in done.stderr
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = {r["task_name"]: r for r in csv.DictReader(fh)}
+    assert rows["one, with a comma"]["error_message"] == 'bad "quoted" thing'
+    assert rows["two"]["status"] == "COMPLETED" and rows["two"]["run_id"]
+
+
+def test_purge_asks_then_deletes_only_old_ended_runs(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tasker.models import Status
+    from tasker.recorder import RECORDER
+
+    old = tasker.task_start("PURGE", "old")
+    tasker.subtask_start("part")
+    tasker.task_complete(run_id=old)
+    live = tasker.task_start("PURGE", "live")
+    recent = tasker.task_start("PURGE", "recent")
+    tasker.task_complete(run_id=recent)
+    long_ago = datetime.now(timezone.utc) - timedelta(days=100)
+    store = RECORDER.store
+    for run_id in (old, live):  # live: started long ago, still running
+        store.update_run(run_id, {"start_time": long_ago}, long_ago)
+    store.end_run(old, Status.COMPLETED, {"end_time": long_ago}, long_ago)
+
+    refused = tasker_cli(child_env, "purge", "--older-than", "90d")
+    assert refused.returncode == 1 and "add --yes" in refused.stderr  # no terminal: no prompt
+    dry = tasker_cli(child_env, "purge", "--older-than", "90d", "--dry-run")
+    assert "would delete 1 run" in dry.stdout
+    done = tasker_cli(child_env, "purge", "--older-than", "90d", "--yes")
+    assert done.returncode == 0 and "deleted 1 run" in done.stdout
+    left = {r.task_name for r in tasker.get_task_history(stage="PURGE", limit=None)}
+    assert left == {"live", "recent"}
+    (old_task,) = [t for t in tasker.get_task_status(stage="PURGE") if t.task_name == "old"]
+    assert old_task.status == "NOT_STARTED"  # its latest run pointer moved on
+    assert tasker_cli(child_env, "purge", "--older-than", "soon").returncode == 1
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{needle!r} never shown; screen so far: {seen[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+        if ready:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:  # the terminal closed
+                break
+    return seen
+
+
+def test_watch_on_a_terminal_shows_progress_advancing(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    import pty
+
+    run_id = tasker.task_start("WATCH", "loop")
+    tasker.subtask_start("items", items_total=100)
+    tasker.subtask_update(items_complete=10)
+    tasker.flush()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [PY, "-m", "tasker", "watch", "--interval", "0.2"],
+        env={k: v for k, v in child_env.items() if k != "NO_COLOR"},
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        first = _read_until(master, b"10/100")
+        assert b"\x1b[H" in first  # redrawn in place
+        assert b"WATCH" in first and b"[##" in first  # stage line and a progress bar
+        assert b"\x1b[33m" in first  # RUNNING in colour on a terminal
+        tasker.subtask_update(items_complete=60, run_id=run_id)
+        tasker.flush()
+        later = _read_until(master, b"60/100")
+        assert b"60.0%" in later
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+        os.close(master)
+
+
+def test_watch_without_a_terminal_prints_changes_as_lines(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    tasker.task_start("WATCH", "plain")
+    tasker.subtask_start("items", items_total=4)
+    tasker.subtask_update(items_complete=1)
+    tasker.flush()
+    shown = tasker_cli(child_env, "watch", "--count", "2", "--interval", "0.1")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 1 and "WATCH / plain: RUNNING 1/4 25%" in lines[0]  # unchanged: once
+    assert "\x1b[" not in shown.stdout
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from tasker.watch import colour, use_colour
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert colour("FAILED", "FAILED", True) == "\x1b[31mFAILED\x1b[0m"
+    assert colour("FAILED", "FAILED", False) == "FAILED"
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour(Terminal()) and not use_colour(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_colour(Terminal())

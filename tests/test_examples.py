@@ -161,3 +161,50 @@ def test_documentation_snippets_run(
         check=False,
     )
     assert result.returncode == 0, f"{page} block {index} failed:\n{result.stderr}"
+
+
+def test_shell_pipeline(db: Backend, child_env: dict[str, str]) -> None:
+    env = {**child_env, "TASKER": f"{sys.executable} -m tasker"}
+    result = subprocess.run(
+        ["bash", str(ROOT / "examples" / "shell_pipeline.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no network" in result.stderr and "publish failed" in result.stderr
+    runs = {r.task_name: r for r in tasker.get_task_history(limit=None)}
+    assert runs["Check tools"].status == "COMPLETED"
+    assert (runs["Publish"].status, runs["Publish"].exit_code) == ("FAILED", 4)
+    count = runs["Count words"]
+    assert (count.status, count.overall_progress_message) == ("COMPLETED", "4 files")
+    (sub,) = tasker.get_subtask_progress(count.run_id)
+    assert (sub.status, sub.items_complete, sub.items_total) == ("COMPLETED", 4, 4)
+
+
+def test_make_pipeline(db: Backend, child_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [
+            "make",
+            "-C",
+            str(ROOT / "examples" / "make_pipeline"),
+            f"TASKER={sys.executable} -m tasker",
+        ],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "report ready" in result.stdout
+    runs = tasker.get_task_history(limit=None)
+    assert sorted((r.task_name, r.status) for r in runs) == [
+        ("make build", "COMPLETED"),
+        ("make prereq", "COMPLETED"),
+        ("make report", "COMPLETED"),
+    ]
+    order = sorted(runs, key=lambda r: r.start_time or datetime.min.replace(tzinfo=timezone.utc))
+    assert [r.task_name for r in order] == ["make prereq", "make build", "make report"]

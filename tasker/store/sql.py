@@ -770,6 +770,37 @@ class SqlStore:
 
         self._run("recording the end of a run", apply)
 
+    def purge_runs(self, ended_before: datetime, *, dry_run: bool = False) -> int:
+        """Delete runs that ended before ``ended_before`` (never an active one), with their
+        subtasks; returns how many. Tasks' latest-run pointers are recomputed."""
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+        old = and_(
+            runs.c.end_time.is_not(None),
+            runs.c.end_time < bindparam("x_before", type_=runs.c.end_time.type),
+            runs.c.status.not_in(ACTIVE_STATUS_VALUES),
+        )
+        params = {"x_before": ended_before}
+
+        def count(conn: Connection) -> int:
+            return int(
+                conn.execute(select(func.count()).select_from(runs).where(old), params).scalar_one()
+            )
+
+        if dry_run:
+            return self._run("counting old runs", count, write=False)
+
+        def purge(conn: Connection) -> int:
+            doomed = select(runs.c.run_id).where(old)
+            if self.dialect == "mysql":  # MySQL cannot read the table it deletes from
+                doomed = select(doomed.subquery().c.run_id)
+            conn.execute(sp.delete().where(sp.c.run_id.in_(doomed)), params)
+            return int(conn.execute(runs.delete().where(old), params).rowcount)
+
+        removed = self._run("deleting old runs", purge)
+        if removed:
+            self.refresh_latest_runs()
+        return removed
+
     def heartbeat(self, run_ids: Sequence[str], now: datetime) -> None:
         """Mark active runs ``run_ids`` as alive at ``now``."""
         runs = self.t.task_runs

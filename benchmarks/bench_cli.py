@@ -1,0 +1,80 @@
+"""How long one ``tasker`` command takes, as a shell loop would call it.
+
+Fills a database with 10,000 runs, then times (median of ``--repeat`` calls, each a fresh
+process) ``tasker update`` and ``tasker status`` next to ``python -c pass`` and
+``python -c "import sqlalchemy"``, and prints each against the SQLAlchemy import.
+
+    python benchmarks/bench_cli.py
+    python benchmarks/bench_cli.py --url postgresql://user@host/db
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import add_database_options, fill, fresh_store
+
+import tasker
+
+
+def live_run() -> str:
+    """A run to update, owned by this process (alive while the benchmark runs)."""
+    run_id = tasker.task_start("STAGE_00", "task 0000", on_behalf_of=os.getpid())
+    tasker.flush()
+    return run_id
+
+
+def timed(argv: list[str], env: dict[str, str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_database_options(parser)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    store = fresh_store(args)
+    try:
+        fill(100, args.runs, 0)
+        run_id = live_run()
+        config = tasker.get_config()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+        env["TASKER_CONSOLE"] = "false"
+        if config.driver == "sqlite":
+            env["TASKER_DB_PATH"] = str(config.path)
+        else:
+            env["TASKER_DB_URL"] = str(args.url)
+            if config.schema:
+                env["TASKER_DB_SCHEMA"] = config.schema
+        py = sys.executable
+        cases = {
+            "python -c pass": [py, "-c", "pass"],
+            "python -c 'import sqlalchemy'": [py, "-c", "import sqlalchemy"],
+            "tasker update": [py, "-m", "tasker", "update", "--message", "x", "--run-id", run_id],
+            "tasker status": [py, "-m", "tasker", "status"],
+        }
+        results = {name: timed(argv, env, args.repeat) for name, argv in cases.items()}
+        base = results["python -c 'import sqlalchemy'"]
+        print(f"backend: {store.dialect}; {args.runs:,} runs; median of {args.repeat} calls")
+        for name, seconds in results.items():
+            print(f"    {name:<32} {seconds * 1000:7.1f} ms   {seconds / base:5.2f}x import")
+    finally:
+        store.drop_schema()
+
+
+if __name__ == "__main__":
+    main()
