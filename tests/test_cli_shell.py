@@ -387,3 +387,31 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
     assert use_colour(Terminal()) and not use_colour(io.StringIO())
     monkeypatch.setenv("NO_COLOR", "1")
     assert not use_colour(Terminal())
+
+
+def test_reap_command_ends_lost_runs(db: Backend, child_env: dict[str, str]) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tasker.models import NewRun, Status
+    from tasker.recorder import RECORDER
+
+    now = datetime.now(timezone.utc)
+    RECORDER.store.start_run(
+        NewRun(
+            run_id="00000000-0000-4000-8000-0000000000cc",
+            stage="FAR",
+            task="silent",
+            task_type=None,
+            status=Status.STARTED,
+            start_time=now - timedelta(minutes=10),
+            hostname="elsewhere.example",
+            process_id=4242,
+        )
+    )
+    RECORDER.store.heartbeat(["00000000-0000-4000-8000-0000000000cc"], now - timedelta(minutes=5))
+    kept = tasker_cli(child_env, "reap", "--stale-after", "3600")
+    assert kept.returncode == 0 and "0 lost runs ended FAILED" in kept.stdout
+    done = tasker_cli(child_env, "reap", "--stale-after", "120")
+    assert done.returncode == 0
+    assert "FAR / silent" in done.stdout and "1 lost run ended FAILED" in done.stdout
+    assert tasker.get_run("00000000-0000-4000-8000-0000000000cc").status == "FAILED"
