@@ -14,28 +14,13 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from tasker.formatting import duration, timestamp
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Ages on the command line: 90m, 12h, 7d, 2w.
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
-
-
-def _fmt_time(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
 def _progress(row: Any) -> str:
@@ -111,7 +96,7 @@ def _print_status(args: argparse.Namespace) -> int:
     table = []
     for r in rows:
         end = r.end_time or (now if r.status in ("STARTED", "RUNNING") else r.last_update)
-        duration = (end - r.start_time).total_seconds() if r.start_time and end else None
+        seconds = (end - r.start_time).total_seconds() if r.start_time and end else None
         subtask = f"{r.current_subtask}. {r.subtask_name}" if r.subtask_name else ""
         table.append(
             [
@@ -121,9 +106,9 @@ def _print_status(args: argparse.Namespace) -> int:
                 _progress(r),
                 subtask,
                 r.hostname or "",
-                _fmt_time(r.start_time),
-                _fmt_duration(duration),
-                _fmt_duration(_eta(r, now)),
+                timestamp(r.start_time),
+                duration(seconds),
+                duration(_eta(r, now)),
             ]
         )
     headers = ["STAGE", "TASK", "STATUS", "PROGRESS", "SUBTASK", "HOST", "STARTED", "DURATION"]
@@ -238,7 +223,7 @@ def _run_rows(runs: list[Any]) -> str:
     table = []
     for r in runs:
         end = r.end_time or (now if r.status in ("STARTED", "RUNNING") else r.last_update)
-        duration = (end - r.start_time).total_seconds() if r.start_time and end else None
+        seconds = (end - r.start_time).total_seconds() if r.start_time and end else None
         pct = r.overall_percent_complete
         table.append(
             [
@@ -248,8 +233,8 @@ def _run_rows(runs: list[Any]) -> str:
                 str(r.status),
                 "" if pct is None else f"{pct:.0f}%",
                 f"{r.hostname}:{r.process_id}",
-                _fmt_time(r.start_time),
-                _fmt_duration(duration),
+                timestamp(r.start_time),
+                duration(seconds),
             ]
         )
     headers = ["RUN", "STAGE", "TASK", "STATUS", "PROGRESS", "HOST:PID", "STARTED", "DURATION"]
@@ -295,7 +280,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     for key, value in run.as_dict().items():
         if value is not None and key != "error_detail":
-            shown = _fmt_time(value) if isinstance(value, datetime) else value
+            shown = timestamp(value) if isinstance(value, datetime) else value
             print(f"{key:<26}{shown}")
     if subtasks:
         print()
@@ -312,7 +297,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                     str(sub.status),
                     items,
                     pct,
-                    _fmt_duration(secs),
+                    duration(secs),
                     sub.progress_message or sub.error_message or "",
                 ]
             )
@@ -474,6 +459,22 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from tasker.watch import watch
 
     return watch(args.interval, args.stage, args.count)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from tasker.errors import ConfigError
+
+    try:
+        from tasker.dashboard import serve
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"the dashboard needs {exc.name}: pip install 'pipeline-tasker[dashboard]'"
+        ) from None
+    import tasker
+
+    tasker.get_config()  # a bad configuration fails here, not on the first page
+    serve(args.host, args.port, args.token)
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -639,6 +640,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", help="only this stage")
     p.add_argument("--count", type=int, help="stop after this many refreshes")
     p.set_defaults(func=_cmd_watch)
+    p = add(
+        "dashboard",
+        "serve the live web dashboard (needs the dashboard extra)",
+        "tasker dashboard --port 8787",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="port (8787)")
+    p.add_argument("--token", help="require this token (one is made up off the loopback)")
+    p.set_defaults(func=_cmd_dashboard)
     p = add("demo", "run a small demo pipeline, then show its status", "tasker demo")
     p.add_argument("--delay", type=float, default=0.02, help="seconds per simulated item")
     p.set_defaults(func=_cmd_demo)

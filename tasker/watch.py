@@ -68,7 +68,7 @@ def _percent(row: Any) -> float | None:
 
 def render(rows: list[Any], now: datetime, coloured: bool) -> list[str]:
     """The screen for ``rows`` (task status records)."""
-    from tasker.cli import _fmt_duration
+    from tasker.formatting import duration
     from tasker.queries import summarize_stages
 
     lines = [f"tasker watch — {now.astimezone().strftime('%Y-%m-%d %H:%M:%S')}", ""]
@@ -96,7 +96,7 @@ def render(rows: list[Any], now: datetime, coloured: bool) -> list[str]:
         if rate is not None:
             detail.append(f"{rate:,.1f}/s")
         if eta is not None:
-            detail.append(f"ETA {_fmt_duration(eta)}")
+            detail.append(f"ETA {duration(eta)}")
         if row.subtask_name and status in ("STARTED", "RUNNING"):
             detail.append(f"{row.current_subtask}. {row.subtask_name}")
         lines.append(
