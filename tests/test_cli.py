@@ -122,7 +122,8 @@ def test_schema_command_prints_the_generated_sql(dialect: str) -> None:
 def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
     code = (
         "import sys, tasker\n"
-        "heavy = ['psycopg', 'pymysql', 'sqlite3', 'pandas', 'sqlalchemy', 'tasker.cli']\n"
+        "heavy = ['psycopg', 'pymysql', 'sqlite3', 'pandas', 'sqlalchemy', 'tasker.cli',"
+        " 'starlette', 'uvicorn', 'tasker.dashboard', 'argparse']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run(
