@@ -500,13 +500,22 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        command = sub.add_parser(
             name,
             help=help_text,
             description=help_text,
             epilog=f"Example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # Also after the command (`tasker status --config FILE`); SUPPRESS keeps a value
+        # given before it.
+        command.add_argument(
+            "--config",
+            metavar="FILE",
+            default=argparse.SUPPRESS,
+            help="configuration file (else .tasker.yml)",
+        )
+        return command
 
     p = add("init", "create or upgrade the tasker schema", "tasker init")
     p.set_defaults(func=_cmd_init)

@@ -167,3 +167,17 @@ def test_status_shows_an_eta_for_an_active_run(db: Backend, child_env: dict[str,
     (row,) = [ln for ln in status.stdout.splitlines() if "counting" in ln]
     # 25 items in 100 s: 75 more take about 300 s.
     assert row.split()[-2:] in (["5m", "00s"], ["5m", "01s"], ["5m", "02s"]), row
+
+
+def test_config_option_before_or_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yml"
+    config.write_text(f"database:\n  path: {tmp_path / 'mine.db'}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    for args in (
+        ("--config", str(config), "config", "--json"),
+        ("config", "--json", "--config", str(config)),
+    ):
+        out = run_cli(*args, env=env, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["path"]["value"] == str(tmp_path / "mine.db")
