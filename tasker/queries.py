@@ -193,3 +193,8 @@ def find_run(run_id_or_prefix: str) -> RunRecord:
     if len(found) > 1 and text not in found:
         raise ValidationError(f"{text!r} is the start of several run ids: give more of it")
     return store.get_run(text if text in found else found[0])
+
+
+def count_runs_by_status() -> dict[str, int]:
+    """How many runs the database holds of each status (all history)."""
+    return RECORDER.synced_store().run_counts()

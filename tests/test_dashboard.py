@@ -179,6 +179,8 @@ def test_metrics(served: Served, tmp_path: Path) -> None:
     assert 'tasker_tasks{status="NOT_STARTED"} 1' in text
     assert 'tasker_tasks{status="FAILED"} 1' in text
     assert "tasker_active_runs 1" in text
+    assert 'tasker_runs{status="COMPLETED"} 1' in text and 'tasker_runs{status="FAILED"} 1' in text
+    assert 'tasker_runs{status="RUNNING"} 1' in text
     assert 'tasker_last_success_timestamp_seconds{stage="PREP",task="fetch"}' in text
     assert 'tasker_last_success_duration_seconds{stage="PREP",task="fetch"}' in text
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import tasker
 from tasker.models import RunRecord, TaskStatusRecord
-from tasker.queries import summarize_stages
+from tasker.queries import count_runs_by_status, summarize_stages
 
 __all__ = ["log_tail", "metrics_text", "overview", "typical_durations"]
 
@@ -146,6 +146,13 @@ def metrics_text() -> str:
     ]
     for status in sorted(by_status):
         lines.append(f'tasker_tasks{{status="{status}"}} {by_status[status]}')
+    lines += [
+        "# HELP tasker_runs Runs in the database, by status.",
+        "# TYPE tasker_runs gauge",
+    ]
+    counts = count_runs_by_status()
+    for status in sorted(counts):
+        lines.append(f'tasker_runs{{status="{status}"}} {counts[status]}')
     lines += [
         "# HELP tasker_active_runs Runs that are STARTED or RUNNING.",
         "# TYPE tasker_active_runs gauge",

@@ -1118,6 +1118,13 @@ class SqlStore:
 
         return self._run("reading a run", read, write=False)
 
+    def run_counts(self) -> dict[str, int]:
+        """How many runs there are of each status."""
+        runs = self.t.task_runs
+        stmt = select(runs.c.status, func.count()).group_by(runs.c.status)
+        rows = self._run("counting runs", lambda c: c.execute(stmt).all(), write=False)
+        return {str(status): int(n) for status, n in rows}
+
     def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Run ids starting with ``prefix`` (at most ``limit``)."""
         runs = self.t.task_runs
