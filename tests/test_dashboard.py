@@ -232,3 +232,16 @@ def test_serve_off_loopback_makes_up_a_token(
     assert isinstance(seen["app"], app.TokenGuard)
     app.serve("127.0.0.1", 8787)
     assert not isinstance(seen["app"], app.TokenGuard)
+
+
+def test_an_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    tasker.configure(url=f"postgresql://u@127.0.0.1:{port}/x", console="false")
+    server = Served()
+    try:
+        status, body, _ = server.get("/api/overview")
+        assert status == 503 and f"127.0.0.1:{port}" in json.loads(body)["error"]
+        status, page, _ = server.get("/")
+        assert status == 503 and "Traceback" not in page
+    finally:
+        server.stop()

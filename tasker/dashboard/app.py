@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import tasker
 from tasker.dashboard import data, pages
-from tasker.errors import TaskerError, UnknownRunError, ValidationError
+from tasker.errors import DatabaseError, TaskerError, UnknownRunError, ValidationError
 
 __all__ = ["create_app", "serve"]
 
@@ -43,9 +43,17 @@ def _json(content: Any, status: int = 200) -> Response:
 
 def _error(exc: Exception, request: Request) -> Response:
     status = 404 if isinstance(exc, UnknownRunError) else 400
+    if isinstance(exc, DatabaseError):
+        status = 503  # the database is away: not the request's fault
     if request.url.path.startswith("/api/"):
         return _json({"error": str(exc)}, status)
     return HTMLResponse(pages.layout("Error", f"<h1>{pages.esc(exc)}</h1>"), status_code=status)
+
+
+async def _on_error(request: Request, exc: Exception) -> Response:
+    """A tracking error no route handled (the database away, a bad filter): a clear answer,
+    never a stack trace."""
+    return _error(exc, request)
 
 
 # ---------------------------------------------------------------------------- pages
@@ -258,7 +266,7 @@ def create_app(token: str | None = None) -> ASGIApp:
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app: ASGIApp = Starlette(routes=routes)
+    app: ASGIApp = Starlette(routes=routes, exception_handlers={TaskerError: _on_error})
     if token:
         app = TokenGuard(app, token)
     return app
