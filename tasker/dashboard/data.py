@@ -128,6 +128,23 @@ def log_tail(run: RunRecord, max_bytes: int = 16384) -> str | None:
     return text
 
 
+# Counting every run scans the whole history: once per COUNTS_TTL is enough for scrapes.
+COUNTS_TTL = 10.0
+_counts: tuple[object, float, dict[str, int]] = (None, 0.0, {})
+
+
+def _run_counts() -> dict[str, int]:
+    global _counts
+    config = tasker.get_config()
+    database = (config.url, config.db_schema)
+    seen_for, stamp, cached = _counts
+    if seen_for == database and time.monotonic() - stamp < COUNTS_TTL:
+        return cached
+    counts = count_runs_by_status()
+    _counts = (database, time.monotonic(), counts)
+    return counts
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -150,7 +167,7 @@ def metrics_text() -> str:
         "# HELP tasker_runs Runs in the database, by status.",
         "# TYPE tasker_runs gauge",
     ]
-    counts = count_runs_by_status()
+    counts = _run_counts()
     for status in sorted(counts):
         lines.append(f'tasker_runs{{status="{status}"}} {counts[status]}')
     lines += [
