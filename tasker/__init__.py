@@ -6,6 +6,8 @@ Runs live in SQLite by default, or in PostgreSQL or MySQL/MariaDB shared across 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tasker.api import (
     configure,
     create_schema,
@@ -37,8 +39,8 @@ from tasker.errors import (
     UnknownSubtaskError,
     ValidationError,
 )
-from tasker.journal import ReplayResult
 from tasker.models import (
+    ReplayResult,
     RunRecord,
     StageRecord,
     Status,
@@ -47,7 +49,6 @@ from tasker.models import (
     TaskStatusRecord,
 )
 from tasker.outcome import Skipped
-from tasker.progress import track
 from tasker.queries import (
     get_active_tasks,
     get_run,
@@ -57,9 +58,39 @@ from tasker.queries import (
     get_task_status,
     get_tasks,
 )
-from tasker.tracking import Run, SubtaskHandle, current_run, skip, subtask, task
+
+if TYPE_CHECKING:
+    from tasker.progress import track
+    from tasker.tracking import Run, SubtaskHandle, current_run, skip, subtask, task
 
 __version__ = "0.1.0"
+
+# The automatic layer loads on first use: the command line, which never needs it, starts
+# faster (wrapt and the decorators' machinery stay unloaded).
+_LAZY = {
+    "track": "tasker.progress",
+    "Run": "tasker.tracking",
+    "SubtaskHandle": "tasker.tracking",
+    "current_run": "tasker.tracking",
+    "skip": "tasker.tracking",
+    "subtask": "tasker.tracking",
+    "task": "tasker.tracking",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tasker' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def flush(timeout: float = 60.0) -> bool:

@@ -17,8 +17,7 @@ from tasker import console, context, runs, validate
 from tasker import events as ev
 from tasker.config import Config
 from tasker.errors import UnknownRunError, ValidationError
-from tasker.journal import ReplayResult
-from tasker.models import RunRecord, Status, parse_status
+from tasker.models import ReplayResult, RunRecord, Status, parse_status
 from tasker.process_info import process_info
 from tasker.recorder import RECORDER
 from tasker.registration import specs_from

@@ -75,8 +75,14 @@ def _print_status(args: argparse.Namespace) -> int:
     import tasker
     from tasker.queries import summarize_stages
 
-    tasker.reap_lost_runs()  # a run whose process died shows as FAILED, not RUNNING
+    # A run whose process died shows as FAILED, not RUNNING. Unfiltered, only a status with
+    # an active row needs the reaper (most calls then skip its query).
+    if args.status:
+        tasker.reap_lost_runs()
     rows = tasker.get_task_status(stage=args.stage, status=args.status)
+    active = any(r.status in ("STARTED", "RUNNING") for r in rows)
+    if not args.status and active and tasker.reap_lost_runs():
+        rows = tasker.get_task_status(stage=args.stage, status=args.status)
     if args.json:
         print(
             json.dumps(
@@ -159,12 +165,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
 def _cmd_schema(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tasker.schema import DIALECTS, render_sql
+    from tasker.schema import DIALECT_NAMES, render_sql
 
     if args.write:
         out = Path(args.write)
         out.mkdir(parents=True, exist_ok=True)
-        for name in DIALECTS:
+        for name in DIALECT_NAMES:
             (out / f"{name}.sql").write_text(render_sql(name), encoding="utf-8")
             print(f"wrote {out / f'{name}.sql'}")
         return EXIT_OK

@@ -15,7 +15,6 @@ deletion failed) changes nothing.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from tasker import events as ev
+from tasker.models import ReplayResult
 
 if TYPE_CHECKING:
     from tasker.config import Config
@@ -137,17 +137,6 @@ def pending_files(config: Config) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIX))
     except OSError:
         return []
-
-
-@dataclasses.dataclass
-class ReplayResult:
-    """What a replay did."""
-
-    files: int = 0  # journal files replayed now
-    events: int = 0  # their events written
-    failed: int = 0  # events the database refused (each reported once in the log)
-    already: int = 0  # files found already replayed (removed, nothing written)
-    busy: int = 0  # files still being written by a live process (left for later)
 
 
 def read_file(path: Path) -> tuple[dict[str, Any], list[ev.Event]]:

@@ -278,3 +278,14 @@ class NewRun:
     environment: str | None = None
     total_subtasks: int | None = None
     overall_progress_message: str | None = None
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    """What a journal replay did (``tasker.replay_journal()``)."""
+
+    files: int = 0  # journal files replayed now
+    events: int = 0  # their events written
+    failed: int = 0  # events the database refused (each reported once in the log)
+    already: int = 0  # files found already replayed (removed, nothing written)
+    busy: int = 0  # files still being written by a live process (left for later)

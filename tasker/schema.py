@@ -8,6 +8,7 @@ This module is the single source of truth. The store creates the schema from
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -35,7 +36,6 @@ from sqlalchemy import (
     literal_column,
     select,
 )
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeDecorator, UserDefinedType
@@ -46,12 +46,18 @@ __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
 
 # Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
 SCHEMA_VERSION = 2
-DIALECTS: dict[str, Dialect] = {
-    "postgresql": postgresql.dialect(),  # type: ignore[no-untyped-call]
-    "sqlite": sqlite.dialect(),
-    "mysql": mysql.dialect(),
-}
+DIALECT_NAMES = ("postgresql", "sqlite", "mysql")
 ACTIVE_STATUS_VALUES = ("STARTED", "RUNNING")
+
+
+@functools.cache
+def dialect_for(name: str) -> Dialect:
+    """SQLAlchemy's dialect ``name``, loaded on first use: a process talking to one database
+    never loads the other two dialects."""
+    import importlib
+
+    module = importlib.import_module(f"sqlalchemy.dialects.{name}")
+    return module.dialect()  # type: ignore[no-any-return]
 
 
 class _SQLiteDateTime(UserDefinedType[str]):
@@ -77,7 +83,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
         if dialect.name == "sqlite":
             return _SQLiteDateTime()
         return dialect.type_descriptor(DateTime(timezone=True))
@@ -114,9 +122,18 @@ def _uuid() -> Any:
     return Uuid(as_uuid=False).with_variant(String(36), "sqlite", "mysql", "mariadb")
 
 
+class _LongText(UserDefinedType[str]):
+    """MySQL's LONGTEXT, named without loading the MySQL dialect."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "LONGTEXT"
+
+
 def _long_text() -> Any:
     # MySQL's TEXT holds only 64 KB; tracebacks and messages may be longer.
-    return Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+    return Text().with_variant(_LongText(), "mysql", "mariadb")
 
 
 def _serial() -> Any:
@@ -124,11 +141,18 @@ def _serial() -> Any:
     return BigInteger().with_variant(Integer(), "sqlite")
 
 
-_MYSQL_TABLE_OPTIONS: dict[str, Any] = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_bin",
-}
+def _for(dialect: str | None, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Dialect-specific options, only for that dialect (or all when building for every one):
+    naming another dialect's option makes SQLAlchemy load that dialect."""
+    return options if dialect in (None, name) else {}
+
+
+def _mysql_options(dialect: str | None) -> dict[str, Any]:
+    return _for(
+        dialect,
+        "mysql",
+        {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+    )
 
 
 def _status_check(table: str) -> CheckConstraint:
@@ -154,15 +178,16 @@ class Tables:
         return f"{self.schema}.{name}" if self.schema else name
 
 
-def build_tables(schema: str | None = None) -> Tables:
-    """Build the tables in ``schema`` (a PostgreSQL schema or MySQL database), or unqualified."""
+def build_tables(schema: str | None = None, dialect: str | None = None) -> Tables:
+    """Build the tables in ``schema`` (a PostgreSQL schema or MySQL database), or unqualified,
+    with the options of ``dialect`` (of every dialect when None)."""
     md = MetaData(schema=schema)
     schema_info = Table(
         "schema_info",
         md,
         Column("key", String(64), primary_key=True),
         Column("value", String(255), nullable=False),
-        **_MYSQL_TABLE_OPTIONS,
+        **_mysql_options(dialect),
     )
     stages = Table(
         "stages",
@@ -175,7 +200,7 @@ def build_tables(schema: str | None = None) -> Tables:
         Column("updated_at", UTCDateTime(), nullable=False),
         UniqueConstraint("stage_name", name="uq_stages_stage_name"),
         Index("ix_stages_stage_order", "stage_order"),
-        **_MYSQL_TABLE_OPTIONS,
+        **_mysql_options(dialect),
     )
     tasks = Table(
         "tasks",
@@ -203,7 +228,7 @@ def build_tables(schema: str | None = None) -> Tables:
         Column("last_start_time", UTCDateTime()),
         UniqueConstraint("stage_id", "task_name", name="uq_tasks_stage_task"),
         Index("ix_tasks_task_order", "stage_id", "task_order"),
-        **_MYSQL_TABLE_OPTIONS,
+        **_mysql_options(dialect),
     )
     task_runs = Table(
         "task_runs",
@@ -258,10 +283,18 @@ def build_tables(schema: str | None = None) -> Tables:
             "ix_task_runs_active",
             "status",
             "hostname",
-            postgresql_where=literal_column_in("status", ACTIVE_STATUS_VALUES),
-            sqlite_where=literal_column_in("status", ACTIVE_STATUS_VALUES),
+            **_for(
+                dialect,
+                "postgresql",
+                {"postgresql_where": literal_column_in("status", ACTIVE_STATUS_VALUES)},
+            ),
+            **_for(
+                dialect,
+                "sqlite",
+                {"sqlite_where": literal_column_in("status", ACTIVE_STATUS_VALUES)},
+            ),
         ),
-        **_MYSQL_TABLE_OPTIONS,
+        **_mysql_options(dialect),
     )
     subtask_progress = Table(
         "subtask_progress",
@@ -286,15 +319,15 @@ def build_tables(schema: str | None = None) -> Tables:
         Column("error_message", _long_text()),
         _status_check("subtask_progress"),
         UniqueConstraint("run_id", "subtask_number", name="uq_subtask_progress_run_number"),
-        **_MYSQL_TABLE_OPTIONS,
+        **_mysql_options(dialect),
     )
-    journal_replays = journal_replays_table(md)
+    journal_replays = journal_replays_table(md, dialect)
     return Tables(
         md, schema_info, stages, tasks, task_runs, subtask_progress, journal_replays, schema
     )
 
 
-def journal_replays_table(md: MetaData) -> Table:
+def journal_replays_table(md: MetaData, dialect: str | None = None) -> Table:
     """Journal files already replayed: a replay inserts its file's id in the same transaction
     as the file's events, so replaying a file again changes nothing (schema version 2)."""
     return Table(
@@ -305,7 +338,7 @@ def journal_replays_table(md: MetaData) -> Table:
         Column("process_id", Integer),
         Column("events", Integer, nullable=False),
         Column("replayed_at", UTCDateTime(), nullable=False),
-        **_MYSQL_TABLE_OPTIONS,
+        **_mysql_options(dialect),
     )
 
 
@@ -426,7 +459,7 @@ def _pg_triggers(t: Tables) -> list[str]:
 
 def view_statements(dialect_name: str, t: Tables) -> list[str]:
     """The statements (re)creating the views."""
-    dialect = DIALECTS[dialect_name]
+    dialect = dialect_for(dialect_name)
     stmts = []
     for name, build in VIEWS.items():
         body = _compile(build(t), dialect)
@@ -443,8 +476,8 @@ def ddl_statements(dialect_name: str, schema: str | None = None) -> list[str]:
 
     ``schema_info`` comes last, so that its presence means the schema is complete.
     """
-    dialect = DIALECTS[dialect_name]
-    t = build_tables(schema)
+    dialect = dialect_for(dialect_name)
+    t = build_tables(schema, dialect_name)
     stmts: list[str] = []
     if dialect_name == "postgresql" and schema:
         stmts.append(f"CREATE SCHEMA IF NOT EXISTS {schema}")

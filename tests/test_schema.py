@@ -9,12 +9,12 @@ from sqlalchemy import text
 
 import tasker
 from tasker.recorder import RECORDER
-from tasker.schema import DIALECTS, SCHEMA_VERSION, render_sql
+from tasker.schema import DIALECT_NAMES, SCHEMA_VERSION, render_sql
 from tasker.store import migrations
 from tests.conftest import ROOT, Backend
 
 
-@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+@pytest.mark.parametrize("dialect", sorted(DIALECT_NAMES))
 def test_generated_sql_files_match_the_metadata(dialect: str) -> None:
     path = ROOT / "schema" / f"{dialect}.sql"
     assert path.read_text(encoding="utf-8") == render_sql(dialect), (

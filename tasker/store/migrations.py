@@ -13,7 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection
 from sqlalchemy.schema import CreateTable
 
-from tasker.schema import DIALECTS, Tables, pg_touch_function, view_statements
+from tasker.schema import Tables, dialect_for, pg_touch_function, view_statements
 
 __all__ = ["UPGRADES", "Upgrade"]
 
@@ -25,7 +25,7 @@ def _to_2(conn: Connection, dialect: str, t: Tables) -> None:
     """Version 2: the journal_replays table (idempotent journal replay); active_tasks shows
     process_start_time; on PostgreSQL a heartbeat alone no longer moves a run's last_update."""
     create = CreateTable(t.journal_replays, if_not_exists=True)
-    conn.exec_driver_sql(str(create.compile(dialect=DIALECTS[dialect])))
+    conn.exec_driver_sql(str(create.compile(dialect=dialect_for(dialect))))
     for stmt in view_statements(dialect, t):
         conn.exec_driver_sql(stmt.replace("%", "%%") if dialect != "sqlite" else stmt)
     if dialect == "postgresql":

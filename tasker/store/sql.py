@@ -26,9 +26,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import mysql as mysql_dialect
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
@@ -90,7 +87,7 @@ class SqlStore:
         self.dialect = self.engine.dialect.name
         if self.dialect == "mariadb":
             self.dialect = "mysql"
-        self.t: Tables = build_tables(config.db_schema)
+        self.t: Tables = build_tables(config.db_schema, self.dialect)
         self._task_ids: dict[tuple[str, str], int] = {}
         # How long a write keeps retrying a busy database; the writer shortens it when the
         # process is ending, so that undelivered events reach the journal in time.
@@ -321,13 +318,20 @@ class SqlStore:
 
     def _insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any]) -> None:
         """Insert unless a unique key already holds the row (another writer's, just now)."""
+        # Each dialect's own INSERT, imported here: the others' dialects are never loaded.
         if self.dialect == "postgresql":
-            stmt: Any = pg_dialect.insert(table).values(values).on_conflict_do_nothing()
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(table).values(values).on_conflict_do_nothing()
         elif self.dialect == "sqlite":
-            stmt = sqlite_dialect.insert(table).values(values).on_conflict_do_nothing()
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table).values(values).on_conflict_do_nothing()
         else:
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
             pk = next(iter(table.primary_key.columns))
-            stmt = mysql_dialect.insert(table).values(values).on_duplicate_key_update({pk.name: pk})
+            stmt = mysql_insert(table).values(values).on_duplicate_key_update({pk.name: pk})
         conn.execute(stmt)
 
     # ------------------------------------------------------------------ schema
@@ -337,14 +341,22 @@ class SqlStore:
         info = self.t.schema_info
 
         def read(conn: Connection) -> int | None:
-            if not self.engine.dialect.has_table(conn, "schema_info", schema=self.t.schema):
-                return None
             value = conn.execute(
                 select(info.c.value).where(info.c.key == "schema_version")
             ).scalar_one_or_none()
             return int(value) if value is not None else None
 
-        return self._run("reading the schema version", read, write=False)
+        def exists(conn: Connection) -> bool:
+            return bool(self.engine.dialect.has_table(conn, "schema_info", schema=self.t.schema))
+
+        # One statement in the usual case (every short-lived command pays for this); the
+        # catalog is asked only when it fails, to tell a missing schema from a real error.
+        try:
+            return self._run("reading the schema version", read, write=False)
+        except DatabaseError:
+            if self._run("looking for the schema", exists, write=False):
+                raise
+            return None
 
     def create_schema(self) -> bool:
         """Create every table, index, view and trigger unless they exist; True if created.
