@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_database_options, fill, fresh_store
+from common import add_database_options, database_env, fill, fresh_store
 
 import tasker
 
@@ -51,15 +51,7 @@ def main() -> None:
     try:
         fill(100, args.runs, 0)
         run_id = live_run()
-        config = tasker.get_config()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
-        env["TASKER_CONSOLE"] = "false"
-        if config.driver == "sqlite":
-            env["TASKER_DB_PATH"] = str(config.path)
-        else:
-            env["TASKER_DB_URL"] = str(args.url)
-            if config.schema:
-                env["TASKER_DB_SCHEMA"] = config.schema
+        env = database_env(args)
         py = sys.executable
         cases = {
             "python -c pass": [py, "-c", "pass"],

@@ -165,18 +165,10 @@ def main() -> None:
     env = dict(os.environ)
     env["TASKER_CONSOLE"] = "false"
     if not args.use_environment:
-        from common import fresh_store
+        from common import database_env, fresh_store
 
         store = fresh_store(args)
-        config = tasker.get_config()
-        for key in [k for k in env if k.startswith("TASKER_DB")]:
-            del env[key]
-        if config.driver == "sqlite":
-            env["TASKER_DB_PATH"] = str(config.path)
-        else:
-            env["TASKER_DB_URL"] = str(args.url)
-            if config.schema:
-                env["TASKER_DB_SCHEMA"] = config.schema
+        env = database_env(args)
     tasker.create_schema()
     result = run(args.processes, args.calls, args.items, env)
     result["problems"] = check(args.processes, args.calls, args.items)

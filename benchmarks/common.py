@@ -4,6 +4,7 @@ filled one."""
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
@@ -38,6 +39,20 @@ def fresh_store(args: argparse.Namespace) -> SqlStore:
     if store.schema_version() is not None:
         store.drop_schema()
     return store
+
+
+def database_env(args: argparse.Namespace) -> dict[str, str]:
+    """This process's environment for a child that must use the benchmark's database."""
+    config = tasker.get_config()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env["TASKER_CONSOLE"] = "false"
+    if config.driver == "sqlite":
+        env["TASKER_DB_PATH"] = str(config.path)
+    else:
+        env["TASKER_DB_URL"] = str(args.url)
+        if config.schema:
+            env["TASKER_DB_SCHEMA"] = config.schema
+    return env
 
 
 def fill(tasks: int, runs: int, active: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import free_port, start_script, write_script
+from tests.helpers import free_port, start_script, wait_for, write_script
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 XSS = "<img src=x onerror=alert(1)>"
@@ -132,16 +132,6 @@ def _status(page: Any, task: str) -> str:
     return str(row.get_attribute("data-status")) if row.count() else ""
 
 
-def _wait(condition: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail("the page never showed it")
-
-
 def test_a_run_goes_live_to_completed_without_a_reload(
     dashboard: Dashboard, page: Any, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -150,14 +140,14 @@ def test_a_run_goes_live_to_completed_without_a_reload(
     script = write_script(tmp_path, LIVE)
     proc = start_script(script, env)
     try:
-        _wait(lambda: _status(page, "live step") in ("STARTED", "RUNNING"))
+        wait_for(lambda: _status(page, "live step") in ("STARTED", "RUNNING"))
         bar = page.locator('tr.task[data-task="live step"] [role=progressbar]')
-        _wait(lambda: bar.count() and float(bar.get_attribute("aria-valuenow") or 0) > 0)
+        wait_for(lambda: bar.count() and float(bar.get_attribute("aria-valuenow") or 0) > 0)
         first = float(bar.get_attribute("aria-valuenow") or 0)
-        _wait(lambda: float(bar.get_attribute("aria-valuenow") or 0) > first + 10)
+        wait_for(lambda: float(bar.get_attribute("aria-valuenow") or 0) > first + 10)
         assert _status(page, "live step") == "RUNNING"
-        _wait(lambda: _status(page, "live step") == "COMPLETED")
-        _wait(lambda: _status(page, "breaks") == "FAILED")
+        wait_for(lambda: _status(page, "live step") == "COMPLETED")
+        wait_for(lambda: _status(page, "breaks") == "FAILED")
         assert page.evaluate("window.__sameDocument") is True  # never reloaded
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -227,8 +217,8 @@ def test_a_hostile_task_name_is_shown_as_text(
 def test_the_page_recovers_after_the_server_restarts(dashboard: Dashboard, page: Any) -> None:
     page.goto(dashboard.url + "/")
     badge = page.locator("#connection")
-    _wait(lambda: badge.inner_text() == "live")
+    wait_for(lambda: badge.inner_text() == "live")
     dashboard.stop()
-    _wait(lambda: "connection lost" in badge.inner_text(), timeout=20)
+    wait_for(lambda: "connection lost" in badge.inner_text(), timeout=20)
     dashboard.start()
-    _wait(lambda: badge.inner_text() == "live", timeout=30)
+    wait_for(lambda: badge.inner_text() == "live", timeout=30)
