@@ -11,10 +11,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tasker.formatting import duration, timestamp
+from tasker.formatting import duration, json_default, timestamp
 
 __all__ = ["main"]
 
@@ -37,17 +37,6 @@ def _progress(row: Any) -> str:
     return " ".join(parts)
 
 
-def _eta(row: Any, now: datetime) -> float | None:
-    """Seconds left at the rate so far, for an active run counting items toward a total."""
-    if row.status not in ("STARTED", "RUNNING") or not row.items_total or not row.start_time:
-        return None
-    done = row.items_complete or 0
-    elapsed = (now - row.start_time).total_seconds()
-    if done <= 0 or elapsed <= 0 or done >= row.items_total:
-        return None
-    return float((row.items_total - done) * elapsed / done)
-
-
 def _table(rows: list[list[str]], headers: list[str], status_column: int | None = None) -> str:
     """Rows in aligned columns; the status column coloured on a terminal (not with NO_COLOR)."""
     from tasker.watch import colour, use_colour
@@ -65,22 +54,16 @@ def _table(rows: list[list[str]], headers: list[str], status_column: int | None 
     return "\n".join(lines)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
 def _print_status(args: argparse.Namespace) -> int:
     import tasker
-    from tasker.queries import summarize_stages
+    from tasker.queries import elapsed, rate_and_eta, summarize_stages
 
     # A run whose process died shows as FAILED, not RUNNING. Unfiltered, only a status with
     # an active row needs the reaper (most calls then skip its query).
     if args.status:
         tasker.reap_lost_runs()
     rows = tasker.get_task_status(stage=args.stage, status=args.status)
-    active = any(r.status in ("STARTED", "RUNNING") for r in rows)
+    active = any(r.status.is_active for r in rows)
     if not args.status and active and tasker.reap_lost_runs():
         rows = tasker.get_task_status(stage=args.stage, status=args.status)
     if args.json:
@@ -90,7 +73,7 @@ def _print_status(args: argparse.Namespace) -> int:
                     "stages": summarize_stages(rows),
                     "tasks": [r.as_dict() for r in rows],
                 },
-                default=_json_default,
+                default=json_default,
                 indent=2,
             )
         )
@@ -101,8 +84,7 @@ def _print_status(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     table = []
     for r in rows:
-        end = r.end_time or (now if r.status in ("STARTED", "RUNNING") else r.last_update)
-        seconds = (end - r.start_time).total_seconds() if r.start_time and end else None
+        seconds = elapsed(r, now)
         subtask = f"{r.current_subtask}. {r.subtask_name}" if r.subtask_name else ""
         table.append(
             [
@@ -114,7 +96,7 @@ def _print_status(args: argparse.Namespace) -> int:
                 r.hostname or "",
                 timestamp(r.start_time),
                 duration(seconds),
-                duration(_eta(r, now)),
+                duration(rate_and_eta(r, now)[1]),
             ]
         )
     headers = ["STAGE", "TASK", "STATUS", "PROGRESS", "SUBTASK", "HOST", "STARTED", "DURATION"]
@@ -201,20 +183,26 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, default=_json_default, indent=2))
+    print(json.dumps(data, default=json_default, indent=2))
+
+
+def _age(text: str) -> timedelta | None:
+    """``90m``, ``12h``, ``7d``, ``2w`` as a timedelta; None when ``text`` is not an age."""
+    value = text.strip().lower()
+    if value[:-1].isdigit() and value[-1:] in _UNITS:
+        return timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
+    return None
 
 
 def _parse_since(text: str | None) -> datetime | None:
     """``90m``, ``2h``, ``7d``, ``1w`` ago, or an ISO date/time."""
     if text is None:
         return None
-    from datetime import timedelta
-
     from tasker.errors import ValidationError
 
-    value = text.strip().lower()
-    if value[:-1].isdigit() and value[-1:] in _UNITS:
-        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
+    age = _age(text)
+    if age is not None:
+        return datetime.now(timezone.utc) - age
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -225,11 +213,12 @@ def _parse_since(text: str | None) -> datetime | None:
 
 
 def _run_rows(runs: list[Any]) -> str:
+    from tasker.queries import elapsed
+
     now = datetime.now(timezone.utc)
     table = []
     for r in runs:
-        end = r.end_time or (now if r.status in ("STARTED", "RUNNING") else r.last_update)
-        seconds = (end - r.start_time).total_seconds() if r.start_time and end else None
+        seconds = elapsed(r, now)
         pct = r.overall_percent_complete
         table.append(
             [
@@ -396,15 +385,13 @@ def _cmd_subtask(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_age(text: str) -> Any:
-    from datetime import timedelta
-
+def _parse_age(text: str) -> timedelta:
     from tasker.errors import ValidationError
 
-    value = text.strip().lower()
-    if value[:-1].isdigit() and value[-1:] in _UNITS:
-        return timedelta(seconds=int(value[:-1]) * _UNITS[value[-1]])
-    raise ValidationError(f"expected an age like 90m, 12h, 90d or 2w, got {text!r}")
+    age = _age(text)
+    if age is None:
+        raise ValidationError(f"expected an age like 90m, 12h, 90d or 2w, got {text!r}")
+    return age
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -417,7 +404,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         if args.format == "json":
-            out.write(json.dumps(rows, default=_json_default, indent=2) + "\n")
+            out.write(json.dumps(rows, default=json_default, indent=2) + "\n")
         else:
             fields = list(tasker.RunRecord.__dataclass_fields__)
             writer = csv.DictWriter(out, fieldnames=fields)
@@ -425,7 +412,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             for row in rows:
                 writer.writerow(
                     {
-                        k: _json_default(v)
+                        k: json_default(v)
                         if v is not None and not isinstance(v, (int, float, str))
                         else v
                         for k, v in row.items()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-__all__ = ["duration", "timestamp"]
+__all__ = ["duration", "json_default", "timestamp"]
 
 
 def duration(seconds: float | None) -> str:
@@ -24,3 +25,10 @@ def duration(seconds: float | None) -> str:
 def timestamp(value: datetime | None) -> str:
     """Local time, to the second; empty for None."""
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def json_default(value: Any) -> Any:
+    """For ``json.dumps``: times in ISO 8601, anything else (statuses) as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

@@ -198,3 +198,35 @@ def find_run(run_id_or_prefix: str) -> RunRecord:
 def count_runs_by_status() -> dict[str, int]:
     """How many runs the database holds of each status (all history)."""
     return RECORDER.synced_store().run_counts()
+
+
+def elapsed(row: TaskStatusRecord | RunRecord, now: datetime) -> float | None:
+    """Seconds from the run's start to its end; to ``now`` while it is active."""
+    if row.start_time is None:
+        return None
+    end = row.end_time or (now if Status(row.status).is_active else row.last_update)
+    return (end - row.start_time).total_seconds() if end is not None else None
+
+
+def rate_and_eta(row: TaskStatusRecord, now: datetime) -> tuple[float | None, float | None]:
+    """For an active run: items of its current subtask done per second since the run
+    started, and the seconds left at that rate (None where unknown)."""
+    if not Status(row.status).is_active or row.start_time is None:
+        return None, None
+    seconds = (now - row.start_time).total_seconds()
+    done = row.items_complete or 0
+    if seconds <= 0 or done <= 0:
+        return None, None
+    rate = done / seconds
+    total = row.items_total
+    return rate, ((total - done) / rate if total and total > done else None)
+
+
+def live_percent(
+    status: str, subtask_percent: float | None, overall_percent: float | None
+) -> float | None:
+    """The percent to show for a task: its current subtask's while the run is active (that
+    is what moves), else the run's own."""
+    if subtask_percent is not None and Status(status).is_active:
+        return float(subtask_percent)
+    return None if overall_percent is None else float(overall_percent)

@@ -81,10 +81,10 @@ def write(kind: str, run_id: str, args: tuple[Any, ...], *, sync: bool, default:
     the call returns ``default`` rather than failing the program.
     """
     event = (kind, run_id, args)
-    if not (sync or RECORDER.config.strict):
+    strict = RECORDER.config.strict
+    if not (sync or strict):
         RECORDER.submit(event)
         return None
-    strict = RECORDER.config.strict
     writer = RECORDER.writer
     if not strict and writer.failing:
         RECORDER.submit(event)  # no waiting on a database known to be away
@@ -163,16 +163,18 @@ def start_run(
         overall_progress_message=message,
     )
     write(ev.START_RUN, run_id, (new,), sync=sync)
-    state = RunState(run_id=run_id, stage=stage, task=task, total_subtasks=total_subtasks)
-    if on_behalf_of is not None:
-        state.owned = False
-        if not _quiet(quiet):
-            console.task_start(stage, task, run_id)
-        return state
-    context.push(state)
-    RECORDER.live_runs.add(state)
-    RECORDER.install_signal_handlers()
-    RECORDER.writer.ensure_started()  # it heartbeats the run
+    state = RunState(
+        run_id=run_id,
+        stage=stage,
+        task=task,
+        total_subtasks=total_subtasks,
+        owned=on_behalf_of is None,
+    )
+    if state.owned:
+        context.push(state)
+        RECORDER.live_runs.add(state)
+        RECORDER.install_signal_handlers()
+        RECORDER.writer.ensure_started()  # it heartbeats the run
     if not _quiet(quiet):
         console.task_start(stage, task, run_id)
     return state

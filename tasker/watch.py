@@ -15,6 +15,9 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from tasker.formatting import duration
+from tasker.queries import live_percent, rate_and_eta, summarize_stages
+
 __all__ = ["colour", "use_colour", "watch"]
 
 _COLOURS = {
@@ -46,31 +49,12 @@ def _bar(percent: float | None) -> str:
     return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
 
 
-def _rate_and_eta(row: Any, now: datetime) -> tuple[float | None, float | None]:
-    if row.status not in ("STARTED", "RUNNING") or not row.start_time:
-        return None, None
-    elapsed = (now - row.start_time).total_seconds()
-    done = row.items_complete or 0
-    if elapsed <= 0 or done <= 0:
-        return None, None
-    rate = done / elapsed
-    eta = (row.items_total - done) / rate if row.items_total and row.items_total > done else None
-    return rate, eta
-
-
 def _percent(row: Any) -> float | None:
-    if row.subtask_percent_complete is not None and row.status in ("STARTED", "RUNNING"):
-        return float(row.subtask_percent_complete)
-    if row.overall_percent_complete is not None:
-        return float(row.overall_percent_complete)
-    return None
+    return live_percent(row.status, row.subtask_percent_complete, row.overall_percent_complete)
 
 
 def render(rows: list[Any], now: datetime, coloured: bool) -> list[str]:
     """The screen for ``rows`` (task status records)."""
-    from tasker.formatting import duration
-    from tasker.queries import summarize_stages
-
     lines = [f"tasker watch — {now.astimezone().strftime('%Y-%m-%d %H:%M:%S')}", ""]
     stages = {s["stage_name"]: s for s in summarize_stages(rows)}
     current = None
@@ -86,7 +70,7 @@ def render(rows: list[Any], now: datetime, coloured: bool) -> list[str]:
             items = f"{row.items_complete or 0}/{row.items_total}"
         elif row.items_complete:
             items = str(row.items_complete)
-        rate, eta = _rate_and_eta(row, now)
+        rate, eta = rate_and_eta(row, now)
         pct = _percent(row)
         detail = [
             _bar(pct) if status != "NOT_STARTED" else " " * (BAR_WIDTH + 2),
@@ -97,7 +81,7 @@ def render(rows: list[Any], now: datetime, coloured: bool) -> list[str]:
             detail.append(f"{rate:,.1f}/s")
         if eta is not None:
             detail.append(f"ETA {duration(eta)}")
-        if row.subtask_name and status in ("STARTED", "RUNNING"):
+        if row.subtask_name and row.status.is_active:
             detail.append(f"{row.current_subtask}. {row.subtask_name}")
         lines.append(
             f"  {row.task_name[:40]:<40} {colour(f'{status:<11}', status, coloured)} "

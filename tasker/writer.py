@@ -424,13 +424,7 @@ class Writer:
         events = self._drain()
         queue = self._queue
         if with_counters:
-            when = datetime.now(timezone.utc)
-            for counter in list(self._counters):
-                delta = counter.take()
-                if delta:
-                    events.append(
-                        (INCREMENT_SUBTASK, counter.run_id, (counter.number, delta, when))
-                    )
+            events = _with_counts(events, [(c, c.take()) for c in list(self._counters)])
         if events:
             try:
                 if self._journal is None:

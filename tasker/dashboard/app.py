@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import tasker
 from tasker.dashboard import data, pages
 from tasker.errors import DatabaseError, TaskerError, UnknownRunError, ValidationError
+from tasker.formatting import json_default
 
 __all__ = ["create_app", "serve"]
 
@@ -30,14 +31,8 @@ COOKIE = "tasker_token"
 PAGE_SIZE = 50
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
 def _json(content: Any, status: int = 200) -> Response:
-    body = json.dumps(content, default=_json_default, ensure_ascii=False)
+    body = json.dumps(content, default=json_default, ensure_ascii=False)
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -129,15 +124,8 @@ def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, str], in
         limit=limit + 1,  # one more tells whether there is a next page
         offset=offset,
     )
-    rows = [_run_row(r) for r in runs[:limit]]
+    rows = [data.run_row(r) for r in runs[:limit]]
     return rows, filters, offset, limit, len(runs) > limit
-
-
-def _run_row(run: Any) -> dict[str, Any]:
-    row: dict[str, Any] = run.as_dict()
-    row["status"] = str(run.status)
-    row["duration"] = run.duration
-    return row
 
 
 def history_page(request: Request) -> Response:
@@ -153,7 +141,7 @@ def history_page(request: Request) -> Response:
 def _task_runs(request: Request) -> tuple[str, str, list[dict[str, Any]]]:
     stage, task = request.path_params["stage"], request.path_params["task"]
     runs = tasker.get_task_history(stage=stage, task=task, limit=100)
-    return stage, task, [_run_row(r) for r in runs]
+    return stage, task, [data.run_row(r) for r in runs]
 
 
 def task_page(request: Request) -> Response:
@@ -190,7 +178,7 @@ def api_task(request: Request) -> Response:
 
 def api_active(request: Request) -> Response:
     data.reap_now_and_then()
-    return _json({"runs": [_run_row(r) for r in tasker.get_active_tasks()]})
+    return _json({"runs": [data.run_row(r) for r in tasker.get_active_tasks()]})
 
 
 def metrics(request: Request) -> Response:

@@ -6,25 +6,47 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import tasker
-from tasker.models import RunRecord, TaskStatusRecord
-from tasker.queries import count_runs_by_status, summarize_stages
+from tasker.models import RunRecord, Status, TaskStatusRecord
+from tasker.queries import count_runs_by_status, elapsed, rate_and_eta, summarize_stages
 
 __all__ = ["log_tail", "metrics_text", "overview", "typical_durations"]
 
-ACTIVE = ("STARTED", "RUNNING")
 # Past runs looked at for "how long does this task usually take", and for how long.
 HISTORY_SAMPLE = 5000
 TYPICAL_TTL = 60.0
 REAP_EVERY = 5.0
 
-_lock = threading.Lock()
-# (database, when computed, durations): recomputed after TYPICAL_TTL or for another database.
-_typical: tuple[object, float, dict[tuple[str, str], float]] = (None, 0.0, {})
 _last_reap = 0.0
+
+T = TypeVar("T")
+
+
+class _Cached(Generic[T]):
+    """A value read from the database, kept for ``ttl`` seconds (computed again sooner when
+    the configuration points at another database)."""
+
+    def __init__(self, ttl: float, compute: Callable[[], T]) -> None:
+        self._ttl = ttl
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._kept: tuple[object, float, T] | None = None
+
+    def get(self) -> T:
+        config = tasker.get_config()
+        database = (config.url, config.db_schema)
+        with self._lock:
+            kept = self._kept
+        if kept is not None and kept[0] == database and time.monotonic() - kept[1] < self._ttl:
+            return kept[2]
+        value = self._compute()
+        with self._lock:
+            self._kept = (database, time.monotonic(), value)
+        return value
 
 
 def reap_now_and_then() -> None:
@@ -36,40 +58,29 @@ def reap_now_and_then() -> None:
         tasker.reap_lost_runs()
 
 
-def typical_durations() -> dict[tuple[str, str], float]:
-    """Median duration of each task's recent COMPLETED runs (cached for a minute)."""
-    global _typical
-    config = tasker.get_config()
-    database = (config.url, config.db_schema)
-    with _lock:
-        seen_for, stamp, cached = _typical
-        if seen_for == database and time.monotonic() - stamp < TYPICAL_TTL:
-            return cached
+def _typical_durations() -> dict[tuple[str, str], float]:
     samples: dict[tuple[str, str], list[float]] = {}
     for run in tasker.get_task_history(status="COMPLETED", limit=HISTORY_SAMPLE):
         if run.duration is not None:
             samples.setdefault((run.stage_name, run.task_name), []).append(run.duration)
-    result = {key: statistics.median(values) for key, values in samples.items()}
-    with _lock:
-        _typical = (database, time.monotonic(), result)
-    return result
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+_TYPICAL = _Cached(TYPICAL_TTL, _typical_durations)
+
+
+def typical_durations() -> dict[tuple[str, str], float]:
+    """Median duration of each task's recent COMPLETED runs (cached for a minute)."""
+    return _TYPICAL.get()
 
 
 def _eta(row: TaskStatusRecord, now: datetime, typical: float | None) -> dict[str, Any]:
-    """Seconds left: from the live rate of the current subtask's items, and from how long the
-    task's past runs took."""
-    out: dict[str, Any] = {"eta_rate": None, "eta_history": None, "rate": None}
-    if str(row.status) not in ACTIVE or row.start_time is None:
-        return out
-    elapsed = (now - row.start_time).total_seconds()
-    done = row.items_complete or 0
-    if elapsed > 0 and done > 0:
-        out["rate"] = done / elapsed
-        if row.items_total and row.items_total > done:
-            out["eta_rate"] = (row.items_total - done) / out["rate"]
-    if typical is not None:
-        out["eta_history"] = max(0.0, typical - elapsed)
-    return out
+    """The live rate, and the seconds left: at that rate, and from how long the task's past
+    runs took."""
+    rate, eta = rate_and_eta(row, now)
+    so_far = elapsed(row, now) if Status(row.status).is_active else None
+    history = max(0.0, typical - so_far) if typical is not None and so_far is not None else None
+    return {"rate": rate, "eta_rate": eta, "eta_history": history}
 
 
 def overview(stage: str | None = None) -> dict[str, Any]:
@@ -82,19 +93,24 @@ def overview(stage: str | None = None) -> dict[str, Any]:
     for row in rows:
         item = row.as_dict()
         item["status"] = str(row.status)
-        end = row.end_time or (now if item["status"] in ACTIVE else row.last_update)
-        item["duration"] = (
-            (end - row.start_time).total_seconds() if row.start_time and end else None
-        )
+        item["duration"] = elapsed(row, now)
         item.update(_eta(row, now, typical.get((row.stage_name, row.task_name))))
         tasks.append(item)
     return {"generated_at": now.isoformat(), "stages": summarize_stages(rows), "tasks": tasks}
 
 
+def run_row(run: RunRecord) -> dict[str, Any]:
+    """A run as the API and the pages show it: every field, its status as text, its
+    duration."""
+    row: dict[str, Any] = run.as_dict()
+    row["status"] = str(run.status)
+    row["duration"] = run.duration
+    return row
+
+
 def run_detail(run: RunRecord) -> dict[str, Any]:
-    data = run.as_dict()
-    data["status"] = str(run.status)
-    data["duration"] = run.duration
+    """A run with its subtasks and the end of its log file."""
+    data = run_row(run)
     subtasks = []
     for sub in tasker.get_subtask_progress(run.run_id):
         item = sub.as_dict()
@@ -130,19 +146,7 @@ def log_tail(run: RunRecord, max_bytes: int = 16384) -> str | None:
 
 # Counting every run scans the whole history: once per COUNTS_TTL is enough for scrapes.
 COUNTS_TTL = 10.0
-_counts: tuple[object, float, dict[str, int]] = (None, 0.0, {})
-
-
-def _run_counts() -> dict[str, int]:
-    global _counts
-    config = tasker.get_config()
-    database = (config.url, config.db_schema)
-    seen_for, stamp, cached = _counts
-    if seen_for == database and time.monotonic() - stamp < COUNTS_TTL:
-        return cached
-    counts = count_runs_by_status()
-    _counts = (database, time.monotonic(), counts)
-    return counts
+_RUN_COUNTS = _Cached(COUNTS_TTL, count_runs_by_status)
 
 
 def _label(value: str) -> str:
@@ -167,7 +171,7 @@ def metrics_text() -> str:
         "# HELP tasker_runs Runs in the database, by status.",
         "# TYPE tasker_runs gauge",
     ]
-    counts = _run_counts()
+    counts = _RUN_COUNTS.get()
     for status in sorted(counts):
         lines.append(f'tasker_runs{{status="{status}"}} {counts[status]}')
     lines += [

@@ -9,10 +9,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from tasker.formatting import duration, timestamp
+from tasker.models import Status
+from tasker.queries import live_percent
 
 __all__ = ["history_page", "layout", "overview_fragment", "run_fragment", "task_fragment"]
 
-STATUSES = ("NOT_STARTED", "STARTED", "RUNNING", "COMPLETED", "FAILED", "SKIPPED", "CANCELLED")
+STATUSES = tuple(s.value for s in Status)
 
 
 def esc(value: object) -> str:
@@ -57,11 +59,10 @@ def _task_url(stage: str, task: str) -> str:
 
 
 def _percent(task: dict[str, Any]) -> float | None:
-    if task["status"] in ("STARTED", "RUNNING") and task["subtask_percent_complete"] is not None:
-        return float(task["subtask_percent_complete"])
-    if task["overall_percent_complete"] is not None:
-        return float(task["overall_percent_complete"])
-    return 100.0 if task["status"] == "COMPLETED" else None
+    shown = live_percent(
+        task["status"], task["subtask_percent_complete"], task["overall_percent_complete"]
+    )
+    return 100.0 if shown is None and task["status"] == "COMPLETED" else shown
 
 
 def overview_fragment(data: dict[str, Any]) -> str:
