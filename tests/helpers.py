@@ -8,9 +8,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tasker.models import NewRun, Status
 
 
 def write_script(tmp_path: Path, body: str, name: str = "job.py") -> Path:
@@ -166,3 +170,17 @@ class PrivateServer:
             check=False,
         )
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def new_run(run_id: str, stage: str, task: str, **fields: Any) -> NewRun:
+    """A run as the store records it: STARTED now on host "h", PID 1, unless ``fields``
+    say otherwise."""
+    values: dict[str, Any] = {
+        "task_type": None,
+        "status": Status.STARTED,
+        "start_time": datetime.now(timezone.utc),
+        "hostname": "h",
+        "process_id": 1,
+    }
+    values.update(fields)
+    return NewRun(run_id=run_id, stage=stage, task=task, **values)

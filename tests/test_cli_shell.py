@@ -15,7 +15,7 @@ import pytest
 
 import tasker
 from tests.conftest import Backend
-from tests.helpers import tasker_cli, wait_for
+from tests.helpers import new_run, tasker_cli, wait_for
 
 PY = sys.executable
 TASKER = f"{PY} -m tasker"
@@ -392,17 +392,14 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
 def test_reap_command_ends_lost_runs(db: Backend, child_env: dict[str, str]) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from tasker.models import NewRun, Status
     from tasker.recorder import RECORDER
 
     now = datetime.now(timezone.utc)
     RECORDER.store.start_run(
-        NewRun(
-            run_id="00000000-0000-4000-8000-0000000000cc",
-            stage="FAR",
-            task="silent",
-            task_type=None,
-            status=Status.STARTED,
+        new_run(
+            "00000000-0000-4000-8000-0000000000cc",
+            "FAR",
+            "silent",
             start_time=now - timedelta(minutes=10),
             hostname="elsewhere.example",
             process_id=4242,

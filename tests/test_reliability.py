@@ -20,11 +20,12 @@ import pytest
 
 import tasker
 from tasker import events, journal
-from tasker.models import NewRun, Status
+from tasker.models import Status
 from tasker.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 from tests.helpers import (
     PrivateServer,
+    new_run,
     run_script,
     start_script,
     tasker_cli,
@@ -249,16 +250,7 @@ def _journal_with_runs(n: int) -> Path:
     batch: list[events.Event] = []
     for i in range(n):
         run_id = f"00000000-0000-4000-8000-{i:012d}"
-        new = NewRun(
-            run_id=run_id,
-            stage="J",
-            task=f"t{i % 3}",
-            task_type=None,
-            status=Status.STARTED,
-            start_time=now,
-            hostname="h",
-            process_id=1,
-        )
+        new = new_run(run_id, "J", f"t{i % 3}", start_time=now)
         batch += [
             (events.START_RUN, run_id, (new,)),
             (events.START_SUBTASK, run_id, (1, "s", 10, None, now)),
@@ -445,12 +437,10 @@ def test_a_run_of_another_host_is_reaped_only_after_stale_after(db: Backend) -> 
     now = datetime.now(timezone.utc)
     run_id = "00000000-0000-4000-8000-0000000000aa"
     store.start_run(
-        NewRun(
-            run_id=run_id,
-            stage="FAR",
-            task="away",
-            task_type=None,
-            status=Status.STARTED,
+        new_run(
+            run_id,
+            "FAR",
+            "away",
             start_time=now - timedelta(seconds=300),
             hostname="another-host.example",
             process_id=os.getpid(),
@@ -472,12 +462,10 @@ def test_a_reused_pid_does_not_keep_a_lost_run_alive(db: Backend) -> None:
     info = process_info()
     run_id = "00000000-0000-4000-8000-0000000000bb"
     store.start_run(
-        NewRun(
-            run_id=run_id,
-            stage="REUSED",
-            task="pid",
-            task_type=None,
-            status=Status.STARTED,
+        new_run(
+            run_id,
+            "REUSED",
+            "pid",
             start_time=now,
             hostname=info.hostname,
             process_id=os.getpid(),  # alive, but started at another time than recorded

@@ -152,22 +152,14 @@ def test_latest_run_is_the_one_started_last(db: Backend) -> None:
     from datetime import datetime, timedelta, timezone
 
     from tasker.models import NewRun, Status
+    from tests.helpers import new_run
 
     store = RECORDER.store
     tasker.register_task("S", "T")
     base = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
     def new(run_id: str, minutes: int) -> NewRun:
-        return NewRun(
-            run_id=run_id,
-            stage="S",
-            task="T",
-            task_type=None,
-            status=Status.STARTED,
-            start_time=base + timedelta(minutes=minutes),
-            hostname="h",
-            process_id=1,
-        )
+        return new_run(run_id, "S", "T", start_time=base + timedelta(minutes=minutes))
 
     late, early = "00000000-0000-4000-8000-000000000002", "00000000-0000-4000-8000-000000000001"
     store.start_run(new(late, 10))

@@ -599,9 +599,9 @@ def test_the_writer_keeps_everything_while_the_database_is_missing(tmp_path: Pat
     from datetime import datetime, timezone
 
     from tasker import events
-    from tasker.models import NewRun
     from tasker.recorder import RECORDER
     from tasker.writer import Writer
+    from tests.helpers import new_run
 
     tasker.configure(path=str(tmp_path / "w.db"), console="false", flush_interval=1000)
     store = RECORDER.store
@@ -615,16 +615,7 @@ def test_the_writer_keeps_everything_while_the_database_is_missing(tmp_path: Pat
 
     writer = Writer(store_when_back, lambda: RECORDER.config)  # type: ignore[arg-type]
     when = datetime.now(timezone.utc)
-    new = NewRun(
-        run_id="00000000-0000-4000-8000-00000000000a",
-        stage="S",
-        task="T",
-        task_type=None,
-        status=Status.STARTED,
-        start_time=when,
-        hostname="h",
-        process_id=1,
-    )
+    new = new_run("00000000-0000-4000-8000-00000000000a", "S", "T", start_time=when)
     writer.submit((events.START_RUN, new.run_id, (new,)))
     writer.submit((events.END_RUN, new.run_id, (Status.COMPLETED, {}, when, None)))
     assert not writer.flush(10)  # the database is away: nothing written, nothing dropped
