@@ -123,7 +123,7 @@ def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
     code = (
         "import sys, tasker\n"
         "heavy = ['psycopg', 'pymysql', 'sqlite3', 'pandas', 'sqlalchemy', 'tasker.cli',"
-        " 'starlette', 'uvicorn', 'tasker.dashboard', 'argparse']\n"
+        " 'starlette', 'uvicorn', 'tasker.dashboard', 'argparse', 'wrapt', 'tasker.tracking']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run(
@@ -181,3 +181,26 @@ def test_config_option_before_or_after_the_command(tmp_path: Path) -> None:
         out = run_cli(*args, env=env, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["path"]["value"] == str(tmp_path / "mine.db")
+
+
+def test_a_process_loads_only_its_own_databases_dialect(tmp_path: Path) -> None:
+    code = (
+        "import sys, tasker\n"
+        "tasker.get_tasks()\n"
+        "others = ['sqlalchemy.dialects.postgresql', 'sqlalchemy.dialects.mysql']\n"
+        "loaded = [m for m in others if m in sys.modules]\n"
+        "print('sqlalchemy.dialects.sqlite' in sys.modules, loaded)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env.update(
+        PYTHONPATH=str(ROOT), TASKER_DB_PATH=str(tmp_path / "one.db"), TASKER_CONSOLE="false"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "True []"
