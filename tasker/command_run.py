@@ -69,53 +69,68 @@ def run_command(
         )
         env = dict(os.environ)
         env[context.RUN_ID_ENV] = run_id
-        try:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=subprocess.PIPE if log else None,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as exc:
-            tasker.task_fail(
-                f"cannot run {argv[0]}: {exc.strerror or exc}",
-                error_type=type(exc).__name__,
-                run_id=run_id,
-                quiet=quiet,
-            )
-            return 127 if isinstance(exc, FileNotFoundError) else 126
         received: list[int] = []
+        waiting: list[int] = []  # arrived before the command started: passed on once it has
+        started: list[subprocess.Popen[bytes]] = []
         from_terminal = sys.stdin is not None and sys.stdin.isatty()
 
         def forward(signum: int, frame: FrameType | None) -> None:
             received.append(signum)
             if signum == signal.SIGINT and from_terminal:
                 return  # the terminal sent it to the whole foreground group already
+            if not started:
+                waiting.append(signum)
+                return
             with contextlib.suppress(OSError):  # it has just exited
-                proc.send_signal(signum)
+                started[0].send_signal(signum)
 
+        # Installed before the command starts, so that no signal falls between the two into
+        # tasker's own SIGTERM handling (which would leave the command running).
         previous = {
             sig: signal.signal(sig, forward)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
-        tail: deque[bytes] = deque(maxlen=TAIL_LINES)
-        sinks_err: list[IO[bytes]] = [sys.stderr.buffer] + ([log] if log else [])
-        threads = [
-            threading.Thread(target=_relay, args=(proc.stderr, sinks_err, tail), daemon=True)
-        ]
-        if log is not None and proc.stdout is not None:
-            threads.append(
-                threading.Thread(
-                    target=_relay, args=(proc.stdout, [sys.stdout.buffer, log], None), daemon=True
+        try:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdout=subprocess.PIPE if log else None,
+                    stderr=subprocess.PIPE,
                 )
-            )
-        for thread in threads:
-            thread.start()
-        code = proc.wait()
-        for thread in threads:
-            thread.join()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            except OSError as exc:
+                tasker.task_fail(
+                    f"cannot run {argv[0]}: {exc.strerror or exc}",
+                    error_type=type(exc).__name__,
+                    run_id=run_id,
+                    quiet=quiet,
+                )
+                return 127 if isinstance(exc, FileNotFoundError) else 126
+            started.append(proc)
+            for signum in waiting:
+                with contextlib.suppress(OSError):
+                    proc.send_signal(signum)
+            tail: deque[bytes] = deque(maxlen=TAIL_LINES)
+            sinks_err: list[IO[bytes]] = [sys.stderr.buffer] + ([log] if log else [])
+            threads = [
+                threading.Thread(target=_relay, args=(proc.stderr, sinks_err, tail), daemon=True)
+            ]
+            if log is not None and proc.stdout is not None:
+                threads.append(
+                    threading.Thread(
+                        target=_relay,
+                        args=(proc.stdout, [sys.stdout.buffer, log], None),
+                        daemon=True,
+                    )
+                )
+            for thread in threads:
+                thread.start()
+            code = proc.wait()
+            for thread in threads:
+                thread.join()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return _record(run_id, argv, code, received, b"".join(tail), quiet)
     finally:
         if log is not None:

@@ -103,9 +103,9 @@ def test_sigterm_to_run_reaches_the_command_and_cancels_the_run(
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None or (proc.stdout is not None and not proc.stdout.closed):
+            os.killpg(proc.pid, signal.SIGKILL)  # the command too, and close the pipes
+            proc.communicate()
     assert proc.returncode == 143
     assert marker.read_text() == "yes"
     (run,) = tasker.get_task_history(task="long")
@@ -412,3 +412,27 @@ def test_reap_command_ends_lost_runs(db: Backend, child_env: dict[str, str]) -> 
     assert done.returncode == 0
     assert "FAR / silent" in done.stdout and "1 lost run ended FAILED" in done.stdout
     assert tasker.get_run("00000000-0000-4000-8000-0000000000cc").status == "FAILED"
+
+
+def test_a_signal_before_the_command_starts_still_reaches_it(
+    db: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasker import command_run
+
+    real_popen = subprocess.Popen
+
+    def popen_after_a_sigterm(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's SIGTERM, just before the start
+        return real_popen(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(command_run.subprocess, "Popen", popen_after_a_sigterm)
+    began = time.monotonic()
+    code = command_run.run_command(
+        [PY, "-c", "import time; time.sleep(60)"], "SH", "early", None, quiet=True
+    )
+    # The command was ended by that SIGTERM at once, not left to sleep its minute.
+    assert code == 128 + signal.SIGTERM and time.monotonic() - began < 30
+    handler = signal.getsignal(signal.SIGTERM)
+    assert getattr(handler, "__name__", "") != "forward"  # its handlers given back
+    (run,) = tasker.get_task_history(task="early")
+    assert run.status == "CANCELLED" and "ended by SIGTERM" in (run.error_message or "")
