@@ -51,6 +51,7 @@ def run_command(
 ) -> int:
     import tasker
     from tasker import context
+    from tasker.signals import started_without_signals
 
     if not argv:
         raise tasker.ValidationError("tasker run needs a command after --")
@@ -124,7 +125,8 @@ def run_command(
                     )
                 )
             for thread in threads:
-                thread.start()
+                # Not these threads: a signal they took would not wake the wait below.
+                started_without_signals(thread)
             code = proc.wait()
             for thread in threads:
                 thread.join()

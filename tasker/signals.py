@@ -26,7 +26,31 @@ from typing import Any
 
 from tasker.models import Status
 
-__all__ = ["end_live_runs_at_exit", "install", "terminating"]
+__all__ = ["end_live_runs_at_exit", "install", "started_without_signals", "terminating"]
+
+# Signals a program handles. The kernel may deliver a process's signal to any thread that does
+# not block it; Python runs handlers only in the main thread, and a main thread blocked in a
+# system call (sleep, waitpid) is woken only if the signal lands on it. tasker's own threads
+# therefore block these, so that they always reach the main thread.
+_PROCESS_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
+)
+
+
+def started_without_signals(thread: threading.Thread) -> None:
+    """Start ``thread`` with the process's signals blocked in it (it inherits the mask it is
+    started with); a signal arriving meanwhile waits, and then goes to this thread."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        thread.start()
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
 
 _previous: Any = None
 _terminating = False

@@ -234,9 +234,11 @@ class Writer:
     def _start(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's queue is not ours
             self._reset_state()
+        from tasker.signals import started_without_signals
+
         thread = threading.Thread(target=self._loop, name="tasker-writer", daemon=True)
         self._thread = thread
-        thread.start()
+        started_without_signals(thread)  # signals go to the program's main thread
 
     def _wait_time(self) -> float:
         try:

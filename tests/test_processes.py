@@ -296,3 +296,26 @@ def test_progress_is_visible_to_another_process_while_the_loop_runs(
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def _blocked(native_id: int) -> int:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("SigBlk:")).split()[1], 16)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads Linux's /proc")
+def test_tasker_threads_leave_signals_to_the_main_thread(db: Backend) -> None:
+    # A signal taken by a background thread would not wake a main thread blocked in sleep or
+    # waitpid: SIGTERM could then wait as long as the program sleeps.
+    import threading
+
+    from tasker.recorder import RECORDER
+
+    with tasker.task("S", "T"):
+        tasker.flush()
+    writer = RECORDER.writer._thread
+    assert writer is not None and writer.native_id is not None
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        assert _blocked(writer.native_id) & (1 << (sig - 1)), sig
+        main = threading.main_thread().native_id
+        assert main is not None and not _blocked(main) & (1 << (sig - 1)), sig
