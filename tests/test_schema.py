@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -190,3 +191,23 @@ def test_a_version_1_database_is_upgraded_to_version_2(db: Backend) -> None:
     assert store.replay_journal("00000000-0000-4000-8000-000000000001", "h", 1, []) == (0, 0)
     (active,) = tasker.get_active_tasks()
     assert active.process_start_time is not None
+
+
+def test_a_schema_created_by_another_process_between_two_looks_is_read(
+    db: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker reads the version while its parent is creating the schema: the first read
+    # finds no table, the catalog then shows it. The version is read, not an error raised.
+    tasker.create_schema()
+    store = RECORDER.raw_store
+    real_run = store._run
+    failed: list[str] = []
+
+    def first_read_finds_nothing(doing: str, fn: Any, **kwargs: Any) -> Any:
+        if doing == "reading the schema version" and not failed:
+            failed.append(doing)
+            raise tasker.DatabaseError("relation schema_info does not exist")
+        return real_run(doing, fn, **kwargs)
+
+    monkeypatch.setattr(store, "_run", first_read_finds_nothing)
+    assert store.schema_version() == SCHEMA_VERSION and failed

@@ -354,9 +354,11 @@ class SqlStore:
         try:
             return self._run("reading the schema version", read, write=False)
         except DatabaseError:
-            if self._run("looking for the schema", exists, write=False):
-                raise
-            return None
+            if not self._run("looking for the schema", exists, write=False):
+                return None
+        # Another process created the schema between the two looks: read it now (a real
+        # error, of a schema that was there all along, is raised by this second read).
+        return self._run("reading the schema version", read, write=False)
 
     def create_schema(self) -> bool:
         """Create every table, index, view and trigger unless they exist; True if created.
