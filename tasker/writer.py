@@ -108,7 +108,7 @@ class Writer:
         self._closing = False  # the process is ending: journal what cannot be written
         self._cycle = 0  # write cycles started
         self._completed = 0  # write cycles finished
-        self._in_flight = 0  # events taken off the queue and not yet settled
+        self._in_flight = 0  # events (and counted items) taken and not yet settled
         # Held while writing; a fork waits for it, so no child inherits a half-done write.
         self._io_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -234,6 +234,11 @@ class Writer:
     def _start(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's queue is not ours
             self._reset_state()
+        # What the writer imports later is imported now, by the starting thread: a flush
+        # from a signal handler that interrupted the main thread inside an import would
+        # otherwise wait for a writer waiting for that same import lock.
+        import tasker.journal
+        import tasker.store.sql  # noqa: F401
         from tasker.signals import started_without_signals
 
         thread = threading.Thread(target=self._loop, name="tasker-writer", daemon=True)
@@ -295,13 +300,16 @@ class Writer:
             store.retry_seconds = CLOSING_RETRY_SECONDS
         if (not self._replayed or self._journal is not None) and not self._replay(store, closing):
             return
+        # Marked in flight before anything is taken: items taken from a counter are in no
+        # queue and no counter any more, and a flush (at exit, on SIGTERM) must wait for them.
+        self._in_flight = 1
         # Counters first, then the queue: a counter is published only after its start event
         # was queued, so that event is in this drain or an earlier one.
         moved = [(c, c.take()) for c in list(self._counters) if c.count != c.written]
         events = self._drain()
         queue = self._queue
-        self._in_flight = len(events)
         pending = _with_counts(events, moved)
+        self._in_flight = len(pending)
         if not pending and heartbeat is None:
             self._in_flight = 0
             return
