@@ -60,6 +60,7 @@ from tasker.queries import (
 )
 
 if TYPE_CHECKING:
+    from tasker.carry import attach, bind, handoff
     from tasker.progress import track
     from tasker.tracking import Run, SubtaskHandle, current_run, skip, subtask, task
 
@@ -68,6 +69,9 @@ __version__ = "0.1.0"
 # The automatic layer loads on first use: the command line, which never needs it, starts
 # faster (wrapt and the decorators' machinery stay unloaded).
 _LAZY = {
+    "attach": "tasker.carry",
+    "bind": "tasker.carry",
+    "handoff": "tasker.carry",
     "track": "tasker.progress",
     "Run": "tasker.tracking",
     "SubtaskHandle": "tasker.tracking",
@@ -123,6 +127,8 @@ __all__ = [
     "UnknownSubtaskError",
     "ValidationError",
     "__version__",
+    "attach",
+    "bind",
     "configure",
     "create_schema",
     "current_run",
@@ -135,6 +141,7 @@ __all__ = [
     "get_task_history",
     "get_task_status",
     "get_tasks",
+    "handoff",
     "purge_runs",
     "reap_lost_runs",
     "register_task",

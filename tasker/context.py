@@ -1,10 +1,25 @@
-"""Which run is current: a ContextVar, so each thread and asyncio task has its own.
+"""Which run is current, in this thread or task, in this process, and in work sent elsewhere.
 
-A process started inside a run (a worker, a shell step) finds the run through the
-``TASKER_RUN_ID`` environment variable, which tasker sets while a run is current so that
-children inherit it. Only the value inherited from the parent is read back (once, at import or
-after a fork), so that a thread with no run of its own never reports into another thread's
-run.
+Three sources, tried in this order by everything that reports (``reporting_state``):
+
+1. **This context's own run** — a ContextVar, so each thread and asyncio task has its own: the
+   run of the ``@task`` call or ``with task()`` block it is inside, or a run handed over with
+   ``attach()`` (a worker executing work sent from another process).
+2. **The process's innermost live run** (``ambient``) — for threads and tasks with no run of
+   their own: a ``ThreadPoolExecutor`` worker, or a plain ``threading.Thread``, inside a run
+   reports into it. Runs are kept in the order they were made current, across threads; the
+   latest one still live wins.
+3. **The run a parent process handed down** through ``TASKER_RUN_ID`` (read once, at import or
+   after a fork) — for children started with exec (shell steps, ``subprocess``).
+
+Work that leaves the process carries a ``handoff()`` — the run id and the subtask open when
+it was sent — and the receiving side runs it under ``attach()``. That travels with each call,
+not with the worker process, so a pool made before a run, or reused by a later run, reports
+each call into the run that sent it.
+
+Only the main thread writes ``os.environ`` (threads writing it at once corrupt it, and a
+thread's run ending would restore another thread's value): the variable names the main
+thread's innermost live run, so that ``subprocess`` children of the main program inherit it.
 """
 
 from __future__ import annotations
@@ -16,7 +31,18 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["RUN_ID_ENV", "RunState", "current_run_id", "current_state", "pop", "push"]
+__all__ = [
+    "RUN_ID_ENV",
+    "RunState",
+    "ambient",
+    "current_run_id",
+    "current_state",
+    "find",
+    "handoff",
+    "pop",
+    "push",
+    "reporting_state",
+]
 
 RUN_ID_ENV = "TASKER_RUN_ID"
 
@@ -39,9 +65,16 @@ class RunState:
     # track() loops left early: (subtask, frame, instruction offset) — see tasker.progress.
     early_closed: list[tuple[Any, Any, int]] = dataclasses.field(default_factory=list)
     cpu_start: float = dataclasses.field(default_factory=time.process_time)
-    env_before: str | None = None
     # Open task()/subtask() scopes of the automatic layer: skip() raises only inside one.
     scopes: int = 0
+    # A run handed over to this process (attach(), or a call carrying a handoff): runs that
+    # end under it are made durable before the call returns, since such workers may vanish
+    # without running atexit (see tasker.runs.end_run).
+    handed_over: bool = False
+    # Offered to threads with no run of their own (``ambient``). Not a run that itself nests
+    # under the ambient run (a worker thread's call): sibling workers would nest under each
+    # other.
+    shared: bool = True
     _next_number: int = 0
 
     @property
@@ -59,6 +92,13 @@ class RunState:
         with _numbering:
             self._next_number = max(self._next_number, number)
 
+    def open_subtask_number(self) -> int | None:
+        """The innermost subtask open in this run here, else the run's current subtask."""
+        for sub in reversed(self.subtasks):
+            if not sub.ended:
+                return int(sub.number)
+        return self.current_subtask
+
 
 # Numbering is rare next to everything else: one lock serves every run.
 _numbering = threading.Lock()
@@ -68,16 +108,30 @@ _current: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
     "tasker_current_run", default=None
 )
 _attached: dict[str, RunState] = {}
+# Every state made current and not yet left, in any thread, oldest first (list operations
+# are atomic under the GIL; the list stays as short as the nesting is deep).
+_live: list[RunState] = []
+# The same for the main thread alone: what TASKER_RUN_ID names.
+_main_live: list[RunState] = []
 # What the parent process handed down (read once; a fork re-reads it), and what the
 # variable holds now as far as tasker set it: reading os.environ on every run start costs
 # more than the rest of starting a run.
 _inherited: str | None = os.environ.get(RUN_ID_ENV) or None
 _env_now: str | None = _inherited
+_main_ident = threading.main_thread().ident
 
 
 def current_state() -> RunState | None:
-    """The run this context is tracking, if any."""
+    """The run this context itself is in (its own ``@task``/``task()``/``attach()``)."""
     return _current.get()
+
+
+def ambient() -> RunState | None:
+    """The innermost run still live in this process, made current by any thread."""
+    for state in reversed(_live):
+        if state.shared and not state.ended:
+            return state
+    return None
 
 
 def inherited_run_id() -> str | None:
@@ -85,12 +139,35 @@ def inherited_run_id() -> str | None:
     return _inherited
 
 
+def reporting_state() -> RunState | None:
+    """The run that progress, subtasks and nested runs of this context go to, if any."""
+    state = _current.get()
+    if state is not None:
+        return None if state.ended else state
+    state = ambient()
+    if state is not None:
+        return state
+    return attached_state(_inherited) if _inherited is not None else None
+
+
 def current_run_id() -> str | None:
-    """The current run's id: this context's run, else the one inherited from a parent."""
+    """The current run's id: this context's run, else the process's innermost live run,
+    else the one inherited from a parent process."""
     state = _current.get()
     if state is not None:
         return state.run_id
-    return inherited_run_id()
+    state = ambient()
+    if state is not None:
+        return state.run_id
+    return _inherited
+
+
+def handoff() -> tuple[str, int | None] | None:
+    """What work sent from here now must carry: the run and the subtask open in it."""
+    state = reporting_state()
+    if state is None:
+        return None
+    return state.run_id, state.open_subtask_number()
 
 
 def attached_state(run_id: str) -> RunState:
@@ -101,44 +178,107 @@ def attached_state(run_id: str) -> RunState:
     return state
 
 
-def push(state: RunState) -> None:
-    """Make ``state`` current, and hand its id to child processes started meanwhile."""
+def _export(value: str | None) -> None:
     global _env_now
-    state.parent = _current.get()
+    if value != _env_now:
+        _env_now = value
+        # Empty rather than removed: one assignment, and read as "no run" all the same.
+        os.environ[RUN_ID_ENV] = value or ""
+
+
+def push(state: RunState) -> None:
+    """Make ``state`` current in this context (and, from the main thread, for children)."""
+    parent = state.parent = _current.get()
+    state.shared = parent.shared if parent is not None else ambient() is None
     _current.set(state)
-    state.env_before = _env_now
-    os.environ[RUN_ID_ENV] = _env_now = state.run_id
+    _live.append(state)
+    if threading.get_ident() == _main_ident:
+        _main_live.append(state)
+        _export(state.run_id)
+
+
+def _remove(states: list[RunState], state: RunState) -> None:
+    # Identity, not equality; from the end, where it almost always is.
+    for i in range(len(states) - 1, -1, -1):
+        if states[i] is state:
+            del states[i]
+            return
 
 
 def pop(run_id: str) -> None:
     """Make the parent of ``run_id`` current again, if ``run_id`` is the current run."""
-    global _env_now
     state = _current.get()
     if state is None or state.run_id != run_id:
         return
     _current.set(state.parent)
-    if _env_now == run_id:
-        _env_now = state.env_before
-        # Empty rather than removed: one assignment, and read as "no run" all the same.
-        os.environ[RUN_ID_ENV] = _env_now or ""
+    _remove(_live, state)
+    if threading.get_ident() == _main_ident:
+        _remove(_main_live, state)
+        # Runs of overlapping asyncio tasks may end in any order: the variable names the
+        # innermost run still live, never one restored out of turn.
+        _export(_main_live[-1].run_id if _main_live else _inherited)
+
+
+# attach() blocks open in this process, in any thread.
+_entered = 0
+
+
+def enter(state: RunState) -> contextvars.Token[RunState | None]:
+    """Make ``state`` (a run owned elsewhere) this context's run until ``leave``."""
+    global _entered
+    state.parent = _current.get()
+    _entered += 1
+    return _current.set(state)
+
+
+def leave(token: contextvars.Token[RunState | None]) -> None:
+    global _entered
+    _entered = max(0, _entered - 1)
+    _current.reset(token)
+
+
+def handed_over_work() -> bool:
+    """True while work handed over to this process (an ``attach()`` block) is running."""
+    return _entered > 0
 
 
 def find(run_id: str) -> RunState | None:
-    """This context's state for ``run_id`` (the current run or one of its parents)."""
+    """This context's state for ``run_id``: the current run or one of its parents, else the
+    process's live runs, else a run this process reports into."""
     state = _current.get()
     while state is not None:
         if state.run_id == run_id:
             return state
         state = state.parent
+    for state in reversed(_live):
+        if state.run_id == run_id:
+            return state
     return _attached.get(run_id)
 
 
-def _after_fork_in_child() -> None:
-    # The parent's export is this child's inheritance.
-    global _inherited, _env_now
-    _inherited = _env_now = os.environ.get(RUN_ID_ENV) or None
+def forget_all() -> None:
+    """Forget every live state (tests: runs a test left open)."""
+    _live.clear()
+    _main_live.clear()
     _attached.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def after_fork_in_child() -> None:
+    """In a forked child (called by tasker.recorder's at-fork hook)."""
+    # The child's only thread is the one that forked: its own run (or the process's
+    # innermost live run) is what the child inherits — more exact than the variable, which
+    # names the main thread's run. Exported again so the child's exec children inherit it.
+    global _inherited, _env_now, _main_ident, _entered
+    _entered = 0
+    state = reporting_state()
+    if state is not None and _current.get() is None:
+        # A thread with no run of its own forked inside a run: the child reports into that
+        # run, and into the subtasks open in it at the fork.
+        _current.set(state)
+    _inherited = state.run_id if state is not None else (os.environ.get(RUN_ID_ENV) or None)
+    _live.clear()
+    _main_live.clear()
+    _attached.clear()
+    _main_ident = threading.get_ident()
+    _env_now = None
+    _export(_inherited)

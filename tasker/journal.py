@@ -125,7 +125,7 @@ class JournalFile:
 
 
 def _new_id() -> str:
-    from tasker.runs import new_run_id
+    from tasker.ids import new_run_id
 
     return new_run_id()
 

@@ -203,6 +203,11 @@ class RunRecord(_Record):
     # When the run's process started (seconds since the epoch): with the PID, it tells the
     # process apart from a later one given the same PID.
     process_start_time: float | None = None
+    # Which boot of the host's kernel, and which PID namespace, the PID belongs to (Linux;
+    # None for runs recorded elsewhere or before schema version 3): the reaper checks the PID
+    # only when both are its own.
+    boot_id: str | None = None
+    pid_namespace: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -278,6 +283,8 @@ class NewRun:
     environment: str | None = None
     total_subtasks: int | None = None
     overall_progress_message: str | None = None
+    boot_id: str | None = None
+    pid_namespace: str | None = None
 
 
 @dataclasses.dataclass

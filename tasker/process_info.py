@@ -1,4 +1,5 @@
-"""Facts about the running process that a run records: host, PID, user, script, command.
+"""Facts about the running process that a run records: host, PID, user, script, command, and
+which kernel and PID namespace the PID belongs to.
 
 Everything is read once per process (and again after a fork, when the PID changes): tracking a
 run must not cost a system call per field.
@@ -14,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-__all__ = ["ProcessInfo", "process_info"]
+__all__ = ["ProcessInfo", "boot_time", "in_worker_process", "note_fork", "process_info"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,13 @@ class ProcessInfo:
     command_line: str
     script_path: str | None
     script_filename: str | None
+    # A PID means something only to the kernel that handed it out, and only inside its PID
+    # namespace: a hostname alone does not say which. A container on the host network (or
+    # ``unshare --pid``) has the host's name but PIDs of its own, and a host that rebooted
+    # has the same name and a fresh set of PIDs. The reaper checks a PID only when both of
+    # these match its own (None where unknown: not Linux, or /proc not readable).
+    boot_id: str | None = None
+    pid_namespace: str | None = None
 
 
 def _user() -> str | None:
@@ -58,16 +66,45 @@ def process_start_time(pid: int) -> float | None:
         return None
     try:
         ticks = int(fields[19])
-        with open("/proc/stat", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"btime"):
-                    boot = int(line.split()[1])
-                    break
-            else:
-                return None
+        boot = boot_time()
+        if boot is None:
+            return None
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _boot_id() -> str | None:
+    """This boot of the kernel (Linux): a new random id at every boot, the same in every
+    container of the host (it is not namespaced)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace, e.g. ``pid:[4026531836]`` (Linux). A fork after
+    ``unshare(CLONE_NEWPID)`` lands in another one: hence read again after a fork."""
+    try:
+        return os.readlink("/proc/self/ns/pid") or None
+    except OSError:  # no /proc (not Linux, or not mounted)
+        return None
+
+
+def boot_time() -> float | None:
+    """When this host's kernel booted, in seconds since the epoch (Linux); None where unknown.
+
+    A run last seen before this moment cannot have a process on this boot of the host."""
+    try:
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"btime"):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def process_is_dead(pid: int) -> bool:
@@ -109,6 +146,8 @@ def process_info() -> ProcessInfo:
             command_line=_command_line(),
             script_path=script_path,
             script_filename=script_filename,
+            boot_id=_boot_id(),
+            pid_namespace=_pid_namespace(),
         )
     return _cached
 
@@ -142,3 +181,25 @@ def peak_memory_mb() -> float | None:
     peak = getrusage(RUSAGE_SELF).ru_maxrss
     # Linux reports kilobytes, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+_forked = False
+
+
+def note_fork() -> None:
+    """This process is a forked child (tasker.recorder's at-fork hook calls this)."""
+    global _forked
+    _forked = True
+
+
+def in_worker_process() -> bool:
+    """True in a process another process started to do work for it (a fork, a
+    multiprocessing or billiard child), whose end may come without atexit."""
+    if _forked:
+        return True
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        return True
+    billiard = sys.modules.get("billiard.process")
+    parent = getattr(billiard, "parent_process", None)
+    return parent is not None and parent() is not None

@@ -21,11 +21,10 @@ from types import FrameType
 from typing import Any, TypeVar, overload
 
 from tasker import runs, validate
-from tasker.context import RunState
+from tasker.context import RunState, reporting_state
 from tasker.models import Status
 from tasker.outcome import guarded
 from tasker.recorder import RECORDER
-from tasker.tracking import _reporting_state
 from tasker.writer import Counter
 
 __all__ = ["track"]
@@ -179,14 +178,15 @@ def track(iterable: Any, total: int | None = None, name: str | None = None) -> A
     any run it is a plain pass-through.
     """
     is_async = hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__")
-    state = _reporting_state()
+    state = reporting_state()
     if state is None:
         return aiter(iterable) if is_async else iter(iterable)
     n_total = _total(iterable, total)
     iterator = aiter(iterable) if is_async else iter(iterable)
     current = _open_subtask(state)
     if current is not None:
-        if n_total is not None and current.counter.items_total is None:
+        # A subtask another process opened keeps the size it was given there.
+        if n_total is not None and current.counter.items_total is None and not current.remote:
             current.counter.items_total = n_total
             guarded(
                 "the size of a loop",

@@ -2,10 +2,19 @@
 host) as FAILED, saying the process was lost and when it was last seen.
 
 No daemon: the CLI's status commands and the dashboard call it, and so can anyone
-(``tasker.reap_lost_runs()``). A run of this host is lost at once when its PID no longer
-exists, or now belongs to a process that started at another time (the PID was reused). A run
-of another host is lost when it has not heartbeaten for ``stale_after`` seconds. A run whose
-process is alive is never reaped, however long it runs or blocks.
+(``tasker.reap_lost_runs()``).
+
+A PID means something only to the kernel that handed it out, and only inside its PID
+namespace. So a run's PID is checked only when the run was recorded on this host, in this boot
+of its kernel and in this PID namespace (hostname, ``boot_id`` and ``pid_namespace`` all the
+reaper's own); then the run is lost at once when its PID no longer exists, or now belongs to
+a process that started at another time (the PID was reused). A run of this host's previous
+boot (last seen before this boot began) is lost at once: no process survives a reboot. A run
+of another host, or of this host in another PID namespace (a container on the host network,
+``unshare --pid``), whose PID this process cannot look at, is lost when it has not heartbeaten
+for ``stale_after`` seconds. Runs recorded without a boot id or namespace (before schema
+version 3, or not on Linux) are judged by hostname alone, as before. A run whose process is
+alive is never reaped, however long it runs or blocks.
 """
 
 from __future__ import annotations
@@ -15,13 +24,13 @@ import os
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from tasker.process_info import process_info, process_is_dead, process_start_time
+from tasker.process_info import boot_time, process_info, process_is_dead, process_start_time
 
 if TYPE_CHECKING:
     from tasker.models import RunRecord
     from tasker.store.sql import SqlStore
 
-__all__ = ["LOST", "Verdict", "judge", "reap"]
+__all__ = ["LOST", "Host", "Verdict", "judge", "reap"]
 
 LOST = "ProcessLost"
 # /proc start times are in clock ticks; two readings of one process agree far better than this.
@@ -32,6 +41,21 @@ START_TIME_TOLERANCE = 1.0
 class Verdict:
     lost: bool
     reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """Where the reaper runs: whose PIDs it can check (see the module's docstring)."""
+
+    hostname: str
+    boot_id: str | None = None
+    pid_namespace: str | None = None
+    boot_time: float | None = None  # when this boot began, seconds since the epoch
+
+    @classmethod
+    def here(cls) -> Host:
+        info = process_info()
+        return cls(info.hostname, info.boot_id, info.pid_namespace, boot_time())
 
 
 def _alive_here(pid: int, started: float | None) -> Verdict:
@@ -61,17 +85,49 @@ def _last_seen(run: RunRecord) -> datetime | None:
     return max(times) if times else None
 
 
-def judge(run: RunRecord, now: datetime, stale_after: float, hostname: str) -> Verdict:
-    """Whether ``run`` (an active run) has lost its process, and why."""
-    if run.hostname == hostname:
-        return _alive_here(run.process_id, run.process_start_time)
+def _stale(run: RunRecord, now: datetime, stale_after: float, where: str) -> Verdict:
     seen = _last_seen(run)
     if seen is None:
         return Verdict(False)
     silent = (now - seen).total_seconds()
     if silent > stale_after:
-        return Verdict(True, f"no heartbeat from host {run.hostname} for {silent:.0f} s")
+        return Verdict(True, f"no heartbeat from {where} for {silent:.0f} s")
     return Verdict(False)
+
+
+def judge(run: RunRecord, now: datetime, stale_after: float, host: Host | str) -> Verdict:
+    """Whether ``run`` (an active run) has lost its process, and why. ``host`` is where the
+    reaper runs (a bare hostname: a host of unknown boot and namespace)."""
+    if isinstance(host, str):
+        host = Host(host)
+    if run.hostname != host.hostname:
+        return _stale(run, now, stale_after, f"host {run.hostname}")
+    if run.boot_id is not None and run.boot_id != host.boot_id:
+        # Another boot. Last seen before this boot began, it was this host's earlier boot,
+        # and no process outlives a reboot: lost at once. (A boot id alone cannot tell a
+        # reboot from another machine given the same name, a cloned VM, which is alive.)
+        seen = _last_seen(run)
+        if (
+            host.boot_id is not None
+            and host.boot_time is not None
+            and seen is not None
+            and seen.timestamp() < host.boot_time
+        ):
+            return Verdict(
+                True,
+                f"host {run.hostname} has rebooted since (its boot {run.boot_id} has ended), "
+                "so its process cannot exist",
+            )
+        # Seen during this boot, or a reaper that cannot tell its own boot (not Linux): not
+        # this kernel's PID, but another machine's of the same name. Its heartbeat tells.
+        return _stale(run, now, stale_after, f"host {run.hostname} (boot {run.boot_id})")
+    if run.pid_namespace is not None and run.pid_namespace != host.pid_namespace:
+        # Same kernel, but the PID is another namespace's number (a container sharing the
+        # host's name): looking it up here would find another process, or none.
+        return _stale(
+            run, now, stale_after, f"PID namespace {run.pid_namespace} on host {run.hostname}"
+        )
+    return _alive_here(run.process_id, run.process_start_time)
 
 
 def _when(value: datetime | None) -> str:
@@ -83,10 +139,10 @@ def _when(value: datetime | None) -> str:
 def reap(store: SqlStore, stale_after: float) -> list[str]:
     """End every active run whose process is lost; returns their run ids."""
     now = datetime.now(timezone.utc)
-    hostname = process_info().hostname
+    host = Host.here()
     ended = []
     for run in store.active_runs():
-        verdict = judge(run, now, stale_after, hostname)
+        verdict = judge(run, now, stale_after, host)
         if not verdict.lost:
             continue
         seen = _last_seen(run)

@@ -15,10 +15,12 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tasker import context, ids
 from tasker.config import Config, load_config
 from tasker.console import setup_console
 from tasker.context import RunState
 from tasker.events import Event
+from tasker.process_info import note_fork
 from tasker.writer import Writer
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) load on first use, keeping `import tasker` light
@@ -102,6 +104,7 @@ class Recorder:
         if not self._signals_installed:
             # Whatever is queued must be written if SIGTERM comes (a pool worker, too).
             self.install_signal_handlers()
+            _flush_at_multiprocessing_exit_once()
         self.writer.submit(event)
 
     def synced_store(self) -> SqlStore:
@@ -120,6 +123,15 @@ class Recorder:
             from tasker.signals import install
 
             self._signals_installed = install()
+
+    def release_signal_handlers(self) -> None:
+        """SIGTERM back to its default action (an idle worker process: see
+        tasker.signals.uninstall); the next tracked event installs the handler again."""
+        if self._signals_installed:
+            from tasker.signals import uninstall
+
+            if uninstall():
+                self._signals_installed = False
 
     def _at_exit(self) -> None:
         from tasker.signals import end_live_runs_at_exit
@@ -165,12 +177,25 @@ _inherited_stores: list[SqlStore] = []
 
 
 _mp_hooked = False
+_mp_finalizer_pid = 0
 
 
 def _flush_at_multiprocessing_exit(recorder: Recorder) -> None:
+    global _mp_finalizer_pid
     from multiprocessing import util
 
-    util.Finalize(None, recorder._at_exit, exitpriority=100)
+    if _mp_finalizer_pid != os.getpid():
+        _mp_finalizer_pid = os.getpid()
+        util.Finalize(None, recorder._at_exit, exitpriority=100)
+
+
+def _flush_at_multiprocessing_exit_once() -> None:
+    """In a multiprocessing child (spawn, forkserver, a pool worker), flush at its exit:
+    multiprocessing ends its children with os._exit(), which skips atexit, after running
+    its own finalizers."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        _flush_at_multiprocessing_exit(RECORDER)
 
 
 def _before_fork() -> None:
@@ -191,9 +216,20 @@ def _before_fork() -> None:
         _mp_hooked = True
 
 
+def _after_fork_in_child() -> None:
+    # Every piece of per-process state is reset here, in this order, and nowhere else: fresh
+    # run ids (siblings must not draw the parent's sequence), the run context the child
+    # inherits (the forking thread's run), the process facts (PID), then the writer and the
+    # store (the parent's connections are the parent's).
+    ids.reseed()
+    context.after_fork_in_child()
+    note_fork()
+    RECORDER._after_fork_in_child()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork,
         after_in_parent=RECORDER.writer.resume,
-        after_in_child=RECORDER._after_fork_in_child,
+        after_in_child=_after_fork_in_child,
     )

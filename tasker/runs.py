@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import random
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -22,9 +22,11 @@ from tasker import events as ev
 from tasker.context import RunState
 from tasker.errors import DatabaseError, UnknownRunError, UnknownSubtaskError
 from tasker.gitinfo import git_info
+from tasker.ids import new_run_id
 from tasker.models import NewRun, Status
 from tasker.process_info import (
     active_log_file,
+    in_worker_process,
     peak_memory_mb,
     process_info,
     process_start_time,
@@ -32,23 +34,57 @@ from tasker.process_info import (
 from tasker.recorder import RECORDER
 from tasker.writer import Counter
 
-__all__ = ["Subtask", "await_parent", "end_run", "end_subtask", "start_run", "start_subtask"]
+__all__ = [
+    "Subtask",
+    "await_parent",
+    "end_run",
+    "end_subtask",
+    "make_durable",
+    "remote_subtask",
+    "start_run",
+    "start_subtask",
+]
 
 T = TypeVar("T")
 
 
-# Seeded from os.urandom; the random module reseeds every instance in a forked child, so
-# parent and child never draw the same ids.
-_ids = random.Random()
-_VERSION_4 = (0x4 << 76) | (0x2 << 62)
-_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+# Runs that end in a worker process are made durable before the call returns, within this
+# bound: pool workers, Celery's prefork children and Ray workers may end with os._exit(),
+# which runs no atexit handler.
+WORKER_FLUSH_TIMEOUT = 10.0
 
 
-def new_run_id() -> str:
-    """A random version 4 UUID as text, like str(uuid.uuid4()) without a system call per id
-    (one is made on every run start)."""
-    h = f"{(_ids.getrandbits(128) & _KEEP) | _VERSION_4:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def make_durable() -> None:
+    """Write what this process tracked so far, within WORKER_FLUSH_TIMEOUT; never raises.
+
+    In a worker process with nothing tracked left live, SIGTERM then goes back to its default
+    action until the next call tracks something (see tasker.signals.uninstall)."""
+    try:
+        writer = RECORDER.writer
+        if writer.pending and threading.current_thread().name != "tasker-writer":
+            writer.flush(WORKER_FLUSH_TIMEOUT)
+        if (
+            not any(s.is_local and not s.ended for s in list(RECORDER.live_runs))
+            and not context.handed_over_work()
+            and in_worker_process()
+        ):
+            RECORDER.release_signal_handlers()
+    except Exception:  # tracking never breaks the work it tracks
+        pass
+
+
+HANDOFF_FLUSH_TIMEOUT = 5.0
+
+
+def write_queued_starts() -> None:
+    """Before work is handed to another process: write what is queued (run and subtask
+    starts), within HANDOFF_FLUSH_TIMEOUT; never raises."""
+    try:
+        writer = RECORDER.writer
+        if writer.queued and threading.current_thread().name != "tasker-writer":
+            writer.flush(HANDOFF_FLUSH_TIMEOUT)
+    except Exception:  # tracking never breaks the work it tracks
+        pass
 
 
 def now() -> datetime:
@@ -115,12 +151,15 @@ def start_run(
     script_path: str | None = None,
     quiet: bool | None = None,
     on_behalf_of: int | None = None,
+    run_id: str | None = None,
 ) -> RunState:
     """Record a new run of ``stage`` / ``task`` and make it current.
 
     ``on_behalf_of``: the run belongs to that process (a shell script calling ``tasker
     start``), not to this one: it is recorded with that PID, for the reaper, and this process
-    neither makes it current nor ends it at exit."""
+    neither makes it current nor ends it at exit. ``run_id``: the new run's id, when the
+    caller must know it beforehand (an engine integration that may have to end the run from
+    another process); by default a fresh random one."""
     config = RECORDER.config
     info = process_info()
     script_dir, script_file = info.script_path, info.script_filename
@@ -132,7 +171,8 @@ def start_run(
         log_path, log_filename = active_log_file()
     if parent_run_id is None:
         parent_run_id = context.current_run_id()
-    run_id = new_run_id()
+    if run_id is None:
+        run_id = new_run_id()
     new = NewRun(
         run_id=run_id,
         stage=stage,
@@ -161,6 +201,9 @@ def start_run(
         environment=config.environment,
         total_subtasks=total_subtasks,
         overall_progress_message=message,
+        # This process's, also for on_behalf_of: the shell runs on this host and namespace.
+        boot_id=info.boot_id,
+        pid_namespace=info.pid_namespace,
     )
     write(ev.START_RUN, run_id, (new,), sync=sync)
     state = RunState(
@@ -229,6 +272,15 @@ def end_run(
         RECORDER.live_runs.discard(state)
     if not _quiet(quiet):
         console.task_update(run_id, status.value, line)
+    parent = state.parent
+    # The outermost run of this process ended. In a worker, or under a run handed over from
+    # elsewhere, the process may be ended without warning once the call returns.
+    if (
+        not sync
+        and (parent is None or not parent.is_local)
+        and ((parent is not None and parent.handed_over) or in_worker_process())
+    ):
+        make_durable()
 
 
 @dataclasses.dataclass(eq=False)
@@ -241,10 +293,18 @@ class Subtask:
     counter: Counter
     ended: bool = False
     status: Status = Status.STARTED
+    # Opened by another process (handed over with the work): counted into, never ended here.
+    remote: bool = False
 
     @property
     def run_id(self) -> str:
         return self.state.run_id
+
+
+def remote_subtask(state: RunState, number: int) -> Subtask:
+    """The handle of subtask ``number``, open in another process's run ``state``: loops and
+    increments here count into it."""
+    return Subtask(state, number, None, Counter(state.run_id, number), remote=True)
 
 
 def start_subtask(

@@ -45,7 +45,7 @@ from tasker.models import STATUS_VALUES, RunRecord, TaskStatusRecord
 __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
 
 # Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DIALECT_NAMES = ("postgresql", "sqlite", "mysql")
 ACTIVE_STATUS_VALUES = ("STARTED", "RUNNING")
 
@@ -272,6 +272,11 @@ def build_tables(schema: str | None = None, dialect: str | None = None) -> Table
         Column("error_type", String(255)),
         Column("error_message", _long_text()),
         Column("error_detail", _long_text()),
+        # Version 3, last so that an upgraded table has its columns in the same order as a
+        # new one. The kernel boot and PID namespace the PID belongs to: see
+        # tasker.process_info.ProcessInfo.
+        Column("boot_id", String(64)),
+        Column("pid_namespace", String(64)),
         _status_check("task_runs"),
         # A task's runs by time: its history, and finding its latest run again.
         Index("ix_task_runs_task_start", "task_id", "start_time", "run_id"),

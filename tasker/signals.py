@@ -26,7 +26,13 @@ from typing import Any
 
 from tasker.models import Status
 
-__all__ = ["end_live_runs_at_exit", "install", "started_without_signals", "terminating"]
+__all__ = [
+    "end_live_runs_at_exit",
+    "install",
+    "started_without_signals",
+    "terminating",
+    "uninstall",
+]
 
 # Signals a program handles. The kernel may deliver a process's signal to any thread that does
 # not block it; Python runs handlers only in the main thread, and a main thread blocked in a
@@ -83,6 +89,28 @@ def install() -> bool:
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # pragma: no cover - not the main interpreter
+        return False
+    return True
+
+
+def uninstall() -> bool:
+    """Give SIGTERM back to what the program had (main thread only); True when done.
+
+    Worker processes call this when they go idle between calls (tasker.runs.idle_worker): a
+    Python-level handler can be missed there. The kernel runs the C-level handler, but
+    Python runs the handler itself only when the main thread next executes bytecode or is
+    interrupted in a blocking call; a SIGTERM that lands just before the main thread blocks
+    in a lock (a pool worker waiting for its next task, the moment Pool.terminate() holds
+    the task queue's lock) then leaves it blocked forever. With the default action restored,
+    an idle worker ends at once, as it would without tasker.
+    """
+    global _previous
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, _previous if _previous is not None else signal.SIG_DFL)
+    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
         return False
     return True
 

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 import wrapt
 
 from tasker import context, runs, validate
+from tasker.carry import Carried, Sendable, checked_run_id, reduce_function, sent_handoff
 from tasker.context import RunState
 from tasker.models import Status
 from tasker.outcome import Outcome, Skipped, guarded, outcome
@@ -146,23 +147,11 @@ class SubtaskHandle:
 
 
 def current_run() -> Run | None:
-    """The current run's handle: this thread's or task's run, else the run a parent process
-    handed down; None outside any run."""
-    state = context.current_state()
-    if state is None:
-        inherited = context.inherited_run_id()
-        if inherited is None:
-            return None
-        state = context.attached_state(inherited)
-    return Run(state)
-
-
-def _reporting_state() -> RunState | None:
-    state = context.current_state()
-    if state is not None:
-        return None if state.ended else state
-    inherited = context.inherited_run_id()
-    return context.attached_state(inherited) if inherited is not None else None
+    """The current run's handle: this thread's or task's run, else the innermost run live in
+    this process (a worker thread inside a run), else the run a parent process handed down;
+    None outside any run."""
+    state = context.current_state() or context.reporting_state()
+    return None if state is None else Run(state)
 
 
 def skip(reason: str | None = None) -> None:
@@ -199,6 +188,46 @@ def _correct_early_closed(state: RunState, exc: BaseException | None, result: Ou
             runs.correct_subtask(sub, result.status, error=result.line)
 
 
+# ---------------------------------------------------------------------------- functions
+
+
+class BoundTrackedFunction(Sendable, wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
+    """A tracked method bound to its instance; pickles as that instance's method."""
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        instance = self._self_instance
+        if instance is None:
+            return self._self_parent.__reduce_ex__(protocol)  # type: ignore[no-any-return]
+        return _bound_method, (instance, self.__wrapped__.__name__, sent_handoff())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__reduce_ex__(2)
+
+
+def _bound_method(instance: Any, name: str, handoff: Any) -> Any:
+    method = getattr(instance, name)
+    return method if handoff is None else Carried(method, handoff, implicit=True)
+
+
+class TrackedFunction(Sendable, wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A function decorated with ``@task`` or ``@subtask``: it keeps the wrapped function's
+    name, docstring, signature and binding (wrapt), and pickles by reference, carrying the
+    run current when it is pickled (see :mod:`tasker.carry`)."""
+
+    __slots__ = ("_self_decorate",)
+    __bound_function_wrapper__ = BoundTrackedFunction
+
+    def __init__(self, wrapped: Any, wrapper: Any, decorate: Callable[[Any], Any]) -> None:
+        super().__init__(wrapped, wrapper)
+        self._self_decorate = decorate
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return reduce_function(self, self._self_decorate)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__reduce_ex__(2)
+
+
 # ---------------------------------------------------------------------------- task()
 
 
@@ -206,6 +235,7 @@ def _wrap_call(
     func: F,
     begin: Callable[[], Any],
     finish: Callable[[Any, BaseException | None], bool],
+    decorate: Callable[[Any], Any],
 ) -> F:
     """Wrap a function or coroutine function so each call runs between ``begin()`` and
     ``finish(token, exception)``; ``finish`` returning True swallows the exception (a skip)
@@ -223,7 +253,7 @@ def _wrap_call(
             finish(token, None)
             return result
 
-        return wrapt.FunctionWrapper(func, async_wrapper)  # type: ignore[return-value]
+        return TrackedFunction(func, async_wrapper, decorate)  # type: ignore[return-value]
 
     def sync_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         token = begin()
@@ -236,7 +266,7 @@ def _wrap_call(
         finish(token, None)
         return result
 
-    return wrapt.FunctionWrapper(func, sync_wrapper)  # type: ignore[return-value]
+    return TrackedFunction(func, sync_wrapper, decorate)  # type: ignore[return-value]
 
 
 H = TypeVar("H")
@@ -292,8 +322,10 @@ class TaskScope(_Scope[Run]):
         version: str | None,
         task_type: str | None,
         message: str | None,
+        parent_run_id: str | None = None,
     ) -> None:
         self.stage = None if stage is None else validate.name(stage, "stage", 100)
+        self.parent_run_id = None if parent_run_id is None else checked_run_id(parent_run_id)
         self.name = None if name is None else validate.name(name, "name", 255)
         self.total_subtasks = validate.count(total_subtasks, "total_subtasks")
         self.version = validate.optional_text(version, "version", 100)
@@ -316,6 +348,7 @@ class TaskScope(_Scope[Run]):
                 version=self.version,
                 task_type=self.task_type,
                 script_path=script_path,
+                parent_run_id=self.parent_run_id,
             )
             state.scopes += 1
             return state
@@ -362,16 +395,16 @@ class TaskScope(_Scope[Run]):
             def agen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 return _drive_async_generator(scope, name, script, wrapped(*args, **kwargs))
 
-            return wrapt.FunctionWrapper(func, agen_wrapper)  # type: ignore[return-value]
+            return TrackedFunction(func, agen_wrapper, self)  # type: ignore[return-value]
 
         if inspect.isgeneratorfunction(func):
 
             def gen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 return _drive_generator(scope, name, script, wrapped(*args, **kwargs))
 
-            return wrapt.FunctionWrapper(func, gen_wrapper)  # type: ignore[return-value]
+            return TrackedFunction(func, gen_wrapper, self)  # type: ignore[return-value]
 
-        return _wrap_call(func, lambda: scope._begin(name, script), scope._finish)
+        return _wrap_call(func, lambda: scope._begin(name, script), scope._finish, self)  # type: ignore[no-any-return]
 
 
 def _drive_generator(
@@ -484,6 +517,7 @@ def task(
     version: str | None = None,
     task_type: str | None = None,
     message: str | None = None,
+    parent_run_id: str | None = None,
 ) -> TaskScope: ...
 
 
@@ -495,13 +529,15 @@ def task(
     version: str | None = None,
     task_type: str | None = None,
     message: str | None = None,
+    parent_run_id: str | None = None,
 ) -> Any:
     """Track a function call or a block as one run of a task.
 
     ``@task`` (name from the function's qualified name, stage from the configuration's
     ``default_stage``), ``@task(stage=..., name=...)``, or ``with task("STAGE", "name") as run``
     (also ``async with``). Works on functions, methods, coroutines, generators and async
-    generators; a generator's run spans its whole iteration.
+    generators; a generator's run spans its whole iteration. ``parent_run_id`` nests the
+    runs under a run whose id the caller has (else under the current run, if any).
     """
     if callable(stage) and not isinstance(stage, str):
         return TaskScope(
@@ -519,6 +555,7 @@ def task(
         version=version,
         task_type=task_type,
         message=message,
+        parent_run_id=parent_run_id,
     )
 
 
@@ -534,7 +571,7 @@ class SubtaskScope(_Scope[SubtaskHandle]):
         super().__init__()
 
     def _begin(self) -> runs.Subtask | None:
-        state = _reporting_state()
+        state = context.reporting_state()
         if state is None:
             return None
         sub: runs.Subtask | None = guarded(
@@ -574,7 +611,7 @@ class SubtaskScope(_Scope[SubtaskHandle]):
         return sub, SubtaskHandle(sub)
 
     def __call__(self, func: F) -> F:
-        return _wrap_call(func, self._begin, self._finish)
+        return _wrap_call(func, self._begin, self._finish, self)  # type: ignore[no-any-return]
 
 
 def subtask(name: str, items_total: int | None = None) -> SubtaskScope:

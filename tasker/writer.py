@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasker import console
 from tasker import events as ev
+from tasker.errors import UnknownRunError, UnknownSubtaskError
 from tasker.events import END_RUN, END_SUBTASK, INCREMENT_SUBTASK, START_RUN, Event
 from tasker.process_info import active_log_file
 
@@ -49,6 +50,9 @@ log = logging.getLogger("tasker")
 MAX_BACKOFF = 30.0
 # How long the last writes retry a busy database when the process is ending.
 CLOSING_RETRY_SECONDS = 2.0
+# How long an event about a run or subtask that is not in the database yet waits for it (its
+# owner's writer may not have written it yet) before it is reported and dropped.
+PARK_SECONDS = 30.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -109,6 +113,11 @@ class Writer:
         self._cycle = 0  # write cycles started
         self._completed = 0  # write cycles finished
         self._in_flight = 0  # events (and counted items) taken and not yet settled
+        # Events about a run or subtask not in the database yet: another process's run whose
+        # writer has not written it (a worker is quicker than its parent's flush). Retried
+        # every cycle until their deadline. (event, deadline on the monotonic clock)
+        self._parked: list[tuple[Event, float]] = []
+        self._deadlines: dict[int, float] = {}  # of the parked events in the current write
         # Held while writing; a fork waits for it, so no child inherits a half-done write.
         self._io_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -152,9 +161,15 @@ class Writer:
         """True while something tracked is neither in the database nor in the journal."""
         return (
             bool(self._queue)
+            or bool(self._parked)
             or self._in_flight > 0
             or any(c.count != c.written for c in list(self._counters))
         )
+
+    @property
+    def queued(self) -> bool:
+        """True while events (not counts) wait for the writer."""
+        return bool(self._queue)
 
     @property
     def failing(self) -> bool:
@@ -207,6 +222,7 @@ class Writer:
         """Drop every queued event and counter (after a reset: they belong elsewhere)."""
         self._queue.clear()
         self._counters.clear()
+        self._parked.clear()
         self._in_flight = 0
         self._failures = 0
         self._closing = False
@@ -307,6 +323,10 @@ class Writer:
         # was queued, so that event is in this drain or an earlier one.
         moved = [(c, c.take()) for c in list(self._counters) if c.count != c.written]
         events = self._drain()
+        if self._parked:
+            parked, self._parked = self._parked, []
+            self._deadlines = {id(e): d for e, d in parked}
+            events = [e for e, _ in parked] + events
         queue = self._queue
         pending = _with_counts(events, moved)
         self._in_flight = len(pending)
@@ -354,6 +374,7 @@ class Writer:
                 return exc
             self._one_by_one(store, batch, heartbeat)
         else:
+            self._deadlines = {}
             self._delivered(len(pending), time.perf_counter() - started)
         if heartbeat is not None:
             self._last_heartbeat = time.monotonic()
@@ -366,11 +387,20 @@ class Writer:
         heartbeat: tuple[list[str], datetime] | None,
     ) -> None:
         """A batch failed for what it held: write what can be written, report the rest."""
+        deadlines = self._deadlines
+        now = time.monotonic()
         for event in events:
             try:
                 ev.apply(store, event)
+            except (UnknownRunError, UnknownSubtaskError) as exc:
+                deadline = deadlines.get(id(event), now + PARK_SECONDS)
+                if event[0] != START_RUN and now < deadline and not self._closing:
+                    self._parked.append((event, deadline))
+                else:
+                    self._report(ev.describe(event), exc)
             except Exception as exc:
                 self._report(ev.describe(event), exc)
+        self._deadlines = {}
         if heartbeat is not None:
             try:
                 store.heartbeat(*heartbeat)
@@ -432,6 +462,9 @@ class Writer:
         from tasker.journal import JournalFile
 
         events = self._drain()
+        if self._parked:
+            events = [e for e, _ in self._parked] + events
+            self._parked = []
         queue = self._queue
         if with_counters:
             events = _with_counts(events, [(c, c.take()) for c in list(self._counters)])

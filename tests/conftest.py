@@ -43,6 +43,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     yield
     context._current.reset(token)
     RECORDER.live_runs.clear()  # runs a test left open are not this process's to end at exit
+    context.forget_all()
     RECORDER.reset()
 
 

@@ -209,15 +209,25 @@ def test_run_id_from_the_environment(db: Backend, child_env: dict[str, str]) -> 
     assert tasker.get_run(run_id).status == "COMPLETED"
 
 
-def test_a_thread_without_a_run_does_not_report_into_another_threads_run(db: Backend) -> None:
+def test_a_thread_without_a_run_of_its_own_reports_into_the_run_it_works_for(db: Backend) -> None:
     import threading
 
-    tasker.task_start("S", "T")
+    run_id = tasker.task_start("S", "T")
+    tasker.subtask_start("shared", items_total=4)
     seen: list[object] = []
-    thread = threading.Thread(target=lambda: seen.append(tasker.context.current_run_id()))
-    thread.start()
-    thread.join()
-    assert seen == [None]
+
+    def work() -> None:
+        seen.append(tasker.context.current_run_id())
+        tasker.subtask_increment(2)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [run_id, run_id]
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert (sub.subtask_number, sub.items_complete) == (1, 4)
 
 
 def test_restarting_a_subtask_number_resets_it(db: Backend) -> None:

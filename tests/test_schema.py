@@ -177,20 +177,90 @@ def test_latest_run_is_the_one_started_last(db: Backend) -> None:
     assert tasker.get_task_status()[0].run_id == late
 
 
-def test_a_version_1_database_is_upgraded_to_version_2(db: Backend) -> None:
+# What each version added to task_runs (and so to the active_tasks view), newest last.
+_ADDED_RUN_COLUMNS = {2: ("process_start_time",), 3: ("boot_id", "pid_namespace")}
+
+
+def _make_older(db: Backend, version: int) -> None:
+    """Turn the fresh schema into what ``version`` created: later columns dropped, the views
+    as that version defined them, ``journal_replays`` gone before version 2."""
+    from tasker.schema import VIEWS, dialect_for
+
+    store = RECORDER.raw_store
+    t, dialect = store.t, store.dialect
+    later = [c for v, cols in _ADDED_RUN_COLUMNS.items() if v > version for c in cols]
+    # process_start_time is a column of version 1 too, only not shown in its view.
+    dropped = [c for c in later if c != "process_start_time"]
+    with store.engine.begin() as conn:
+
+        def run(sql: str) -> None:
+            conn.exec_driver_sql(sql if dialect == "sqlite" else sql.replace("%", "%%"))
+
+        for name in VIEWS:
+            run(f"DROP VIEW IF EXISTS {t.qualified(name)}")
+        for column in dropped:
+            run(f"ALTER TABLE {t.qualified('task_runs')} DROP COLUMN {column}")
+        for name, build in VIEWS.items():
+            sel = build(t)
+            sel = sel.with_only_columns(*[c for c in sel.selected_columns if c.name not in later])
+            body = sel.compile(dialect=dialect_for(dialect), compile_kwargs={"literal_binds": True})
+            run(f"CREATE VIEW {t.qualified(name)} AS {body}")
+        if version < 2:
+            run(f"DROP TABLE {t.qualified('journal_replays')}")
+        run(f"UPDATE {t.qualified('schema_info')} SET value = '{version}'")
+
+
+def test_a_version_1_database_is_upgraded_in_place(db: Backend) -> None:
     run_id = tasker.task_start("S", "T")
-    with RECORDER.raw_store.engine.begin() as conn:
-        conn.execute(text(f"DROP TABLE {db.table('journal_replays')}"))
-        conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '1'"))
+    _make_older(db, 1)
     db.configure()
     assert tasker.get_run(run_id).status == "STARTED"  # first use upgrades, data kept
-    assert RECORDER.raw_store.schema_version() == 2
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION
     from tasker.store.sql import SqlStore
 
     store: SqlStore = RECORDER.store
     assert store.replay_journal("00000000-0000-4000-8000-000000000001", "h", 1, []) == (0, 0)
     (active,) = tasker.get_active_tasks()
     assert active.process_start_time is not None
+    assert db.scalar(f"SELECT COUNT(process_start_time) FROM {db.table('active_tasks')}") == 1
+
+
+def test_a_version_2_database_is_upgraded_to_version_3(db: Backend) -> None:
+    from tasker.process_info import process_info
+
+    old = tasker.task_start("S", "old")
+    tasker.task_complete("done")
+    running = tasker.task_start("S", "running")
+    _make_older(db, 2)
+    db.configure()
+    # First use adds boot_id and pid_namespace in place; every row and its data are kept,
+    # the older ones without a boot id (the reaper judges those by hostname, as before).
+    kept = tasker.get_run(old)
+    assert (kept.status, kept.overall_progress_message) == ("COMPLETED", "done")
+    assert (kept.boot_id, kept.pid_namespace) == (None, None)
+    assert tasker.get_run(running).status == "STARTED"
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION == 3
+    assert db.scalar(f"SELECT COUNT(*) FROM {db.table('task_runs')}") == 2
+    new = tasker.task_start("S", "new")
+    info = process_info()
+    recorded = tasker.get_run(new)
+    assert (recorded.boot_id, recorded.pid_namespace) == (info.boot_id, info.pid_namespace)
+    # The view was recreated with the new columns.
+    assert db.scalar(f"SELECT COUNT(boot_id) FROM {db.table('active_tasks')}") == 1
+    assert tasker.create_schema() is False
+
+
+def test_the_version_3_step_is_safe_to_run_again(db: Backend) -> None:
+    # MySQL commits DDL as it goes: an interrupted upgrade runs its step again on a table
+    # that may already have the columns.
+    tasker.create_schema()
+    store = RECORDER.raw_store
+    with store.engine.begin() as conn:
+        migrations.UPGRADES[2](conn, store.dialect, store.t)
+        migrations.UPGRADES[2](conn, store.dialect, store.t)
+        migrations.refresh_views(conn, store.dialect, store.t)
+    run_id = tasker.task_start("S", "T")
+    assert tasker.get_run(run_id).boot_id is not None
 
 
 def test_a_schema_created_by_another_process_between_two_looks_is_read(

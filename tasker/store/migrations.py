@@ -2,34 +2,69 @@
 
 ``UPGRADES[n]`` takes a schema from version ``n`` to ``n + 1``. ``SqlStore.create_schema()``
 (``tasker init``) applies every step from the stored version to ``tasker.schema.SCHEMA_VERSION``
-under the same database-wide lock as creation, and records the new version. Add a step here
-whenever ``SCHEMA_VERSION`` is bumped.
+under the same database-wide lock as creation, records the new version after each step, and
+then recreates the views (:func:`refresh_views`). Add a step here whenever ``SCHEMA_VERSION``
+is bumped.
+
+Every step must be safe to run again on a schema it already changed: MySQL commits DDL as it
+goes, so a step interrupted there is run again, from the start, by the next upgrade; and a
+step may find its change already made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect
 from sqlalchemy.schema import CreateTable
 
 from tasker.schema import Tables, dialect_for, pg_touch_function, view_statements
 
-__all__ = ["UPGRADES", "Upgrade"]
+__all__ = ["UPGRADES", "Upgrade", "refresh_views"]
 
 # (connection, dialect name, tables of the target version) → None
 Upgrade = Callable[[Connection, str, Tables], None]
 
 
+def _exec(conn: Connection, dialect: str, stmt: str) -> None:
+    conn.exec_driver_sql(stmt.replace("%", "%%") if dialect != "sqlite" else stmt)
+
+
+def refresh_views(conn: Connection, dialect: str, t: Tables) -> None:
+    """Recreate the views from the target version's tables, once every step has run.
+
+    Not in the steps themselves: ``t`` describes the target version, so a view built from it
+    in an early step could name a column that only a later step adds (a version-1 database
+    has no ``boot_id`` when version 2's step runs). The views only ever gain columns at
+    their end, as PostgreSQL's ``CREATE OR REPLACE VIEW`` requires."""
+    for stmt in view_statements(dialect, t):
+        _exec(conn, dialect, stmt)
+
+
 def _to_2(conn: Connection, dialect: str, t: Tables) -> None:
     """Version 2: the journal_replays table (idempotent journal replay); active_tasks shows
-    process_start_time; on PostgreSQL a heartbeat alone no longer moves a run's last_update."""
+    process_start_time (see refresh_views); on PostgreSQL a heartbeat alone no longer moves a
+    run's last_update."""
     create = CreateTable(t.journal_replays, if_not_exists=True)
     conn.exec_driver_sql(str(create.compile(dialect=dialect_for(dialect))))
-    for stmt in view_statements(dialect, t):
-        conn.exec_driver_sql(stmt.replace("%", "%%") if dialect != "sqlite" else stmt)
     if dialect == "postgresql":
-        conn.exec_driver_sql(pg_touch_function(t).replace("%", "%%"))
+        _exec(conn, dialect, pg_touch_function(t))
 
 
-UPGRADES: dict[int, Upgrade] = {1: _to_2}
+def _to_3(conn: Connection, dialect: str, t: Tables) -> None:
+    """Version 3: task_runs.boot_id and task_runs.pid_namespace, which tell the reaper
+    whether a run's PID belongs to its own kernel boot and PID namespace (a hostname alone
+    does not); active_tasks shows them (see refresh_views). Older rows keep NULL there and
+    are judged by hostname, as before."""
+    runs = t.task_runs
+    have = {c["name"] for c in inspect(conn).get_columns(runs.name, schema=runs.schema)}
+    compiler = dialect_for(dialect)
+    for name in ("boot_id", "pid_namespace"):
+        if name in have:  # a fresh schema, or a step run before (MySQL DDL is not undone)
+            continue
+        column = runs.c[name]
+        kind = column.type.compile(dialect=compiler)
+        _exec(conn, dialect, f"ALTER TABLE {t.qualified(runs.name)} ADD COLUMN {name} {kind}")
+
+
+UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3}

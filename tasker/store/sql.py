@@ -21,6 +21,7 @@ from sqlalchemy import (
     cast,
     func,
     literal_column,
+    null,
     or_,
     select,
     text,
@@ -71,6 +72,11 @@ _TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "CANCELLED")
 _RETRY_SECONDS = 60.0
 # A lock id every tasker process agrees on, for serialising schema creation.
 _PG_LOCK_KEY = 0x7A5C3E1
+# The error_type the reaper ends a lost run with (tasker.reaper.LOST: the store, a layer
+# below the reaper, cannot import it), and what mark_lost writes on the run's open subtasks.
+_LOST_TYPE = "ProcessLost"
+_LOST_SUBTASK = "ended FAILED with its run (process lost)"
+_RUN_ERRORS = ("error_message", "error_detail", "error_type")  # error_type last: see _x_unlost
 
 
 def _ordered(col: Any) -> Any:
@@ -113,6 +119,28 @@ class SqlStore:
         )
         last = self.t.tasks.c.last_start_time
         self._x_not_later = or_(last.is_(None), last <= bindparam("x_start", type_=last.type))
+        # A run the reaper ended, and the subtasks it ended with it. The reaper can be wrong
+        # (a process stopped for long, a heartbeat lost): when the run's own end, or a status
+        # update, arrives after all, the process was alive and what it says wins. Each field
+        # the arriving write does not set is cleared where the reaper set it, else kept; they
+        # read error_type and status, so they come before both in a SET (MySQL evaluates it
+        # left to right).
+        reaped = and_(
+            runs.c.status == literal_column("'FAILED'"),
+            runs.c.error_type == literal_column(f"'{_LOST_TYPE}'"),
+        )
+        self._x_unlost = {
+            name: case((reaped, null()), else_=runs.c[name]) for name in (*_RUN_ERRORS, "end_time")
+        }
+        sub_reaped = and_(
+            sp.c.status == literal_column("'FAILED'"),
+            sp.c.error_message == literal_column(f"'{_LOST_SUBTASK}'"),
+        )
+        self._x_sub_open_or_reaped = or_(self._x_sub_open, sub_reaped)
+        self._x_sub_unlost = case(
+            (sp.c.error_message == literal_column(f"'{_LOST_SUBTASK}'"), null()),
+            else_=sp.c.error_message,
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -425,7 +453,7 @@ class SqlStore:
         return int(value) if value is not None else None
 
     def _upgrade(self, conn: Connection, version: int) -> None:
-        from tasker.store.migrations import UPGRADES
+        from tasker.store.migrations import UPGRADES, refresh_views
 
         for step in range(version, SCHEMA_VERSION):
             if step not in UPGRADES:
@@ -435,11 +463,19 @@ class SqlStore:
                     f"introduced version {step + 1} first"
                 )
             UPGRADES[step](conn, self.dialect, self.t)
-            conn.execute(
-                update(self.t.schema_info)
-                .where(self.t.schema_info.c.key == "schema_version")
-                .values(value=str(step + 1))
-            )
+            if step + 1 < SCHEMA_VERSION:
+                self._record_version(conn, step + 1)
+        # The views last, from the final tables; the final version only after them, so that
+        # an upgrade interrupted before them (MySQL commits DDL as it goes) is run again.
+        refresh_views(conn, self.dialect, self.t)
+        self._record_version(conn, SCHEMA_VERSION)
+
+    def _record_version(self, conn: Connection, version: int) -> None:
+        conn.execute(
+            update(self.t.schema_info)
+            .where(self.t.schema_info.c.key == "schema_version")
+            .values(value=str(version))
+        )
 
     @staticmethod
     def _check_version(version: int) -> None:
@@ -602,6 +638,8 @@ class SqlStore:
         "process_id",
         "parent_pid",
         "process_start_time",
+        "boot_id",
+        "pid_namespace",
         "user_name",
         "python_version",
         "command_line",
@@ -741,11 +779,20 @@ class SqlStore:
         runs = self.t.task_runs
 
         def apply(conn: Connection) -> None:
-            sets = [("last_update", now), *values.items()]
+            sets: list[tuple[str, Any]] = []
+            if "status" in values:
+                # A new status from the run's process: it lives, whatever the reaper said.
+                sets += self._unlost(values, ("end_time", *_RUN_ERRORS))
+            sets += [("last_update", now), *values.items()]
             if self._update(conn, runs, [("run_id", run_id)], sets) == 0:
                 raise self._missing_run(conn, run_id)
 
         self._run("updating a run", apply)
+
+    def _unlost(self, given: dict[str, Any], names: Sequence[str]) -> list[tuple[str, Any]]:
+        """SET entries clearing what the reaper wrote in ``names`` (kept on a run it did not
+        end), for the fields that ``given`` does not set itself."""
+        return [(name, self._x_unlost[name]) for name in names if name not in given]
 
     def end_run(
         self,
@@ -764,6 +811,9 @@ class SqlStore:
             if status is Status.COMPLETED:
                 final.setdefault("overall_percent_complete", 100.0)
             sets = [
+                # A run the reaper ended that ends now after all: the real end wins, with
+                # none of the reaper's error left (never COMPLETED with ProcessLost).
+                *self._unlost(final, _RUN_ERRORS),
                 ("status", status.value),
                 ("last_update", now),
                 ("heartbeat", now),
@@ -778,9 +828,12 @@ class SqlStore:
             ]
             if status is Status.COMPLETED:
                 sub_values.append(("percent_complete", 100.0))
-            elif subtask_message is not None:
+            if status is not Status.COMPLETED and subtask_message is not None:
                 sub_values.append(("error_message", subtask_message))
-            self._update(conn, sp, [("run_id", run_id), self._x_sub_open], sub_values)
+            else:
+                sub_values.append(("error_message", self._x_sub_unlost))
+            # Open subtasks end with the run, and so do those the reaper ended with it.
+            self._update(conn, sp, [("run_id", run_id), self._x_sub_open_or_reaped], sub_values)
 
         self._run("recording the end of a run", apply)
 
@@ -853,7 +906,7 @@ class SqlStore:
                     ("status", Status.FAILED.value),
                     ("end_time", values.get("end_time", now)),
                     ("last_update", now),
-                    ("error_message", "ended FAILED with its run (process lost)"),
+                    ("error_message", _LOST_SUBTASK),
                 ],
             )
             return True
@@ -976,6 +1029,9 @@ class SqlStore:
             fields: dict[str, Any] = {"last_update": now, **values}
             if "status" not in fields:
                 fields["status"] = self._x_sub_running
+            elif "error_message" not in fields:
+                # Ended by its process after the reaper ended it with its run: not lost.
+                fields["error_message"] = self._x_sub_unlost
             params: dict[str, Any] = {}
             if items_complete is not None:
                 if "percent_complete" not in fields:
