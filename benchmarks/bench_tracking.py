@@ -98,6 +98,15 @@ def task_calls(calls: int) -> None:
     print(f"(b) {calls:,} calls of a trivial @task function")
     print(f"    caller-side cost   {(caller - plain) / calls * 1e6:7.1f} us/call")
     print(f"    durable runs/s     {calls / durable:9,.0f}  ({durable:.2f} s until all written)")
+    from tasker.testing import disabled
+
+    with disabled():
+        trivial(0)  # loads the configuration that turns tracking off
+        t0 = time.perf_counter()
+        for i in range(calls):
+            trivial(i)
+        off = time.perf_counter() - t0
+    print(f"    tracking off       {(off - plain) / calls * 1e6:7.2f} us/call  (TASKER_ENABLED=0)")
 
 
 def memory(items: int) -> None:

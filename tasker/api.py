@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import traceback
 import uuid
+import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from tasker import console, context, runs, validate
 from tasker import events as ev
 from tasker.config import Config
-from tasker.errors import UnknownRunError, ValidationError
+from tasker.errors import RunEndedError, TaskerWarning, UnknownRunError, ValidationError
 from tasker.models import ReplayResult, RunRecord, Status, parse_status
 from tasker.process_info import process_info
 from tasker.recorder import RECORDER
@@ -88,7 +89,9 @@ def configure(config_file: str | os.PathLike[str] | None = None, **settings: Any
     replaces the settings of the previous one. Keys: ``url``, ``driver``, ``host``, ``port``,
     ``dbname``, ``user``, ``password``, ``schema``, ``path`` (SQLite), ``heartbeat_interval``,
     ``stale_after``, ``flush_interval``, ``console`` (auto/true/false), ``quiet``, ``strict``,
-    ``environment``, ``version``, ``default_stage``.
+    ``enabled``, ``environment``, ``version``, ``default_stage``, ``journal_dir``,
+    ``max_queued``, ``connect_timeout``, ``statement_timeout``, ``lock_timeout``,
+    ``exit_timeout``, ``log_roots``, ``allowed_hosts``.
     """
     return RECORDER.configure(settings, None if config_file is None else os.fspath(config_file))
 
@@ -278,33 +281,62 @@ def task_update(
         values["error_detail"] = detail
     rid = resolve_run_id(run_id)
     if st.is_terminal:
-        _end_run(rid, st, values, msg or err, quiet)
+        end_run_by_id(rid, st, values, msg or err, quiet)
         return
     runs.write(ev.UPDATE_RUN, rid, ({"status": st.value, **values}, _now()), sync=True)
     if not _quiet(quiet):
         console.task_update(rid, st.value, msg)
 
 
-def _end_run(
-    run_id: str, status: Status, values: dict[str, Any], line: str | None, quiet: bool | None
+def end_run_by_id(
+    run_id: str,
+    status: Status,
+    values: dict[str, Any],
+    line: str | None,
+    quiet: bool | None,
+    *,
+    refuse_ended: bool = False,
 ) -> None:
+    """End ``run_id``. A run that has ended already stays as it ended: the second ending is
+    refused with a TaskerWarning (RunEndedError under ``strict``, or with
+    ``refuse_ended``: the command line, whose exit status must say so)."""
     state = context.find(run_id)
-    if state is not None and state.owned:
-        runs.end_run(state, status, values, sync=True, line=line, quiet=quiet)
+    try:
+        if state is not None and state.owned:
+            if state.ended:
+                raise RunEndedError(
+                    f"run {run_id} has ended already; ending it again as {status.value} is "
+                    "refused (the first ending is kept)"
+                )
+            runs.end_run(state, status, values, sync=True, line=line, quiet=quiet)
+            return
+        args = (status, values, _now(), runs.ended_with_run(status))
+        runs.write(ev.END_RUN, run_id, args, sync=True)
+    except RunEndedError as exc:
+        if refuse_ended or RECORDER.config.strict:
+            raise
+        warnings.warn(str(exc), TaskerWarning, stacklevel=3)
         return
-    args = (status, values, _now(), runs.ended_with_run(status))
-    runs.write(ev.END_RUN, run_id, args, sync=True)
     if not _quiet(quiet):
         console.task_update(run_id, status.value, line)
 
 
 def task_complete(
-    message: str | None = None, *, run_id: str | None = None, quiet: bool | None = None
+    message: str | None = None,
+    *,
+    run_id: str | None = None,
+    quiet: bool | None = None,
+    _refuse_ended: bool = False,
 ) -> None:
-    """End a run COMPLETED at 100%; its unfinished subtasks are completed too."""
+    """End a run COMPLETED at 100%; its unfinished subtasks are completed too.
+
+    A run that has ended already keeps its first ending: this one is refused with a
+    TaskerWarning (a RunEndedError under ``strict``)."""
     msg = validate.optional_text(message, "message")
     values = {"overall_progress_message": msg} if msg is not None else {}
-    _end_run(resolve_run_id(run_id), Status.COMPLETED, values, msg, quiet)
+    end_run_by_id(
+        resolve_run_id(run_id), Status.COMPLETED, values, msg, quiet, refuse_ended=_refuse_ended
+    )
 
 
 def task_fail(
@@ -315,10 +347,13 @@ def task_fail(
     exit_code: int | None = None,
     run_id: str | None = None,
     quiet: bool | None = None,
+    _refuse_ended: bool = False,
 ) -> None:
     """End a run FAILED; its unfinished subtasks end FAILED too.
 
-    ``error_message`` may be an exception: its type, message and traceback are recorded.
+    ``error_message`` may be an exception: its type, message and traceback are recorded. A
+    run that has ended already keeps its first ending (TaskerWarning; RunEndedError under
+    ``strict``).
     """
     if isinstance(error_message, BaseException):
         exc = error_message
@@ -337,10 +372,18 @@ def task_fail(
         if value is not None:
             values[key] = value
     if exit_code is not None:
-        if isinstance(exit_code, bool) or not isinstance(exit_code, int):
-            raise ValidationError(f"exit_code must be a whole number, got {exit_code!r}")
+        if (
+            isinstance(exit_code, bool)
+            or not isinstance(exit_code, int)
+            or not -(2**31) <= exit_code < 2**31
+        ):
+            raise ValidationError(
+                f"exit_code must be a whole number (a process's exit status), got {exit_code!r}"
+            )
         values["exit_code"] = exit_code
-    _end_run(resolve_run_id(run_id), Status.FAILED, values, msg, quiet)
+    end_run_by_id(
+        resolve_run_id(run_id), Status.FAILED, values, msg, quiet, refuse_ended=_refuse_ended
+    )
 
 
 # ---------------------------------------------------------------------------- subtasks
@@ -432,10 +475,17 @@ def subtask_update(
             values["percent_complete"] = 100.0
     target = _local_subtask(rid, number)
     args = (target, values, _now(), items)
-    n = runs.await_parent(
-        context.find(rid),
-        lambda: runs.write(ev.UPDATE_SUBTASK, rid, args, sync=True, default=target),
-    )
+    try:
+        n = runs.await_parent(
+            context.find(rid),
+            lambda: runs.write(ev.UPDATE_SUBTASK, rid, args, sync=True, default=target),
+            rid,
+        )
+    except RunEndedError as exc:  # ended already: the first ending stays
+        if RECORDER.config.strict:
+            raise
+        warnings.warn(str(exc), TaskerWarning, stacklevel=2)
+        return
     if st.is_terminal:
         sub = _open_subtask(rid, n)
         if sub is not None:
@@ -457,7 +507,8 @@ def subtask_increment(
     """Add ``increment`` items to a subtask's count, atomically in the database: safe when
     many threads, processes or hosts count into the same subtask."""
     by = validate.count(increment, "increment")
-    assert by is not None
+    if by is None:
+        raise ValidationError("increment must be a whole number of items, got None")
     number = validate.positive_int(subtask_number, "subtask_number")
     rid = resolve_run_id(run_id)
     target = _local_subtask(rid, number)
@@ -466,6 +517,7 @@ def subtask_increment(
         lambda: runs.write(
             ev.INCREMENT_SUBTASK, rid, (target, by, _now()), sync=True, default=target
         ),
+        rid,
     )
     if not _quiet(quiet):
         console.subtask_increment(n, by)
@@ -521,7 +573,10 @@ def reap_lost_runs(stale_after: float | None = None) -> list[RunRecord]:
     limit = RECORDER.config.stale_after if stale_after is None else stale_after
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
         raise ValidationError(f"stale_after must be a positive number of seconds, got {limit!r}")
+    from tasker.journal import replay_waiting
+
     store = RECORDER.synced_store()
+    replay_waiting(store, RECORDER.config)  # a run whose end waits in a journal is not lost
     return [store.get_run(run_id) for run_id in reap(store, float(limit))]
 
 

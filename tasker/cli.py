@@ -54,9 +54,30 @@ def _table(rows: list[list[str]], headers: list[str], status_column: int | None 
     return "\n".join(lines)
 
 
+def _read_only() -> None:
+    """A read command never creates a database: an SQLite file that is not there is an error
+    naming it and saying how to create it (`tasker init`), not an empty new database."""
+    from tasker.store.engine import never_create_databases
+
+    never_create_databases()
+
+
+def _replay_waiting() -> None:
+    """Write the journal files waiting for the database before anything is reaped or shown:
+    a run whose end waits in a journal is not lost. Costs a folder listing when none wait."""
+    import tasker
+    from tasker.journal import pending_files
+
+    if pending_files(tasker.get_config()):
+        tasker.replay_journal()
+
+
 def _print_status(args: argparse.Namespace) -> int:
     import tasker
     from tasker.queries import elapsed, rate_and_eta, summarize_stages
+
+    _read_only()
+    _replay_waiting()
 
     # A run whose process died shows as FAILED, not RUNNING. Unfiltered, only a status with
     # an active row needs the reaper (most calls then skip its query).
@@ -130,6 +151,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.check:
         from tasker.recorder import RECORDER
 
+        _read_only()  # a check that creates what it checks would prove nothing
         version = RECORDER.raw_store.schema_version()
         state = f"schema version {version}" if version else "no tasker schema yet (tasker init)"
         print(f"\nconnected to {config.url}: {state}", file=sys.stderr)
@@ -163,6 +185,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_reap(args: argparse.Namespace) -> int:
     import tasker
 
+    _replay_waiting()
     lost = tasker.reap_lost_runs(stale_after=args.stale_after)
     for run in lost:
         print(f"{run.stage_name} / {run.task_name} ({run.run_id}): {run.error_message}")
@@ -171,15 +194,37 @@ def _cmd_reap(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    """Exit status 0 when every file was dealt with: replayed (events the database refused
+    set aside in rejected/), found replayed already, left for later because its process
+    still writes it, or quarantined because it is damaged. 1 when the database cannot be
+    reached, a file could not be dealt with here (it waits: a full disk), or a named file
+    does not exist."""
     import tasker
 
     result = tasker.replay_journal(args.files or None)
+    for d in result.details:
+        if d.outcome == "replayed":
+            line = f"replayed {d.events} event{'s' if d.events != 1 else ''}"
+            if d.refused:
+                line += f", {d.refused} refused (set aside with the reason in {d.moved_to})"
+            if d.reason:
+                line += f"; {d.reason}"
+        elif d.outcome == "quarantined":
+            line = f"quarantined: {d.reason}; moved to {d.moved_to}"
+        elif d.outcome == "busy":
+            line = "still being written by its process: left for later"
+        elif d.outcome == "not replayed":
+            line = f"not replayed (left for later): {d.reason}"
+        else:
+            line = d.outcome
+        print(f"{d.path}: {line}")
     print(
         f"replayed {result.files} journal file{'s' if result.files != 1 else ''} "
-        f"({result.events} events written, {result.failed} refused); "
-        f"{result.already} already replayed, {result.busy} still being written"
+        f"({result.events} events written, {result.failed} refused and set aside); "
+        f"{result.already} already replayed, {result.busy} still being written, "
+        f"{result.quarantined} quarantined"
     )
-    return EXIT_FAILURE if result.failed else EXIT_OK
+    return EXIT_FAILURE if any(d.outcome == "not replayed" for d in result.details) else EXIT_OK
 
 
 def _print_json(data: Any) -> None:
@@ -247,6 +292,8 @@ def _print_runs(args: argparse.Namespace, runs: list[Any], empty: str) -> int:
 def _cmd_active(args: argparse.Namespace) -> int:
     import tasker
 
+    _read_only()
+    _replay_waiting()
     tasker.reap_lost_runs()
     return _print_runs(args, tasker.get_active_tasks(), "no active runs")
 
@@ -254,6 +301,7 @@ def _cmd_active(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     import tasker
 
+    _read_only()
     runs = tasker.get_task_history(
         stage=args.stage,
         task=args.task,
@@ -268,6 +316,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     import tasker
     from tasker.queries import find_run
 
+    _read_only()
     run = find_run(args.run_id)
     subtasks = tasker.get_subtask_progress(run.run_id)
     if args.json:
@@ -323,6 +372,9 @@ def _cmd_start(args: argparse.Namespace) -> int:
         quiet=True,
         on_behalf_of=os.getppid(),  # the calling shell owns the run
     )
+    from tasker import shell_runs
+
+    shell_runs.remember(run_id)  # its subtasks are numbered here, never by the database
     print(run_id)
     return EXIT_OK
 
@@ -342,23 +394,47 @@ def _cmd_update(args: argparse.Namespace) -> int:
 
 def _cmd_complete(args: argparse.Namespace) -> int:
     import tasker
+    from tasker import shell_runs
+    from tasker.api import resolve_run_id
 
-    tasker.task_complete(args.message, run_id=args.run_id, quiet=True)
+    run_id = resolve_run_id(args.run_id)
+    # A run that has ended already is refused (exit 1), never ended a second time.
+    tasker.task_complete(args.message, run_id=run_id, quiet=True, _refuse_ended=True)
+    shell_runs.forget(run_id)
     return EXIT_OK
 
 
 def _cmd_fail(args: argparse.Namespace) -> int:
     import tasker
+    from tasker import shell_runs
+    from tasker.api import resolve_run_id
 
-    tasker.task_fail(args.message, exit_code=args.exit_code, run_id=args.run_id, quiet=True)
+    run_id = resolve_run_id(args.run_id)
+    tasker.task_fail(
+        args.message,
+        exit_code=args.exit_code,
+        run_id=run_id,
+        quiet=True,
+        _refuse_ended=True,
+    )
+    shell_runs.forget(run_id)
     return EXIT_OK
 
 
 def _cmd_subtask(args: argparse.Namespace) -> int:
     import tasker
+    from tasker import shell_runs
+    from tasker.api import resolve_run_id
 
-    common = {"run_id": args.run_id, "quiet": True}
+    run_id = resolve_run_id(args.run_id)
+    common: dict[str, Any] = {"run_id": run_id, "quiet": True}
     if args.action == "start":
+        # Numbered from this machine's state of the shell run (tasker.shell_runs), so that
+        # it works, and the script goes on, while the database is away.
+        if args.number is None:
+            args.number = shell_runs.next_subtask(run_id)
+        else:
+            shell_runs.note_subtask(run_id, args.number)
         number = tasker.subtask_start(
             args.name,
             items_total=args.items,
@@ -367,7 +443,10 @@ def _cmd_subtask(args: argparse.Namespace) -> int:
             **common,
         )
         print(number)
-    elif args.action == "update":
+        return EXIT_OK
+    if args.number is None:
+        args.number = shell_runs.current_subtask(run_id)
+    if args.action == "update":
         tasker.subtask_update(
             args.status,
             percent=args.percent,
@@ -399,6 +478,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     import tasker
 
+    _read_only()
     runs = tasker.get_task_history(stage=args.stage, since=_parse_since(args.since), limit=None)
     rows = [r.as_dict() for r in runs]
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
@@ -451,6 +531,8 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from tasker.watch import watch
 
+    _read_only()
+    _replay_waiting()  # later refreshes: tasker.reap_lost_runs() replays what waits first
     return watch(args.interval, args.stage, args.count)
 
 

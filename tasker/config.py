@@ -2,7 +2,8 @@
 
 The result is one frozen :class:`Config`. It remembers where every value came from
 (``Config.sources``) so that ``get_config()`` and ``tasker config`` can explain it, and it
-never shows the database password: ``repr``, ``url`` and every error message mask it.
+never shows the database password: ``repr``, ``url`` and every error message mask it, through
+:func:`mask_url`, which masks a URL of any shape (well-formed or not).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tasker.errors import ConfigError
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["CONFIG_FILENAME", "Config", "find_config_file", "load_config"]
+__all__ = ["CONFIG_FILENAME", "Config", "find_config_file", "load_config", "mask_url"]
 
 CONFIG_FILENAME = ".tasker.yml"
 DRIVERS = ("sqlite", "postgresql", "mysql")
@@ -78,6 +79,61 @@ def _positive_int(value: object, what: str) -> int:
     if number < 1:
         raise ConfigError(f"{what}: expected a whole number above 0, got {value!r}")
     return number
+
+
+# Timeouts reach the drivers as whole milliseconds or seconds; beyond a day they only hide a
+# hang, and PostgreSQL refuses values past 2**31 ms.
+MAX_TIMEOUT = 86_400.0
+
+
+def _timeout(value: object, what: str) -> float:
+    expected = f"expected a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}"
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: {expected}, got {value!r}") from None
+    if not 0 < number <= MAX_TIMEOUT:  # also refuses nan
+        raise ConfigError(f"{what}: {expected}, got {value!r}")
+    return number
+
+
+def _items(value: object, what: str, separator: str) -> tuple[str, ...]:
+    """A list from YAML, or one string holding ``separator``-separated items (variables)."""
+    if isinstance(value, str):
+        parts = value.split(separator)
+    elif isinstance(value, (list, tuple)):
+        parts = [_text(v, what) for v in value]
+    else:
+        raise ConfigError(f"{what}: expected a list of strings, got {value!r}")
+    return tuple(p.strip() for p in parts if p.strip())
+
+
+def _log_roots(value: object, what: str) -> tuple[str, ...]:
+    roots = []
+    for item in _items(value, what, os.pathsep):
+        path = os.path.expanduser(item)
+        if not os.path.isabs(path):
+            raise ConfigError(
+                f"{what}: expected absolute directory paths, got {item!r}: a relative one would "
+                "depend on the directory the dashboard is started from"
+            )
+        roots.append(os.path.normpath(path))
+    return tuple(roots)
+
+
+def _allowed_hosts(value: object, what: str) -> tuple[str, ...]:
+    hosts = []
+    for item in _items(value, what, ","):
+        host = item.lower()
+        if host != "*" and not re.fullmatch(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?", host):
+            raise ConfigError(
+                f"{what}: expected host names such as tasker.example.com or "
+                f"tasker.example.com:8787 (or * for any), got {item!r}"
+            )
+        hosts.append(host)
+    return tuple(hosts)
 
 
 def _port(value: object, what: str) -> int:
@@ -144,13 +200,20 @@ _KEYS: dict[str, _Key] = {
     "console": _Key("tracking", _console, "TASKER_CONSOLE"),
     "quiet": _Key("tracking", _bool, "TASKER_QUIET"),
     "strict": _Key("tracking", _bool, "TASKER_STRICT"),
+    "enabled": _Key("tracking", _bool, "TASKER_ENABLED"),
     "environment": _Key("tracking", _text, "TASKER_ENVIRONMENT"),
     "version": _Key("tracking", _text, "TASKER_VERSION"),
     "default_stage": _Key("tracking", _text, "TASKER_DEFAULT_STAGE"),
     "journal_dir": _Key("tracking", _text, "TASKER_JOURNAL_DIR"),
     "max_queued": _Key("tracking", _positive_int, "TASKER_MAX_QUEUED"),
+    "connect_timeout": _Key("tracking", _timeout, "TASKER_CONNECT_TIMEOUT"),
+    "statement_timeout": _Key("tracking", _timeout, "TASKER_STATEMENT_TIMEOUT"),
+    "lock_timeout": _Key("tracking", _timeout, "TASKER_LOCK_TIMEOUT"),
+    "exit_timeout": _Key("tracking", _timeout, "TASKER_EXIT_TIMEOUT"),
+    "log_roots": _Key("dashboard", _log_roots, "TASKER_DASHBOARD_LOG_ROOTS"),
+    "allowed_hosts": _Key("dashboard", _allowed_hosts, "TASKER_DASHBOARD_ALLOWED_HOSTS"),
 }
-_SECTIONS = ("database", "tracking")
+_SECTIONS = ("database", "tracking", "dashboard")
 _DB_PARTS = ("driver", "host", "port", "dbname", "user", "password", "path")
 # Precedence ranks of the sources, highest first.
 _RANK = {"default": 0, "file": 1, "env": 2, "argument": 3}
@@ -190,8 +253,13 @@ _DEFAULTS: dict[str, Any] = {
     "console": "auto",
     "quiet": False,
     "strict": False,
+    "enabled": True,
     "default_stage": "DEFAULT",
     "max_queued": 100_000,
+    "connect_timeout": 5.0,
+    "statement_timeout": 30.0,
+    "lock_timeout": 5.0,
+    "exit_timeout": 10.0,
 }
 
 
@@ -215,6 +283,9 @@ class Config:
     console: str = "auto"
     quiet: bool = False
     strict: bool = False
+    # False turns tracking off (tests of tracked code, a dry run): decorators, blocks and
+    # track() pass straight through and nothing touches the database.
+    enabled: bool = True
     environment: str | None = None
     version: str | None = None
     default_stage: str = "DEFAULT"
@@ -222,6 +293,18 @@ class Config:
     journal_dir: str | None = None
     # Events held in memory while the database is away; beyond this they go to the journal.
     max_queued: int = 100_000
+    # Every wait on the database is bounded (see tasker.store.engine): establishing a
+    # connection, one statement (or any driver call) with no answer, waiting for a lock.
+    connect_timeout: float = 5.0
+    statement_timeout: float = 30.0
+    lock_timeout: float = 5.0
+    # The most a database that does not answer may delay the program's exit: what is not
+    # written by then goes to the journal.
+    exit_timeout: float = 10.0
+    # The dashboard reads log files only inside these directories (none by default).
+    log_roots: tuple[str, ...] = ()
+    # Host header values the dashboard accepts besides the address it is bound to.
+    allowed_hosts: tuple[str, ...] = ()
     config_file: str | None = None
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
@@ -255,7 +338,7 @@ class Config:
     @property
     def url(self) -> str:
         """The connection URL with the password masked: safe to print."""
-        return self.sqlalchemy_url().render_as_string(hide_password=True)
+        return mask_url(self.sqlalchemy_url().render_as_string(hide_password=False))
 
     @property
     def db_schema(self) -> str | None:
@@ -273,6 +356,8 @@ class Config:
             value = getattr(self, key)
             if key == "password" and value:
                 value = "***"
+            if isinstance(value, tuple):
+                value = ", ".join(value)
             rows.append(
                 (key, "" if value is None else str(value), self.sources.get(key, "default"))
             )
@@ -332,13 +417,13 @@ def _read_yaml(path: Path, environ: Mapping[str, str]) -> Iterator[tuple[str, ob
     if not isinstance(data, dict):
         raise ConfigError(
             f"configuration file {path}: expected a mapping with the sections "
-            f"{' and '.join(_SECTIONS)}, got {type(data).__name__}"
+            f"{', '.join(_SECTIONS[:-1])} and {_SECTIONS[-1]}, got {type(data).__name__}"
         )
     for section, body in data.items():
         if section not in _SECTIONS:
             raise ConfigError(
                 f"configuration file {path}: unknown section {section!r}: expected "
-                f"{' or '.join(_SECTIONS)}"
+                f"{', '.join(_SECTIONS[:-1])} or {_SECTIONS[-1]}"
             )
         if body is None:
             continue
@@ -455,6 +540,12 @@ def load_config(
                 f"{CONFIG_FILENAME}, TASKER_DB_NAME, or a URL in TASKER_DB_URL"
             )
         values.setdefault("host", "localhost")
+        if "@" in str(values["host"]):
+            # user:password@host given as the host: it would be shown wherever the host is.
+            raise ConfigError(
+                f"{sources.get('host', 'host')}: {mask_url(str(values['host']))!r} is not a host "
+                "name: give the user and password as database.user and database.password"
+            )
         values.setdefault("port", 5432 if driver == "postgresql" else 3306)
         if driver == "postgresql" and "schema" not in values:
             values["schema"] = DEFAULT_PG_SCHEMA
@@ -483,19 +574,99 @@ def load_config(
     )
 
 
-def _parse_url(value: str, source: str) -> tuple[dict[str, Any], str, tuple[tuple[str, str], ...]]:
-    """Split a SQLAlchemy URL into tasker's connection parts (never echoing a password)."""
+# The dialect part of a URL with the slashes after it: one slash or two (or none: then the
+# text before the first ":" may as well be a user name, and is masked as such).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
+# Passwords given as URL query or connection-string parameters: ?password=..., sslpassword=...
+_SECRET_PARAM = re.compile(r"(?i)\b(\w*(?:password|passwd|pwd)\w*)(\s*=\s*)('[^']*'|[^&\s]*)")
+
+
+def _well_formed(text: str) -> Any:
+    """``text`` parsed by SQLAlchemy, or None when it is not a URL or was split wrongly: a
+    host or database holding "@" means an unencoded "@" in the password ended the
+    credentials too early, and the rest of the password sits in the host."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
     try:
-        url = make_url(value)
-    except (ArgumentError, ValueError):
-        masked = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", value)
+        url = make_url(text)
+    except Exception:  # ArgumentError, or ValueError for a port that is not a number
+        return None
+    if url.host is not None and "@" in url.host:
+        return None
+    if url.password is not None and url.database is not None and "@" in url.database:
+        return None
+    return url
+
+
+def _credentials_end(text: str, start: int) -> int:
+    """Where the credentials of ``text`` end: its last "@" (a host name holds none, and a
+    password may hold "@", "/", ":" or "?" unencoded); -1 when there is none."""
+    return text.rfind("@", start)
+
+
+def mask_url(text: str) -> str:
+    """``text``, a database URL of any shape, with its password replaced by ``***``.
+
+    It parses first: a well-formed URL is rendered by SQLAlchemy with the password hidden.
+    Anything else (one slash after the dialect, no dialect at all, an unencoded "@" in the
+    password) is split at its last "@": what comes before it, after the dialect and its
+    slashes, is ``user:password``, and everything after the first ":" there is masked. A
+    password given as a parameter (``?password=...``) is masked too. When in doubt it masks
+    more, never less.
+    """
+    url = _well_formed(text)
+    masked: str | None = None
+    if url is not None:
+        try:
+            masked = url.render_as_string(hide_password=True)
+        except Exception:
+            masked = None
+    if masked is None:
+        masked = text
+        scheme = _SCHEME.match(text)
+        start = scheme.end() if scheme else 0
+        end = _credentials_end(text, start)
+        if end >= 0:
+            user, colon, password = text[start:end].partition(":")
+            if colon and password:
+                masked = f"{text[:start]}{user}:***{text[end:]}"
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", masked)
+
+
+def _encode_credentials(text: str) -> str:
+    """``text`` with the "@" inside its credentials percent-encoded (see _well_formed)."""
+    scheme = _SCHEME.match(text)
+    start = scheme.end() if scheme else 0
+    end = _credentials_end(text, start)
+    if end < 0:
+        return text
+    return text[:start] + text[start:end].replace("@", "%40") + text[end:]
+
+
+def _url_hint(value: str) -> str:
+    """Why ``value`` is not a URL, when the reason is a common slip."""
+    head = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*):(/*)", value)
+    if head is None or head.group(1).partition("+")[0].lower() not in _DRIVER_ALIASES:
+        return " (it does not start with a dialect such as postgresql://)"
+    if len(head.group(2)) < 2:
+        return f" (expected two slashes after {head.group(1)}:)"
+    return ""
+
+
+def _parse_url(value: str, source: str) -> tuple[dict[str, Any], str, tuple[tuple[str, str], ...]]:
+    """Split a SQLAlchemy URL into tasker's connection parts (never echoing a password).
+
+    A password holding an unencoded "@" is taken whole: the credentials end at the last "@".
+    """
+    url = _well_formed(value)
+    if url is None:
+        url = _well_formed(_encode_credentials(value))
+    if url is None:
         raise ConfigError(
-            f"{source}: {masked!r} is not a database URL: expected e.g. "
-            "postgresql://user@host:5432/dbname, mysql://user@host/dbname or sqlite:///path/file.db"
-        ) from None
+            f"{source}: {mask_url(value)!r} is not a database URL{_url_hint(value)}: expected "
+            "e.g. postgresql://user@host:5432/dbname, mysql://user@host/dbname or "
+            "sqlite:///path/file.db"
+        )
     backend, _, dbapi = url.drivername.partition("+")
     driver = _driver(backend, f"{source}: the URL's dialect")
     sa_driver = url.drivername if dbapi else SQLALCHEMY_DRIVERS[driver]

@@ -195,6 +195,41 @@ def push(state: RunState) -> None:
     if threading.get_ident() == _main_ident:
         _main_live.append(state)
         _export(state.run_id)
+    elif not _subprocess_hooked:
+        _hook_subprocess()
+
+
+_subprocess_hooked = False
+
+
+def _hook_subprocess() -> None:
+    """Give children that other threads start the run of their own thread.
+
+    The environment is the process's: only the main thread's run can be in it. Once a thread
+    other than the main one has a run, ``subprocess.Popen`` — which ``subprocess.run``,
+    ``asyncio``'s subprocesses and ``os.popen`` all use — gets a thin wrapper: a child started
+    from such a thread with the inherited environment (no ``env=``) gets that environment with
+    TASKER_RUN_ID set to the thread's run. Everything else passes through unchanged.
+    """
+    global _subprocess_hooked
+    import subprocess
+
+    _subprocess_hooked = True
+    original = subprocess.Popen.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if (
+            len(args) <= 10  # env is Popen's 11th parameter: not given positionally
+            and kwargs.get("env") is None
+            and threading.get_ident() != _main_ident
+        ):
+            state = reporting_state()
+            if state is not None and state.run_id != _env_now:
+                kwargs["env"] = {**os.environ, RUN_ID_ENV: state.run_id}
+        original(self, *args, **kwargs)
+
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
 
 
 def _remove(states: list[RunState], state: RunState) -> None:

@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "RegistrationError",
+    "RunEndedError",
     "SchemaVersionError",
     "TaskerError",
     "TaskerWarning",
@@ -41,6 +42,11 @@ class UnknownRunError(TaskerError, LookupError):
 
 class UnknownSubtaskError(TaskerError, LookupError):
     """A subtask number that the run does not have."""
+
+
+class RunEndedError(TaskerError):
+    """A run (or subtask) that has ended already was asked to end again: refused, the first
+    ending kept."""
 
 
 class DatabaseError(TaskerError):

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tasker.models import NewRun, Status
+from tasker.validate import storable_text
 
 if TYPE_CHECKING:
     from tasker.store.sql import SqlStore
@@ -38,7 +39,7 @@ START_RUN = "start_run"  # (NewRun,)
 END_RUN = "end_run"  # (Status, values, when, subtask_message)
 UPDATE_RUN = "update_run"  # (values, when)
 START_SUBTASK = "start_subtask"  # (number, name, items_total, message, when)
-UPDATE_SUBTASK = "update_subtask"  # (number, values, when[, items_complete])
+UPDATE_SUBTASK = "update_subtask"  # (number, values, when[, items_complete[, reend]])
 INCREMENT_SUBTASK = "increment_subtask"  # (number, by, when)
 END_SUBTASK = "end_subtask"  # (number, items not yet written, values, when)
 
@@ -56,8 +57,8 @@ _APPLY: dict[str, Any] = {
     END_RUN: lambda s, run_id, *a: s.end_run(run_id, *a),
     UPDATE_RUN: lambda s, run_id, *a: s.update_run(run_id, *a),
     START_SUBTASK: lambda s, run_id, *a: s.start_subtask(run_id, *a),
-    UPDATE_SUBTASK: lambda s, run_id, number, values, when, items=None: s.update_subtask(
-        run_id, number, values, when, items_complete=items
+    UPDATE_SUBTASK: lambda s, run_id, number, values, when, items=None, reend=False: (
+        s.update_subtask(run_id, number, values, when, items_complete=items, reend=reend)
     ),
     INCREMENT_SUBTASK: lambda s, run_id, *a: s.increment_subtask(run_id, *a),
     END_SUBTASK: _end_subtask,
@@ -107,6 +108,10 @@ def _plain(value: Any) -> Any:
 
 
 def _typed(value: Any) -> Any:
+    if isinstance(value, str):
+        # Journaled text may hold what no database stores: lone surrogates (kept by the
+        # journal as \udce9 escapes) as \xNN escapes, NUL as U+FFFD.
+        return value if value.isascii() and "\x00" not in value else storable_text(value)[0]
     if isinstance(value, dict):
         if len(value) == 1:
             ((tag, inner),) = value.items()
@@ -133,7 +138,8 @@ def encode(event: Event) -> list[Any]:
 
 
 def decode(data: Any) -> Event:
-    """The event ``encode`` made ``data`` from; ValueError when it is not one."""
+    """The event ``encode`` made ``data`` from, its text made storable (see ``_typed``);
+    ValueError when it is not one."""
     if not isinstance(data, list) or len(data) != 3 or data[0] not in _APPLY:
         raise ValueError(f"not a tasker event: {str(data)[:200]}")
     kind, run_id, args = data

@@ -287,12 +287,34 @@ class NewRun:
     pid_namespace: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class JournalFileReplay:
+    """What a journal replay did with one file (``ReplayResult.details``).
+
+    ``outcome`` is "replayed", "already replayed" (removed, nothing written), "busy" (still
+    being written by a live process: left for later), "quarantined" (damaged, empty or not
+    a tasker journal: moved to ``moved_to`` unreplayed, ``reason`` says why) or "not
+    replayed" (left in place for later: ``reason`` says why, e.g. a full disk). Events the
+    database refused are counted in ``refused`` and set aside, with their reasons, in the
+    file ``moved_to``.
+    """
+
+    path: str
+    outcome: str
+    events: int = 0  # events written
+    refused: int = 0  # events the database refused (set aside)
+    reason: str | None = None
+    moved_to: str | None = None
+
+
 @dataclasses.dataclass
 class ReplayResult:
     """What a journal replay did (``tasker.replay_journal()``)."""
 
     files: int = 0  # journal files replayed now
     events: int = 0  # their events written
-    failed: int = 0  # events the database refused (each reported once in the log)
+    failed: int = 0  # events the database refused (set aside in a rejected/ file)
     already: int = 0  # files found already replayed (removed, nothing written)
     busy: int = 0  # files still being written by a live process (left for later)
+    quarantined: int = 0  # damaged, empty or foreign files moved to quarantine/
+    details: list[JournalFileReplay] = dataclasses.field(default_factory=list)  # per file

@@ -192,14 +192,25 @@ def note_fork() -> None:
     _forked = True
 
 
+_worker: tuple[int, bool] | None = None  # (pid, answer): asked at every run's end
+
+
 def in_worker_process() -> bool:
     """True in a process another process started to do work for it (a fork, a
     multiprocessing or billiard child), whose end may come without atexit."""
-    if _forked:
-        return True
+    global _worker
+    pid = os.getpid()
+    if _worker is not None and _worker[0] == pid:
+        return _worker[1]
+    answer = _forked
     mp = sys.modules.get("multiprocessing")
-    if mp is not None and mp.parent_process() is not None:
-        return True
+    if not answer and mp is not None and mp.parent_process() is not None:
+        answer = True
     billiard = sys.modules.get("billiard.process")
     parent = getattr(billiard, "parent_process", None)
-    return parent is not None and parent() is not None
+    if not answer and parent is not None and parent() is not None:
+        answer = True
+    # Final for this process: a multiprocessing or billiard child has imported its module
+    # before any of its own code runs; a fork is a new PID.
+    _worker = (pid, answer)
+    return answer

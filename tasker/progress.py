@@ -35,7 +35,7 @@ DEFAULT_NAME = "Processing items"
 
 def _total(iterable: Any, total: int | None) -> int | None:
     if total is not None:
-        return validate.count(total, "total")
+        return validate.clamped_count(total, "total")
     try:
         return len(iterable)
     except TypeError:
@@ -179,7 +179,7 @@ def track(iterable: Any, total: int | None = None, name: str | None = None) -> A
     """
     is_async = hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__")
     state = reporting_state()
-    if state is None:
+    if state is None or RECORDER.disabled:
         return aiter(iterable) if is_async else iter(iterable)
     n_total = _total(iterable, total)
     iterator = aiter(iterable) if is_async else iter(iterable)

@@ -28,6 +28,12 @@ if TYPE_CHECKING:  # the store (and SQLAlchemy) load on first use, keeping `impo
 
 __all__ = ["RECORDER", "Recorder"]
 
+# The exit budget when the configuration cannot be loaded (else Config.exit_timeout).
+DEFAULT_EXIT_TIMEOUT = 10.0
+# The longest a fork waits for what is queued to be written (a stalled database is not
+# waited for: the child then reports into rows that the writer parks until they appear).
+FORK_FLUSH_TIMEOUT = 5.0
+
 
 class Recorder:
     def __init__(self) -> None:
@@ -36,21 +42,37 @@ class Recorder:
         self._config_file: str | None = None
         self._config: Config | None = None
         self._store: SqlStore | None = None
-        self.writer = Writer(lambda: self.store, lambda: self.config, self._live_run_ids)
+        self.writer = Writer(
+            lambda: self.store, lambda: self.config, self._live_run_ids, self._reopen_store
+        )
         # Runs this process has started and not ended (for signals and exit).
         self.live_runs: set[RunState] = set()
         self._signals_installed = False
+        # True once a configuration with `enabled: false` is loaded: the automatic layer then
+        # passes calls straight through (one attribute read per call).
+        self.disabled = False
         atexit.register(self._at_exit)
+
+    def _reopen_store(self) -> None:
+        """Drop the store (its file was replaced): the next use opens the path again."""
+        with self._lock:
+            if self._store is not None:
+                self._store.dispose()
+                self._store = None
 
     def _live_run_ids(self) -> list[str]:
         return [s.run_id for s in list(self.live_runs) if s.is_local and not s.ended]
+
+    def settings(self) -> tuple[dict[str, Any], str | None]:
+        """The explicit settings and configuration file in force (to restore them later)."""
+        return dict(self._overrides), self._config_file
 
     def configure(self, overrides: Mapping[str, Any], config_file: str | None = None) -> Config:
         """Replace the explicit settings; the previous store is closed."""
         config = load_config(overrides, config_file=config_file)
         # What was tracked so far belongs to the database it was tracked for.
         self.writer.flush(timeout=30.0)
-        self.writer.pause()
+        self.writer.pause(timeout=30.0)
         try:
             with self._lock:
                 self._overrides = dict(overrides)
@@ -65,6 +87,7 @@ class Recorder:
             self._store.dispose()
             self._store = None
         self._config = config
+        self.disabled = not config.enabled
         self.writer.new_database()
         setup_console(config.console)
 
@@ -133,19 +156,29 @@ class Recorder:
             if uninstall():
                 self._signals_installed = False
 
+    def exit_timeout(self) -> float:
+        """The most the end of the process may wait for the database (``exit_timeout``)."""
+        try:
+            return float(self.config.exit_timeout)
+        except Exception:  # no usable configuration: nothing to wait for either
+            return DEFAULT_EXIT_TIMEOUT
+
     def _at_exit(self) -> None:
+        import time
+
         from tasker.signals import end_live_runs_at_exit
 
-        end_live_runs_at_exit()
-        # What the database cannot take now goes to the journal: exit is not delayed by an
-        # outage beyond one last attempt.
-        self.writer.flush(timeout=30.0, closing=True)
+        # One budget for the whole exit: what the database has not taken when it runs out
+        # goes to the journal (the write in progress included), and the program ends on time.
+        deadline = time.monotonic() + self.exit_timeout()
+        end_live_runs_at_exit(deadline)
+        self.writer.flush(timeout=max(0.0, deadline - time.monotonic()), closing=True)
 
     def reset(self) -> None:
         """Forget the configuration and close the store (tests; ``configure()`` from scratch).
         Whatever could not be written by then is dropped, not carried to the next database."""
         self.writer.flush(timeout=30.0)
-        self.writer.pause()  # no write may use the store while it is closed
+        self.writer.pause(timeout=30.0)  # no write may use the store while it is closed
         try:
             self.writer.discard_pending()
             with self._lock:
@@ -153,6 +186,7 @@ class Recorder:
                     self._store.dispose()
                 self._store = None
                 self._config = None
+                self.disabled = False
                 self._overrides = {}
                 self._config_file = None
         finally:
@@ -204,7 +238,7 @@ def _before_fork() -> None:
     # must be in the database first. Not from the writer thread itself, which cannot wait
     # for itself.
     if threading.current_thread().name != "tasker-writer" and RECORDER.writer.pending:
-        RECORDER.writer.flush(timeout=10.0)
+        RECORDER.writer.flush(timeout=FORK_FLUSH_TIMEOUT)
     RECORDER.writer.pause()
     if not _mp_hooked and "multiprocessing" in sys.modules:
         # multiprocessing ends forked workers with os._exit(), skipping atexit, and clears

@@ -32,7 +32,7 @@ from tasker.process_info import (
     process_start_time,
 )
 from tasker.recorder import RECORDER
-from tasker.writer import Counter
+from tasker.writer import Counter, storable
 
 __all__ = [
     "Subtask",
@@ -61,7 +61,13 @@ def make_durable() -> None:
     action until the next call tracks something (see tasker.signals.uninstall)."""
     try:
         writer = RECORDER.writer
-        if writer.pending and threading.current_thread().name != "tasker-writer":
+        # Not while the database is known to be away: each call would wait for a write that
+        # cannot happen; the exit journals what is left.
+        if (
+            writer.pending
+            and not writer.failing
+            and threading.current_thread().name != "tasker-writer"
+        ):
             writer.flush(WORKER_FLUSH_TIMEOUT)
         if (
             not any(s.is_local and not s.ended for s in list(RECORDER.live_runs))
@@ -91,9 +97,10 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def await_parent(state: RunState | None, fn: Callable[[], T]) -> T:
+def await_parent(state: RunState | None, fn: Callable[[], T], run_id: str | None = None) -> T:
     """Call ``fn``; for a run another process owns, wait a while for that process's writer to
-    record the run (or subtask) this call refers to, instead of failing at once."""
+    record the run (or subtask) this call refers to, instead of failing at once. A subtask
+    missing from a run that has ended is not waited for: it will never come."""
     if state is not None and state.is_local:
         return fn()
     deadline = time.monotonic() + max(10.0, 5 * RECORDER.config.flush_interval)
@@ -101,11 +108,20 @@ def await_parent(state: RunState | None, fn: Callable[[], T]) -> T:
     while True:
         try:
             return fn()
-        except (UnknownRunError, UnknownSubtaskError):
-            if time.monotonic() > deadline:
+        except (UnknownRunError, UnknownSubtaskError) as exc:
+            if time.monotonic() > deadline or (
+                isinstance(exc, UnknownSubtaskError) and run_id is not None and _ended(run_id)
+            ):
                 raise
             time.sleep(delay)
             delay = min(0.5, delay * 2)
+
+
+def _ended(run_id: str) -> bool:
+    try:
+        return not Status(RECORDER.store.get_run(run_id).status).is_active
+    except Exception:  # cannot tell: keep waiting out the deadline
+        return False
 
 
 def write(kind: str, run_id: str, args: tuple[Any, ...], *, sync: bool, default: Any = None) -> Any:
@@ -117,6 +133,8 @@ def write(kind: str, run_id: str, args: tuple[Any, ...], *, sync: bool, default:
     the call returns ``default`` rather than failing the program.
     """
     event = (kind, run_id, args)
+    if RECORDER.disabled:  # tracking turned off: nothing is written anywhere
+        return default
     strict = RECORDER.config.strict
     if not (sync or strict):
         RECORDER.submit(event)
@@ -126,13 +144,28 @@ def write(kind: str, run_id: str, args: tuple[Any, ...], *, sync: bool, default:
         RECORDER.submit(event)  # no waiting on a database known to be away
         return default
     try:
-        return ev.apply(RECORDER.synced_store(), event)
+        return _apply_storable(event)
     except DatabaseError as exc:
         if strict or not exc.unavailable:
             raise
         writer.mark_failing(exc)
         RECORDER.submit(event)
         return default
+
+
+def _apply_storable(event: ev.Event) -> Any:
+    """Write ``event`` now; refused for text no driver can encode, once more with that text
+    made storable (see tasker.writer.storable)."""
+    store = RECORDER.synced_store()
+    try:
+        return ev.apply(store, event)
+    except (DatabaseError, UnicodeError, ValueError) as exc:
+        if isinstance(exc, DatabaseError) and exc.unavailable:
+            raise
+        (cleaned,), changed = storable([event])
+        if not changed:
+            raise
+        return ev.apply(store, cleaned)
 
 
 def start_run(
@@ -152,6 +185,7 @@ def start_run(
     quiet: bool | None = None,
     on_behalf_of: int | None = None,
     run_id: str | None = None,
+    root: bool = False,
 ) -> RunState:
     """Record a new run of ``stage`` / ``task`` and make it current.
 
@@ -159,7 +193,8 @@ def start_run(
     start``), not to this one: it is recorded with that PID, for the reaper, and this process
     neither makes it current nor ends it at exit. ``run_id``: the new run's id, when the
     caller must know it beforehand (an engine integration that may have to end the run from
-    another process); by default a fresh random one."""
+    another process); by default a fresh random one. ``root``: a top-level run even where a
+    run is current (an engine's worker thread starting work that came with no run)."""
     config = RECORDER.config
     info = process_info()
     script_dir, script_file = info.script_path, info.script_filename
@@ -169,7 +204,7 @@ def start_run(
     if sync and log_path is None and log_filename is None:
         # (Queued starts get theirs from the writer, once per batch: see tasker.writer.)
         log_path, log_filename = active_log_file()
-    if parent_run_id is None:
+    if parent_run_id is None and not root:
         parent_run_id = context.current_run_id()
     if run_id is None:
         run_id = new_run_id()
@@ -205,7 +240,6 @@ def start_run(
         boot_id=info.boot_id,
         pid_namespace=info.pid_namespace,
     )
-    write(ev.START_RUN, run_id, (new,), sync=sync)
     state = RunState(
         run_id=run_id,
         stage=stage,
@@ -214,9 +248,17 @@ def start_run(
         owned=on_behalf_of is None,
     )
     if state.owned:
-        context.push(state)
-        RECORDER.live_runs.add(state)
+        # Live before its start is queued: a SIGTERM arriving in between must find the run
+        # to end it (else its start would be written and the run left STARTED).
         RECORDER.install_signal_handlers()
+        RECORDER.live_runs.add(state)
+    try:
+        write(ev.START_RUN, run_id, (new,), sync=sync)
+    except BaseException:
+        RECORDER.live_runs.discard(state)
+        raise
+    if state.owned:
+        context.push(state)
         RECORDER.writer.ensure_started()  # it heartbeats the run
     if not _quiet(quiet):
         console.task_start(stage, task, run_id)
@@ -356,7 +398,7 @@ def correct_subtask(sub: Subtask, status: Status, *, error: str | None = None) -
     if error is not None:
         values["error_message"] = error
     sub.status = status
-    write(ev.UPDATE_SUBTASK, run_id, (number, values, when), sync=False)
+    write(ev.UPDATE_SUBTASK, run_id, (number, values, when, None, True), sync=False)
 
 
 def update_run(run_id: str, values: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from types import FrameType
 from typing import Any
@@ -60,7 +61,6 @@ def started_without_signals(thread: threading.Thread) -> None:
 
 _previous: Any = None
 _terminating = False
-FLUSH_TIMEOUT = 10.0
 
 
 _raised_by_handler: BaseException | None = None
@@ -115,7 +115,9 @@ def uninstall() -> bool:
     return True
 
 
-def _end_all(status: Status, values: dict[str, Any], line: str) -> None:
+def _end_all(
+    status: Status, values: dict[str, Any], line: str, deadline: float | None = None
+) -> None:
     from tasker import runs
     from tasker.recorder import RECORDER
 
@@ -124,7 +126,10 @@ def _end_all(status: Status, values: dict[str, Any], line: str) -> None:
             # Shutting down: record what can be recorded, never fail the exit.
             with contextlib.suppress(Exception):
                 runs.end_run(state, status, dict(values), sync=False, line=line)
-    RECORDER.writer.flush(FLUSH_TIMEOUT, closing=True)
+    if deadline is None:
+        deadline = time.monotonic() + RECORDER.exit_timeout()
+    # Bounded: what is not written by then goes to the journal (writer.abandon()).
+    RECORDER.writer.flush(max(0.0, deadline - time.monotonic()), closing=True)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -149,14 +154,14 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def end_live_runs_at_exit() -> None:
+def end_live_runs_at_exit(deadline: float | None = None) -> None:
     from tasker.recorder import RECORDER
 
     if not any(s.is_local and not s.ended for s in RECORDER.live_runs):
         return
     exc = getattr(sys, "last_value", None)
     if isinstance(exc, KeyboardInterrupt):
-        _end_all(Status.CANCELLED, {"error_type": "KeyboardInterrupt"}, "interrupted")
+        _end_all(Status.CANCELLED, {"error_type": "KeyboardInterrupt"}, "interrupted", deadline)
     elif isinstance(exc, BaseException):
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         _end_all(
@@ -167,6 +172,7 @@ def end_live_runs_at_exit() -> None:
                 "error_detail": detail,
             },
             str(exc),
+            deadline,
         )
     else:
         message = "the process exited without ending the run (no task_complete or task_fail)"
@@ -174,4 +180,5 @@ def end_live_runs_at_exit() -> None:
             Status.FAILED,
             {"error_type": "ExitedWithoutEnding", "error_message": message},
             message,
+            deadline,
         )

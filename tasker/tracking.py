@@ -117,6 +117,8 @@ class SubtaskHandle:
         """Count ``n`` more items done (thread-safe; written by the background writer)."""
         sub = self._sub
         if sub is not None:
+            if type(n) is not int or not 0 <= n <= validate.COUNT_MAX:
+                n = validate.clamped_count(n, "advance()") or 0
             counter = sub.counter
             with counter.lock:
                 counter.count += n
@@ -138,7 +140,7 @@ class SubtaskHandle:
         msg = validate.optional_text(message, "message")
         if msg is not None:
             values["progress_message"] = msg
-        total = validate.count(items_total, "items_total")
+        total = validate.clamped_count(items_total, "items_total")
         if total is not None:
             values["items_total"] = total
             sub.counter.items_total = total
@@ -170,7 +172,7 @@ def skip(reason: str | None = None) -> None:
     guarded("a skipped run", runs.end_run, state, Status.SKIPPED, values, sync=False, line=reason)
 
 
-def _correct_early_closed(state: RunState, exc: BaseException | None, result: Outcome) -> None:
+def correct_early_closed(state: RunState, exc: BaseException | None, result: Outcome) -> None:
     """A track() loop closed by the exception now failing its scope ends with that scope's
     status, not COMPLETED (see tasker.progress)."""
     if not state.early_closed:
@@ -243,6 +245,8 @@ def _wrap_call(
     if inspect.iscoroutinefunction(func):
 
         async def async_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if RECORDER.disabled:
+                return await wrapped(*args, **kwargs)
             token = begin()
             try:
                 result = await wrapped(*args, **kwargs)
@@ -256,6 +260,8 @@ def _wrap_call(
         return TrackedFunction(func, async_wrapper, decorate)  # type: ignore[return-value]
 
     def sync_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if RECORDER.disabled:  # tracking turned off: the bare call
+            return wrapped(*args, **kwargs)
         token = begin()
         try:
             result = wrapped(*args, **kwargs)
@@ -336,8 +342,10 @@ class TaskScope(_Scope[Run]):
     # -- the run itself
 
     def _begin(self, name: str | None, script_path: str | None = None) -> RunState | None:
-        def start() -> RunState:
+        def start() -> RunState | None:
             config = RECORDER.config
+            if not config.enabled:
+                return None
             task_name = name or self.name or _script_task_name()
             state = runs.start_run(
                 self.stage or config.default_stage,
@@ -362,7 +370,7 @@ class TaskScope(_Scope[Run]):
             return isinstance(exc, Skipped)
         state.scopes -= 1
         result = outcome(exc)
-        _correct_early_closed(state, exc, result)
+        correct_early_closed(state, exc, result)
         if not state.ended:
             guarded(
                 "the end of a run",
@@ -393,6 +401,8 @@ class TaskScope(_Scope[Run]):
         if inspect.isasyncgenfunction(func):
 
             def agen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+                if RECORDER.disabled:
+                    return wrapped(*args, **kwargs)
                 return _drive_async_generator(scope, name, script, wrapped(*args, **kwargs))
 
             return TrackedFunction(func, agen_wrapper, self)  # type: ignore[return-value]
@@ -400,6 +410,8 @@ class TaskScope(_Scope[Run]):
         if inspect.isgeneratorfunction(func):
 
             def gen_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+                if RECORDER.disabled:
+                    return wrapped(*args, **kwargs)
                 return _drive_generator(scope, name, script, wrapped(*args, **kwargs))
 
             return TrackedFunction(func, gen_wrapper, self)  # type: ignore[return-value]
@@ -572,7 +584,7 @@ class SubtaskScope(_Scope[SubtaskHandle]):
 
     def _begin(self) -> runs.Subtask | None:
         state = context.reporting_state()
-        if state is None:
+        if state is None or RECORDER.disabled:
             return None
         sub: runs.Subtask | None = guarded(
             "the start of a subtask",
@@ -591,7 +603,7 @@ class SubtaskScope(_Scope[SubtaskHandle]):
             return False
         sub.state.scopes -= 1
         result = outcome(exc)
-        _correct_early_closed(sub.state, exc, result)
+        correct_early_closed(sub.state, exc, result)
         if not sub.ended:
             error = result.line if result.status is not Status.COMPLETED else None
             message = result.line if result.status is Status.SKIPPED else None

@@ -8,7 +8,18 @@ from pathlib import Path
 
 from tasker.errors import TaskerWarning, ValidationError
 
-__all__ = ["count", "name", "optional_text", "percent", "positive_int", "split_path"]
+__all__ = [
+    "COUNT_MAX",
+    "clamped_count",
+    "count",
+    "name",
+    "optional_text",
+    "percent",
+    "positive_int",
+    "split_path",
+    "storable_text",
+    "unicode_text",
+]
 
 # Column widths of the schema; longer values are cut with a warning rather than failing.
 STAGE_NAME_MAX = 100
@@ -17,16 +28,58 @@ SUBTASK_NAME_MAX = 500
 SHORT_TEXT_MAX = 255
 
 
+# The largest count, total or increment taken: far beyond any real item count, and far
+# from where a 64-bit column (or SQLite's integer addition, which turns to floating point
+# past 2**63 - 1) overflows after many increments.
+COUNT_MAX = 10**15
+
+
+def unicode_text(value: str) -> str:
+    """``value`` with lone surrogates (text that is not valid Unicode: a file name or argv
+    element that was not UTF-8, decoded by Python with "surrogateescape") written as
+    ``\\xNN`` / ``\\udNNN`` escapes; no database driver can encode them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Bytes Python smuggled in as U+DC80..U+DCFF go back to bytes, shown as \xNN.
+        raw = value.encode(
+            "utf-8", "surrogateescape" if _only_escapes(value) else "backslashreplace"
+        )
+        return raw.decode("utf-8", "backslashreplace")
+    return value
+
+
+def _only_escapes(value: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in value)
+
+
+def storable_text(value: str) -> tuple[str, str | None]:
+    """``value`` as every database stores it, and what was changed (None: nothing)."""
+    if value.isascii():
+        return (value.replace("\x00", "\ufffd"), "NUL") if "\x00" in value else (value, None)
+    fixed = unicode_text(value)
+    problem = None if fixed is value else "text that is not valid Unicode"
+    if "\x00" in fixed:
+        fixed, problem = fixed.replace("\x00", "\ufffd"), problem or "NUL"
+    return fixed, problem
+
+
 def _clean(value: str, what: str) -> str:
-    if "\x00" in value:
+    fixed, problem = storable_text(value)
+    if problem == "NUL":
         # PostgreSQL text cannot hold NUL; keep the rest of the value and say so.
         warnings.warn(
             f"{what} contains NUL characters; they are stored as U+FFFD",
             TaskerWarning,
             stacklevel=4,
         )
-        value = value.replace("\x00", "\ufffd")
-    return value
+    elif problem is not None:
+        warnings.warn(
+            f"{what} contains {problem} (lone surrogates); they are stored as \\x escapes",
+            TaskerWarning,
+            stacklevel=4,
+        )
+    return fixed
 
 
 def name(value: object, what: str, max_len: int) -> str:
@@ -76,16 +129,38 @@ def percent(value: object, what: str) -> float | None:
 
 
 def count(value: object, what: str) -> int | None:
-    """A whole number ≥ 0, or None."""
+    """A whole number from 0 to COUNT_MAX, or None."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and value >= 0:
+        if isinstance(value, float) and value.is_integer() and 0 <= value <= COUNT_MAX:
             return int(value)
-        raise ValidationError(f"{what} must be a whole number of 0 or more, got {value!r}")
-    if value < 0:
-        raise ValidationError(f"{what} must be a whole number of 0 or more, got {value!r}")
+        raise ValidationError(
+            f"{what} must be a whole number from 0 to {COUNT_MAX:,}, got {value!r}"
+        )
+    if not 0 <= value <= COUNT_MAX:
+        raise ValidationError(
+            f"{what} must be a whole number from 0 to {COUNT_MAX:,}, got {value!r}"
+        )
     return value
+
+
+def clamped_count(value: object, what: str) -> int | None:
+    """For the automatic layer, which never raises into the tracked code: a count as
+    ``count`` takes it, else the nearest one it takes (None for what is no number at all),
+    with a TaskerWarning."""
+    try:
+        return count(value, what)
+    except ValidationError as exc:
+        fixed: int | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+            fixed = 0 if value < 0 else COUNT_MAX if value > COUNT_MAX else int(value)
+        warnings.warn(
+            f"{exc}; {'using ' + str(fixed) if fixed is not None else 'ignored'}",
+            TaskerWarning,
+            stacklevel=3,
+        )
+        return fixed
 
 
 def positive_int(value: object, what: str) -> int | None:

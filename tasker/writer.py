@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import operator
 import os
 import random
 import threading
@@ -35,7 +36,9 @@ from tasker import console
 from tasker import events as ev
 from tasker.errors import UnknownRunError, UnknownSubtaskError
 from tasker.events import END_RUN, END_SUBTASK, INCREMENT_SUBTASK, START_RUN, Event
+from tasker.models import NewRun
 from tasker.process_info import active_log_file
+from tasker.validate import storable_text
 
 if TYPE_CHECKING:
     from tasker.config import Config
@@ -50,6 +53,8 @@ log = logging.getLogger("tasker")
 MAX_BACKOFF = 30.0
 # How long the last writes retry a busy database when the process is ending.
 CLOSING_RETRY_SECONDS = 2.0
+# The longest a fork (or a configuration change) waits for a write in progress.
+PAUSE_TIMEOUT = 5.0
 # How long an event about a run or subtask that is not in the database yet waits for it (its
 # owner's writer may not have written it yet) before it is reported and dropped.
 PARK_SECONDS = 30.0
@@ -96,10 +101,12 @@ class Writer:
         store_factory: Callable[[], SqlStore],
         settings: Callable[[], Config],
         live_run_ids: Callable[[], list[str]] = list,
+        reopen: Callable[[], None] = lambda: None,
     ):
         self._store_factory = store_factory
         self._settings = settings
         self._live_run_ids = live_run_ids
+        self._reopen = reopen
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -117,9 +124,16 @@ class Writer:
         # writer has not written it (a worker is quicker than its parent's flush). Retried
         # every cycle until their deadline. (event, deadline on the monotonic clock)
         self._parked: list[tuple[Event, float]] = []
+        # The batch inside the current write, and whether an exit flush took it over.
+        self._writing: list[Event] | None = None
+        self._abandoned = False
         self._deadlines: dict[int, float] = {}  # of the parked events in the current write
+        # The SQLite file written to, and the store that opened it.
+        self._file_id: tuple[int, int] | None = None
+        self._file_store: SqlStore | None = None
         # Held while writing; a fork waits for it, so no child inherits a half-done write.
         self._io_lock = threading.Lock()
+        self._paused = False  # pause() holds _io_lock
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._failures = 0  # consecutive failed attempts (an outage while > 0)
@@ -213,16 +227,23 @@ class Writer:
             while self._completed < want:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return False
+                    break
                 self._cond.wait(remaining)
-        # Written, or (closing) journaled; False while the database is away.
-        return not self._failures or (closing and not self._queue)
+            else:
+                # Written, or (closing) journaled; False while the database is away.
+                return not self._failures or (closing and not self._queue)
+        if closing:
+            # Never wait longer than asked at exit; and never drop what was not written.
+            self.abandon()
+            return not self._queue
+        return False
 
     def discard_pending(self) -> None:
         """Drop every queued event and counter (after a reset: they belong elsewhere)."""
         self._queue.clear()
         self._counters.clear()
         self._parked.clear()
+        self._abandoned = False
         self._in_flight = 0
         self._failures = 0
         self._closing = False
@@ -235,14 +256,18 @@ class Writer:
         """The configuration changed: look for journal files waiting for the new database."""
         self._replayed = False
 
-    def pause(self) -> None:
-        """Wait for a write in progress to finish and hold the next one (before a fork)."""
-        if threading.current_thread() is not self._thread:
-            self._io_lock.acquire()
+    def pause(self, timeout: float = PAUSE_TIMEOUT) -> None:
+        """Wait (at most ``timeout`` seconds) for a write in progress to finish and hold the
+        next one (before a fork). A write stuck on a stalled database is not waited for: a
+        forked child drops the parent's writer and connections anyway, so holding writes
+        only keeps the parent's batches whole."""
+        if threading.current_thread() is not self._thread and not self._paused:
+            self._paused = self._io_lock.acquire(timeout=timeout)
 
     def resume(self) -> None:
         """Let writes go on (in the parent, after a fork)."""
-        if self._io_lock.locked() and threading.current_thread() is not self._thread:
+        if self._paused and threading.current_thread() is not self._thread:
+            self._paused = False
             self._io_lock.release()
 
     # ------------------------------------------------------------------ writer thread
@@ -297,8 +322,9 @@ class Writer:
             if len(self._queue) > self._limit:
                 self._to_journal(with_counters=False)
             return
-        if closing and self._failures:
-            # Ending during an outage: no more waiting for the database.
+        if closing and self._failures and not self._answers():
+            # Ending during an outage: one last try (the database may be back since the last
+            # attempt), then no more waiting for it.
             self._to_journal(with_counters=True)
             return
         heartbeat = self._heartbeat_due()
@@ -311,6 +337,12 @@ class Writer:
         except Exception as exc:
             self._outage(exc, closing)
             return
+        if self._file_moved(store):
+            try:
+                store = self._store_factory()
+            except Exception as exc:
+                self._outage(exc, closing)
+                return
         self._store = store
         if closing:
             store.retry_seconds = CLOSING_RETRY_SECONDS
@@ -333,13 +365,66 @@ class Writer:
         if not pending and heartbeat is None:
             self._in_flight = 0
             return
-        lost = self._write(store, pending, heartbeat)
+        # Visible to an exit flush that gives up on this write (see abandon()).
+        self._writing = pending
+        try:
+            lost = self._write(store, pending, heartbeat)
+        finally:
+            self._writing = None
+        if self._abandoned:
+            # The process is ending and has journaled this batch already; whatever this write
+            # did (it may have committed after all) is final.
+            self._in_flight = 0
+            return
         if lost is not None:
             # The database went away meanwhile: everything goes back, in order, for later.
             queue.extendleft(reversed(pending))
         self._in_flight = 0
         if lost is not None:
             self._outage(lost, closing)
+
+    def _file_moved(self, store: SqlStore) -> bool:
+        """Was the SQLite file deleted or replaced since the store opened it? Writes to the
+        open connection would go on "succeeding" into a file no one can read any more: the
+        store is opened again on the file now at the path (a new one is created)."""
+        now = store.file_identity()
+        if self._file_store is not store:  # a store opened since: what it opened is the file
+            self._file_store, self._file_id = store, now
+            return False
+        if now == self._file_id:
+            return False
+        console.problem(
+            "tasker: the SQLite database %s was deleted or replaced while this process wrote to "
+            "it; writing to the file now at that path (runs started before are not in it)",
+            store.config.path,
+        )
+        self._reopen()
+        self._file_store = None
+        return True
+
+    def _answers(self) -> bool:
+        """Does the database answer now? (Bounded by the drivers' connect timeout.)"""
+        try:
+            store = self._store_factory()
+            store.ping()
+        except Exception:
+            return False
+        return True
+
+    def abandon(self) -> None:
+        """The process is ending and the writer did not finish in time (the database stalls,
+        or holds a lock): journal everything not confirmed written — the batch the writer is
+        stuck on, the queue and the counters' unwritten items — from the calling thread."""
+        with self._cond:
+            if self._abandoned:
+                return
+            self._abandoned = True
+            stuck = list(self._writing or [])
+            self._writing = None
+        if stuck:
+            self._queue.extendleft(reversed(stuck))
+        self._to_journal(with_counters=True, stuck=len(stuck))
+        self._in_flight = 0
 
     def _drain(self) -> list[Event]:
         """Take every queued event, in order (callers may go on appending meanwhile)."""
@@ -359,6 +444,37 @@ class Writer:
         for what they hold are reported and dropped, so one bad event cannot hold up the
         rest."""
         batch = _add_log_files(pending)
+        started = time.perf_counter()
+        try:
+            self._write_batch(store, batch, heartbeat)
+        except Exception as exc:
+            if self._unreachable(store, exc):
+                return exc
+            # Refused for what it holds. Text no driver can encode (lone surrogates, NUL) is
+            # the usual reason: made storable (only now, so the usual batch costs nothing),
+            # the batch is tried again whole; else event by event.
+            cleaned, changed = storable(batch)
+            try:
+                if not changed:
+                    raise exc
+                self._write_batch(store, cleaned, heartbeat)
+            except Exception as again:
+                if self._unreachable(store, again):
+                    return again
+                self._one_by_one(store, cleaned, heartbeat)
+            else:
+                self._deadlines = {}
+                self._delivered(len(pending), time.perf_counter() - started)
+        else:
+            self._deadlines = {}
+            self._delivered(len(pending), time.perf_counter() - started)
+        if heartbeat is not None:
+            self._last_heartbeat = time.monotonic()
+        return None
+
+    def _write_batch(
+        self, store: SqlStore, batch: list[Event], heartbeat: tuple[list[str], datetime] | None
+    ) -> None:
         rest, whole_runs = _whole_runs(batch)
         ops: list[Callable[[], object]] = []
         if whole_runs:
@@ -366,19 +482,7 @@ class Writer:
         ops.extend(_bind(store, e) for e in rest)
         if heartbeat is not None:
             ops.append(lambda: store.heartbeat(*heartbeat))
-        started = time.perf_counter()
-        try:
-            store.batch(ops)
-        except Exception as exc:
-            if self._unreachable(store, exc):
-                return exc
-            self._one_by_one(store, batch, heartbeat)
-        else:
-            self._deadlines = {}
-            self._delivered(len(pending), time.perf_counter() - started)
-        if heartbeat is not None:
-            self._last_heartbeat = time.monotonic()
-        return None
+        store.batch(ops)
 
     def _one_by_one(
         self,
@@ -397,9 +501,9 @@ class Writer:
                 if event[0] != START_RUN and now < deadline and not self._closing:
                     self._parked.append((event, deadline))
                 else:
-                    self._report(ev.describe(event), exc)
+                    self._refused(event, exc)
             except Exception as exc:
-                self._report(ev.describe(event), exc)
+                self._refused(event, exc)
         self._deadlines = {}
         if heartbeat is not None:
             try:
@@ -407,6 +511,17 @@ class Writer:
             except Exception as exc:
                 self._report("a heartbeat", exc)
         self.stats.events += len(events)
+
+    def _refused(self, event: Event, exc: BaseException) -> None:
+        """The database refused ``event`` for what it holds: reported (once per kind), and
+        kept with its reason beside the journal (``rejected/``), never silently dropped."""
+        self._report(ev.describe(event), exc)
+        try:
+            from tasker.journal import set_aside
+
+            set_aside(self._settings(), [(event, str(exc))])
+        except Exception as keep:  # nowhere to keep it: the report above says what was lost
+            self._report("a refused event beside the journal", keep)
 
     def _delivered(self, n: int, seconds: float) -> None:
         stats = self.stats
@@ -456,9 +571,10 @@ class Writer:
         backoff = min(MAX_BACKOFF, interval * 2 ** min(self._failures - 1, 8))
         self._retry_at = time.monotonic() + backoff * (0.75 + random.random() / 2)
 
-    def _to_journal(self, *, with_counters: bool) -> None:
+    def _to_journal(self, *, with_counters: bool, stuck: int = 0) -> None:
         """Move every queued event (and, at exit, the counters' unwritten items) to the
-        journal file, in order."""
+        journal file, in order. ``stuck``: how many of them a write that did not finish in
+        time held (they are journaled all the same: see abandon())."""
         from tasker.journal import JournalFile
 
         events = self._drain()
@@ -482,6 +598,13 @@ class Writer:
         if with_counters and self._journal is not None:
             self._journal.close()
             self._journal = None
+            if stuck:
+                console.problem(
+                    "tasker: the database did not finish a write in time at exit (it stalls or "
+                    "holds a lock); %d events it held and %d others were saved to the journal",
+                    stuck,
+                    self.stats.journaled - stuck,
+                )
             console.problem(
                 "tasker saved %d undelivered events to the journal; they are written to the "
                 "database by the next tasker process that reaches it (or `tasker replay`)",
@@ -544,6 +667,62 @@ class Writer:
         if key not in self._warned:
             self._warned.add(key)
             console.problem("tasker could not record %s: %s", what, exc)
+
+
+_SCRUB_WARNED: set[str] = set()
+
+
+def _scrubbed(value: Any, field: str, run_id: str) -> Any:
+    if type(value) is str:
+        if value.isascii() and "\x00" not in value:
+            return value
+        fixed, problem = storable_text(value)
+        if problem is not None and field not in _SCRUB_WARNED:
+            _SCRUB_WARNED.add(field)
+            console.problem(
+                "tasker: %s of run %s held %s; it is stored with escapes (told once per field)",
+                field,
+                run_id,
+                problem,
+            )
+        return fixed
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, str(k), run_id) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_scrubbed(v, field, run_id) for v in value)
+    if isinstance(value, NewRun):
+        texts = _run_texts(value)
+        if all(type(t) is not str or (t.isascii() and "\x00" not in t) for t in texts):
+            return value  # nearly always: one pass, no copy
+        changes = {}
+        for f in _RUN_TEXT_FIELDS:
+            text = getattr(value, f)
+            if text is not None:
+                fixed = _scrubbed(text, f, run_id)
+                if fixed is not text:
+                    changes[f] = fixed
+        return dataclasses.replace(value, **changes) if changes else value
+    return value
+
+
+_RUN_TEXT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(NewRun) if "str" in str(f.type) and f.name != "run_id"
+)
+_run_texts = operator.attrgetter(*_RUN_TEXT_FIELDS)
+
+
+def storable(events: list[Event]) -> tuple[list[Event], bool]:
+    """``events`` with every text made storable — lone surrogates (an argv element or a file
+    name that was not UTF-8, an exception message holding one) escaped, NUL replaced — so
+    that no driver refuses a run for its text; and whether anything changed. Used when the
+    database refused a write: the usual write pays nothing for it."""
+    out: list[Event] = []
+    changed = False
+    for kind, run_id, args in events:
+        fixed = _scrubbed(args, kind, run_id)
+        changed = changed or fixed != args
+        out.append((kind, run_id, fixed))
+    return out, changed
 
 
 def _bind(store: SqlStore, event: Event) -> Callable[[], object]:

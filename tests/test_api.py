@@ -293,9 +293,9 @@ def test_unknown_subtask_number_lists_the_existing_ones(db: Backend) -> None:
         (lambda: tasker.task_update(overall_percent=-1), tasker.ValidationError, "0 to 100"),
         (lambda: tasker.task_update(overall_percent=float("nan")), tasker.ValidationError, "0 to"),
         (lambda: tasker.subtask_update(percent="50"), tasker.ValidationError, "0 to 100"),
-        (lambda: tasker.subtask_increment(-1), tasker.ValidationError, "0 or more"),
-        (lambda: tasker.subtask_update(items_complete=-3), tasker.ValidationError, "0 or more"),
-        (lambda: tasker.subtask_start("x", items_total=-1), tasker.ValidationError, "0 or more"),
+        (lambda: tasker.subtask_increment(-1), tasker.ValidationError, "from 0 to"),
+        (lambda: tasker.subtask_update(items_complete=-3), tasker.ValidationError, "from 0 to"),
+        (lambda: tasker.subtask_start("x", items_total=-1), tasker.ValidationError, "from 0 to"),
         (lambda: tasker.subtask_start(""), tasker.ValidationError, "must not be empty"),
         (lambda: tasker.subtask_start("x", subtask_number=0), tasker.ValidationError, "1 or more"),
         (lambda: tasker.task_update(current_subtask=0), tasker.ValidationError, "1 or more"),
@@ -303,7 +303,7 @@ def test_unknown_subtask_number_lists_the_existing_ones(db: Backend) -> None:
         (lambda: tasker.subtask_update("NOT_STARTED"), tasker.ValidationError, "not allowed"),
         (lambda: tasker.reap_lost_runs(stale_after=0), tasker.ValidationError, "stale_after"),
         (lambda: tasker.replay_journal("nowhere.jsonl"), tasker.ValidationError, "does not exist"),
-        (lambda: tasker.task(total_subtasks=-2), tasker.ValidationError, "0 or more"),
+        (lambda: tasker.task(total_subtasks=-2), tasker.ValidationError, "from 0 to"),
         (lambda: tasker.task("S", 42), tasker.ValidationError, "must be a string"),  # type: ignore[call-overload]
     ],
 )

@@ -271,7 +271,6 @@ def test_purge_asks_then_deletes_only_old_ended_runs(
 ) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from tasker.models import Status
     from tasker.recorder import RECORDER
 
     old = tasker.task_start("PURGE", "old")
@@ -284,7 +283,7 @@ def test_purge_asks_then_deletes_only_old_ended_runs(
     store = RECORDER.store
     for run_id in (old, live):  # live: started long ago, still running
         store.update_run(run_id, {"start_time": long_ago}, long_ago)
-    store.end_run(old, Status.COMPLETED, {"end_time": long_ago}, long_ago)
+    store.update_run(old, {"end_time": long_ago}, long_ago)  # ended long ago
 
     refused = tasker_cli(child_env, "purge", "--older-than", "90d")
     assert refused.returncode == 1 and "add --yes" in refused.stderr  # no terminal: no prompt

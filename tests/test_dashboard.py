@@ -139,8 +139,17 @@ def test_runs_api_filters_and_pages(served: Served, tmp_path: Path) -> None:
     assert status == 400 and "limit" in json.loads(body)["error"]
 
 
-def test_run_api_and_page(served: Served, tmp_path: Path) -> None:
+def test_run_api_and_page(db: Backend, tmp_path: Path) -> None:
+    db.configure(log_roots=[str(tmp_path)])  # the log file's folder is one the operator lists
     runs = _pipeline(tmp_path)
+    served = Served()
+    try:
+        _check_run_api_and_page(served, runs)
+    finally:
+        served.stop()
+
+
+def _check_run_api_and_page(served: Served, runs: dict[str, str]) -> None:
     done = served.json(f"/api/runs/{runs['done']}")
     assert done["status"] == "COMPLETED" and done["hostname"] and done["process_id"]
     assert done["subtasks"][0]["items_complete"] == 10
@@ -226,12 +235,13 @@ def test_serve_off_loopback_makes_up_a_token(
         seen.update(app=application, host=host)
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
+    tasker.create_schema()  # the dashboard serves only a database that exists
     app.serve("0.0.0.0", 8787)
     err = capsys.readouterr().err
     assert "WARNING" in err and "?token=" in err
-    assert isinstance(seen["app"], app.TokenGuard)
+    assert isinstance(seen["app"], app.HostGuard) and isinstance(seen["app"].app, app.TokenGuard)
     app.serve("127.0.0.1", 8787)
-    assert not isinstance(seen["app"], app.TokenGuard)
+    assert not isinstance(seen["app"].app, app.TokenGuard)
 
 
 def test_an_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:

@@ -174,14 +174,25 @@ def test_shell_pipeline(db: Backend, child_env: dict[str, str]) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "no network" in result.stderr and "publish failed" in result.stderr
+    check_shell_pipeline(result.stderr)
+
+
+def check_shell_pipeline(stderr: str) -> None:
+    """What examples/shell_pipeline.sh leaves: its three runs, exactly."""
+    assert "no network" in stderr and "publish failed" in stderr
     runs = {r.task_name: r for r in tasker.get_task_history(limit=None)}
+    assert sorted(runs) == ["Check tools", "Count words", "Publish"]
     assert runs["Check tools"].status == "COMPLETED"
     assert (runs["Publish"].status, runs["Publish"].exit_code) == ("FAILED", 4)
     count = runs["Count words"]
     assert (count.status, count.overall_progress_message) == ("COMPLETED", "4 files")
     (sub,) = tasker.get_subtask_progress(count.run_id)
-    assert (sub.status, sub.items_complete, sub.items_total) == ("COMPLETED", 4, 4)
+    assert (sub.subtask_number, sub.status, sub.items_complete, sub.items_total) == (
+        1,
+        "COMPLETED",
+        4,
+        4,
+    )
 
 
 def test_make_pipeline(db: Backend, child_env: dict[str, str]) -> None:

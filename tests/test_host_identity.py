@@ -358,15 +358,15 @@ def test_the_real_end_of_a_reaped_run_wins(db: Backend) -> None:
     )
 
 
-def test_an_end_after_an_ordinary_failure_keeps_todays_behaviour(db: Backend) -> None:
-    # Only the reaper's verdict gives way: an end arriving for a run that failed otherwise
-    # changes its status but keeps the error it failed with.
+def test_an_end_after_an_ordinary_failure_is_refused(db: Backend) -> None:
+    # Only the reaper's verdict gives way: a run that failed otherwise stays as it ended.
     run_id = tasker.task_start("ORD", "T", quiet=True)
     tasker.task_fail("boom", error_type="ValueError", run_id=run_id, quiet=True)
     store = RECORDER.store
-    store.end_run(run_id, Status.COMPLETED, {}, datetime.now(timezone.utc))
+    with pytest.raises(tasker.RunEndedError, match="already ended FAILED"):
+        store.end_run(run_id, Status.COMPLETED, {}, datetime.now(timezone.utc))
     run = tasker.get_run(run_id)
-    assert (run.status, run.error_type, run.error_message) == ("COMPLETED", "ValueError", "boom")
+    assert (run.status, run.error_type, run.error_message) == ("FAILED", "ValueError", "boom")
 
 
 def test_the_store_and_the_reaper_agree_on_the_lost_error_type() -> None:

@@ -382,14 +382,21 @@ def test_a_function_not_reachable_by_name_says_so(db: Backend) -> None:
 # ---------------------------------------------------------------------------- threads
 
 
-def test_threads_never_write_the_environment_and_children_get_the_main_run(
+def test_threads_never_write_the_environment_and_children_get_their_threads_run(
     db: Backend, child_env: dict[str, str]
 ) -> None:
     inside = threading.Event()
     leave = threading.Event()
+    from_thread: list[str] = []
+    code = "import os; print(os.environ['TASKER_RUN_ID'])"
 
     def other_thread() -> None:
-        with tasker.task("S", "in a thread"):
+        with tasker.task("S", "in a thread") as own:
+            # A child of this thread gets this thread's run, not the main thread's.
+            seen_here = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+            ).stdout.strip()
+            from_thread.extend([seen_here, own.run_id])
             inside.set()
             leave.wait(30)
 
@@ -399,13 +406,13 @@ def test_threads_never_write_the_environment_and_children_get_the_main_run(
         assert inside.wait(30)
         # The thread's run is live, but the variable still names the main thread's run.
         assert os.environ[context.RUN_ID_ENV] == main_run.run_id
-        code = "import os; print(os.environ['TASKER_RUN_ID'])"
         seen = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
         ).stdout.strip()
         leave.set()
         thread.join(30)
     assert seen == main_run.run_id
+    assert from_thread[0] == from_thread[1] != main_run.run_id
     assert os.environ[context.RUN_ID_ENV] == ""
     tasker.flush()
     (threaded,) = [r for r in tasker.get_task_history() if r.task_name == "in a thread"]

@@ -341,8 +341,10 @@ def test_a_journal_being_written_is_not_replayed(db: Backend) -> None:
 def test_a_damaged_journal_is_a_clear_error(db: Backend, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"tasker_journal": 1, "journal_id": "x"}\n["nonsense"]\n')
-    with pytest.raises(tasker.ValidationError, match="line 2"):
-        tasker.replay_journal(bad)
+    result = tasker.replay_journal(bad)  # quarantined, saying why (tests/test_journal.py)
+    (detail,) = result.details
+    assert (result.quarantined, detail.outcome) == (1, "quarantined")
+    assert "line 2" in (detail.reason or "") and (tmp_path / "quarantine" / "bad.jsonl").exists()
     with pytest.raises(tasker.ValidationError, match="does not exist"):
         tasker.replay_journal(tmp_path / "missing.jsonl")
 

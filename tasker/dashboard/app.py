@@ -5,12 +5,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,10 +23,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import tasker
 from tasker.dashboard import data, pages
-from tasker.errors import DatabaseError, TaskerError, UnknownRunError, ValidationError
+from tasker.errors import (
+    ConfigError,
+    DatabaseError,
+    TaskerError,
+    UnknownRunError,
+    ValidationError,
+)
 from tasker.formatting import json_default
 
-__all__ = ["create_app", "serve"]
+__all__ = ["HostGuard", "TokenGuard", "create_app", "serve"]
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "tasker_token"
@@ -185,20 +193,132 @@ def metrics(request: Request) -> Response:
     return PlainTextResponse(data.metrics_text(), media_type="text/plain; version=0.0.4")
 
 
-def health(request: Request) -> Response:
+async def health(request: Request) -> Response:
+    # On the event loop itself, not in the thread pool that page requests may fill: the
+    # health check answers while the dashboard is up, whatever the pages are waiting for.
     return PlainTextResponse("ok")
+
+
+# ---------------------------------------------------------------------------- host guard
+
+# Names of the loopback address a browser may use for a dashboard bound to it.
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """A Host header (or an allowed_hosts entry) as (name, port); None when malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value.partition("]")
+        if not bracket:
+            return None
+        name += "]"
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            return None
+    else:
+        name, colon, port_text_or_empty = value.partition(":")
+        port_text = port_text_or_empty if colon else None
+    if not name or any(c.isspace() or c in "/@?#\\" for c in name):
+        return None
+    if port_text is None:
+        return name, None
+    if not port_text.isdigit() or len(port_text) > 5:
+        return None
+    return name, int(port_text)
+
+
+def _address_name(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address.lower()
+    return f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+
+
+class HostGuard:
+    """Answers 400 to a request whose Host header names neither the address the dashboard
+    is bound to nor one of ``allowed_hosts``: a page of another site whose name was pointed
+    at this address (DNS rebinding) would otherwise read the dashboard from the browser of
+    anyone who can reach it.
+
+    Accepted: bound to a loopback address, 127.0.0.1, localhost and [::1] with the bound
+    port; otherwise the address the request came in on (and the ``host`` it was told to
+    bind to), with the port; and every ``allowed_hosts`` entry (``name`` for any port,
+    ``name:port``, or ``*`` for anything). A Host without a port means port 80.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str] = (), host: str | None = None):
+        self.app = app
+        self.any = "*" in allowed_hosts
+        self.allowed: set[tuple[str, int | None]] = set()
+        for entry in allowed_hosts:
+            parsed = _split_host(entry)
+            if parsed is not None:
+                self.allowed.add(parsed)
+        # The name it was told to bind to, unless a wildcard (0.0.0.0, ::), which no browser
+        # should be sent to: then the address each request came in on is the one accepted.
+        self.bound = _address_name(host) if host and not _is_unspecified(host) else None
+
+    def permits(self, host_header: str, server: tuple[str, int] | None) -> bool:
+        if self.any:
+            return True
+        parsed = _split_host(host_header)
+        if parsed is None:
+            return False
+        name, port = parsed
+        port = 80 if port is None else port
+        if (name, None) in self.allowed or (name, port) in self.allowed:
+            return True
+        if server is None:
+            return False
+        address, bound_port = _address_name(str(server[0])), int(server[1])
+        if port != bound_port:
+            return False
+        names = {address}
+        if self.bound is not None and not _is_loopback(self.bound.strip("[]")):
+            names.add(self.bound)
+        if _is_loopback(address.strip("[]")):
+            names.update(_LOOPBACK_NAMES)
+        return name in names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = next((v for k, v in scope.get("headers", []) if k.lower() == b"host"), b"")
+        server = scope.get("server")
+        if self.permits(host.decode("latin-1"), tuple(server) if server else None):
+            await self.app(scope, receive, send)
+            return
+        response = PlainTextResponse(
+            "400 Bad Request: this Host header is not the dashboard's address (list the names "
+            "it is reached by in dashboard.allowed_hosts)",
+            400,
+        )
+        await response(scope, receive, send)
 
 
 # ---------------------------------------------------------------------------- token guard
 
+# Characters a token may hold: those a cookie value may carry unquoted (RFC 6265).
+_TOKEN_CHARS = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+")
+
 
 class TokenGuard:
     """Every request must carry the token: ``?token=`` (then kept in a cookie),
-    ``Authorization: Bearer``, or the cookie."""
+    ``Authorization: Bearer``, or the cookie. Whatever is given (empty, non-ASCII, huge) is
+    compared in constant time as bytes: a wrong token is a 401, never an error."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
+        if not _TOKEN_CHARS.fullmatch(token):
+            raise ConfigError(
+                "the dashboard token must be printable ASCII without spaces, quotes, commas, "
+                "semicolons or backslashes (it is kept in a cookie)"
+            )
         self.app = app
         self.token = token
+        self._expected = token.encode("ascii")
 
     def _given(self, scope: Scope) -> tuple[str | None, bool]:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -214,12 +334,18 @@ class TokenGuard:
                 return value, False
         return None, False
 
+    def accepts(self, given: str | None) -> bool:
+        if not given:
+            return False
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._expected)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given, from_query = self._given(scope)
-        if given is None or not hmac.compare_digest(given, self.token):
+        if not self.accepts(given):
             response = PlainTextResponse("a token is required: open the URL tasker printed", 401)
             await response(scope, receive, send)
             return
@@ -236,8 +362,17 @@ class TokenGuard:
         await self.app(scope, receive, send_with_cookie)
 
 
-def create_app(token: str | None = None) -> ASGIApp:
-    """The dashboard as an ASGI application; with ``token``, every request must carry it."""
+def create_app(
+    token: str | None = None,
+    *,
+    allowed_hosts: Sequence[str] | None = None,
+    host: str | None = None,
+) -> ASGIApp:
+    """The dashboard as an ASGI application; with ``token``, every request must carry it.
+
+    ``allowed_hosts`` (default: the ``dashboard.allowed_hosts`` setting) are Host header
+    values accepted besides the address the server is bound to; ``host`` is the address it
+    is told to bind to (see HostGuard)."""
     routes = [
         Route("/", overview_page),
         Route("/fragments/overview", overview_fragment),
@@ -254,10 +389,20 @@ def create_app(token: str | None = None) -> ASGIApp:
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if allowed_hosts is None:
+        allowed_hosts = tasker.get_config().allowed_hosts
     app: ASGIApp = Starlette(routes=routes, exception_handlers={TaskerError: _on_error})
     if token:
         app = TokenGuard(app, token)
-    return app
+    # Outermost: a request for another site's name is refused before anything else.
+    return HostGuard(app, allowed_hosts, host)
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def _is_loopback(host: str) -> bool:
@@ -271,17 +416,31 @@ def _is_loopback(host: str) -> bool:
 
 def serve(host: str = "127.0.0.1", port: int = 8787, token: str | None = None) -> None:
     """Serve the dashboard until interrupted. Off the loopback address a token is required
-    (one is made up and printed when none is given)."""
+    (one is made up and printed when none is given).
+
+    The dashboard never creates a database: an SQLite file that is not there is an error
+    now, not an empty database made up for it."""
     import uvicorn
 
+    from tasker.store.engine import existing_databases_only, missing_database
+
+    with existing_databases_only():
+        missing = missing_database(tasker.get_config())
+        if missing is not None:
+            raise missing
+        _serve(uvicorn, host, port, token)
+
+
+def _serve(uvicorn: Any, host: str, port: int, token: str | None) -> None:
     if not _is_loopback(host):
         if not token:
             token = secrets.token_urlsafe(24)
         print(
             f"tasker dashboard: WARNING: listening on {host}, reachable from other machines; "
-            f"open http://{host}:{port}/?token={token}",
+            f"open http://{host}:{port}/?token={quote(token, safe='')}",
             file=sys.stderr,
         )
     else:
         print(f"tasker dashboard: http://{host}:{port}/", file=sys.stderr)
-    uvicorn.run(create_app(token), host=host, port=port, log_level="warning")
+    app = create_app(token, host=host)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import statistics
 import threading
 import time
@@ -14,7 +15,7 @@ import tasker
 from tasker.models import RunRecord, Status, TaskStatusRecord
 from tasker.queries import count_runs_by_status, elapsed, rate_and_eta, summarize_stages
 
-__all__ = ["log_tail", "metrics_text", "overview", "typical_durations"]
+__all__ = ["metrics_text", "overview", "read_log_tail", "typical_durations"]
 
 # Past runs looked at for "how long does this task usually take", and for how long.
 HISTORY_SAMPLE = 5000
@@ -121,27 +122,84 @@ def run_detail(run: RunRecord) -> dict[str, Any]:
         )
         subtasks.append(item)
     data["subtasks"] = subtasks
-    data["log_tail"] = log_tail(run)
+    data["log_tail"], data["log_note"] = read_log_tail(run, tasker.get_config().log_roots)
     return data
 
 
-def log_tail(run: RunRecord, max_bytes: int = 16384) -> str | None:
-    """The end of the run's log file, when it names one this process can read."""
+# The end of a log file shown on a run's page: enough for the last screens of output, and a
+# bound on what one request reads, whatever the file.
+LOG_TAIL_BYTES = 64 * 1024
+# Opening never blocks (a FIFO), never follows a link in the last step, never takes a
+# terminal as the controlling one.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    for root in roots:
+        try:
+            if os.path.commonpath([path, root]) == root:
+                return True
+        except ValueError:  # another drive (Windows)
+            continue
+    return False
+
+
+def read_log_tail(
+    run: RunRecord, log_roots: tuple[str, ...], max_bytes: int = LOG_TAIL_BYTES
+) -> tuple[str | None, str | None]:
+    """(the end of the run's log file, None) when the dashboard may show it; else (None,
+    why not), or (None, None) when the run names no log file.
+
+    The file's name comes from the database, which any tracked program writes: it is read
+    only when it resolves (links and ``..`` followed) to a regular file inside one of the
+    operator's ``dashboard.log_roots``, and at most its last ``max_bytes``."""
     if not run.log_filename:
-        return None
+        return None, None
+    if not log_roots:
+        return None, "log files are shown only inside the folders listed in dashboard.log_roots"
     path = os.path.join(run.log_path or "", run.log_filename)
+    refused = "the log file is not a regular file inside dashboard.log_roots"
+    if not os.path.isabs(path):
+        return None, refused  # relative to a working directory the dashboard does not know
+    roots = [os.path.realpath(root) for root in log_roots]
+    real = os.path.realpath(path)
+    if not _inside(real, roots):
+        return None, refused
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
+        fd = os.open(real, _OPEN_FLAGS)
     except OSError:
-        return None
+        return None, "the log file cannot be read"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO, a device (/dev/zero), a folder
+            return None, refused
+        # What was opened is what was checked (no folder on the way swapped for a link).
+        opened = f"/proc/self/fd/{fd}"
+        if os.path.islink(opened) and not _inside(os.path.realpath(opened), roots):
+            return None, refused
+        start = max(0, info.st_size - max_bytes)
+        data = _read_at(fd, max_bytes, start)
+    except OSError:
+        return None, "the log file cannot be read"
+    finally:
+        os.close(fd)
     text = data.decode("utf-8", errors="replace")
-    if size > max_bytes:
+    if start > 0:
         text = text.split("\n", 1)[-1]  # start at a whole line
-    return text
+    return text, None
+
+
+def _read_at(fd: int, size: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.read(fd, size)  # pragma: no cover
 
 
 # Counting every run scans the whole history: once per COUNTS_TTL is enough for scrapes.

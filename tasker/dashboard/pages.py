@@ -180,6 +180,8 @@ def run_fragment(run: dict[str, Any]) -> str:
         out.append(f'<h2>Error</h2><pre class="traceback">{esc(run["error_detail"])}</pre>')
     if run.get("log_tail"):
         out.append(f'<h2>Log (end)</h2><pre class="log">{esc(run["log_tail"])}</pre>')
+    elif run.get("log_note"):
+        out.append(f'<h2>Log</h2><p class="message">{esc(run["log_note"])}</p>')
     return "".join(out)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import random
 import threading
 import time
@@ -31,10 +32,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
-from tasker import console
 from tasker.config import Config
 from tasker.errors import (
     DatabaseError,
+    RunEndedError,
     SchemaVersionError,
     TaskerError,
     UnknownRunError,
@@ -62,7 +63,7 @@ from tasker.schema import (
     record_columns,
     run_select,
 )
-from tasker.store.engine import is_transient, make_engine, wrap_db_error
+from tasker.store.engine import is_transient, make_engine, refused_for_size, wrap_db_error
 
 __all__ = ["SqlStore", "open_store"]
 
@@ -82,6 +83,28 @@ _RUN_ERRORS = ("error_message", "error_detail", "error_type")  # error_type last
 def _ordered(col: Any) -> Any:
     """NULLs last on every backend (MySQL has no NULLS LAST)."""
     return case((col.is_(None), 1), else_=0)
+
+
+# How many times a journal replay starts again after its connection was lost for another
+# reason than a value's size (a dropped connection) before it gives up for now.
+_REPLAY_RECONNECTS = 3
+
+
+class _ConnectionLost(Exception):
+    """A journal replay lost its connection (and its transaction) at one operation."""
+
+    def __init__(self, index: int, error: BaseException) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+def _reason(exc: BaseException, config: Config) -> str:
+    """Why the database refused a replayed operation, in one line without secrets."""
+    if isinstance(exc, SQLAlchemyError):
+        return str(wrap_db_error(exc, config, "writing it"))
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class SqlStore:
@@ -137,6 +160,9 @@ class SqlStore:
             sp.c.error_message == literal_column(f"'{_LOST_SUBTASK}'"),
         )
         self._x_sub_open_or_reaped = or_(self._x_sub_open, sub_reaped)
+        # A run that may still be ended: an active one, or one the reaper ended. An ended run
+        # stays ended: a second ending is refused, the first kept intact.
+        self._x_run_endable = or_(self._x_run_active, reaped)
         self._x_sub_unlost = case(
             (sp.c.error_message == literal_column(f"'{_LOST_SUBTASK}'"), null()),
             else_=sp.c.error_message,
@@ -146,6 +172,20 @@ class SqlStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """The SQLite file's (device, inode) as it is on disk now; None for a server
+        database, an in-memory one, or a file that is not there."""
+        if self.dialect != "sqlite":
+            return None
+        path = self.config.path
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        try:
+            st = os.stat(os.path.expanduser(path))
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     def _run(self, doing: str, fn: Callable[[Connection], T], *, write: bool = True) -> T:
         """Run ``fn`` in one transaction, retrying transient failures (locks, deadlocks).
@@ -199,12 +239,20 @@ class SqlStore:
         hostname: str | None,
         process_id: int | None,
         operations: Sequence[tuple[str, Callable[[], object]]],
+        set_aside: Callable[[list[tuple[int, str]]], None] | None = None,
     ) -> tuple[int, int] | None:
         """Apply a journal file's ``(what, operation)`` pairs in one transaction that also
-        records ``journal_id``; None when that file was replayed before. An operation the
-        database refuses is rolled back alone (a savepoint), reported, and the rest go on.
-        Returns (operations written, operations refused)."""
+        records ``journal_id``; None when that file was replayed before. Returns (operations
+        written, operations refused).
+
+        An operation the database refuses is rolled back alone (a savepoint) and the rest go
+        on. One that makes MySQL/MariaDB drop the connection for its size (beyond
+        ``max_allowed_packet``, which takes the whole transaction with it) is left out of a
+        new attempt of the file. ``set_aside`` gets the refused operations, as (index in
+        ``operations``, reason), before the transaction commits: when it raises, nothing is
+        committed."""
         marks = self.t.journal_replays
+        skipped: dict[int, str] = {}  # index -> why: refused for its size (MySQL/MariaDB)
 
         def seen(conn: Connection) -> bool:
             found = conn.execute(
@@ -213,6 +261,7 @@ class SqlStore:
             return found is not None
 
         def apply(conn: Connection) -> tuple[int, int] | None:
+            self._local.task_ids = {}
             if seen(conn):
                 return None
             conn.execute(
@@ -225,29 +274,51 @@ class SqlStore:
                     "replayed_at": datetime.now(timezone.utc),
                 },
             )
-            written = refused = 0
+            written = 0
+            refused: list[tuple[int, str]] = []
+            task_ids: dict[Any, int] = self._local.task_ids
             self._local.conn = conn
             try:
-                for what, operation in operations:
+                for index, (_what, operation) in enumerate(operations):
+                    if index in skipped:
+                        refused.append((index, skipped[index]))
+                        continue
+                    known = len(task_ids)
                     try:
                         with conn.begin_nested():
                             operation()
                         written += 1
-                    except (TaskerError, SQLAlchemyError) as exc:
-                        refused += 1
-                        console.problem("tasker could not replay %s: %s", what, exc)
+                    except Exception as exc:  # whatever the value: set aside, never blocking
+                        if conn.invalidated:
+                            raise _ConnectionLost(index, exc) from exc
+                        for key in list(task_ids)[known:]:  # rolled back with it
+                            del task_ids[key]
+                        refused.append((index, _reason(exc, self.config)))
             finally:
                 self._local.conn = None
-            return written, refused
+            if refused and set_aside is not None:
+                set_aside(refused)
+            return written, len(refused)
 
-        self._local.task_ids = {}
-        try:
-            done = self._run("replaying a journal file", apply)
-        except DatabaseError:
-            # Another process replayed the same file at the same moment and won.
-            if self._run("reading replayed journals", seen, write=False):
-                return None
-            raise
+        dropped = 0  # connections lost for another reason than a value's size
+        while True:  # each round skips one more operation, or counts a lost connection
+            try:
+                done = self._run("replaying a journal file", apply)
+            except _ConnectionLost as lost:
+                why = refused_for_size(lost.error, self.config, self.engine)
+                if why is not None and lost.index not in skipped:
+                    skipped[lost.index] = why
+                    continue
+                dropped += 1
+                if dropped < _REPLAY_RECONNECTS:
+                    continue
+                raise wrap_db_error(lost.error, self.config, "replaying a journal file") from None
+            except DatabaseError:
+                # Another process replayed the same file at the same moment and won.
+                if self._run("reading replayed journals", seen, write=False):
+                    return None
+                raise
+            break
         with self._lock:
             self._task_ids.update(self._local.task_ids)
         return done
@@ -424,9 +495,14 @@ class SqlStore:
         return created
 
     def _mysql_locked(self, lock: Connection, fn: Callable[[Connection], T]) -> T:
-        got = lock.execute(text("SELECT GET_LOCK('tasker_schema', 120)")).scalar()
+        # Within the statement limit the session has (a longer wait would be cut off as a
+        # stalled server); a busy lock is retried by _run like any other.
+        wait = max(1, int(self.config.statement_timeout) - 1)
+        got = lock.execute(text(f"SELECT GET_LOCK('tasker_schema', {wait})")).scalar()
         if got != 1:
-            raise DatabaseError("timed out waiting for another process creating the schema")
+            raise DatabaseError(
+                "timed out waiting for another process creating the schema", unavailable=True
+            )
         try:
             return self._run("creating the schema", fn)
         finally:
@@ -819,8 +895,8 @@ class SqlStore:
                 ("heartbeat", now),
                 *final.items(),
             ]
-            if self._update(conn, runs, [("run_id", run_id)], sets) == 0:
-                raise self._missing_run(conn, run_id)
+            if self._update(conn, runs, [("run_id", run_id), self._x_run_endable], sets) == 0:
+                raise self._ended_or_missing(conn, run_id, status)
             sub_values: list[tuple[str, Any]] = [
                 ("status", status.value),
                 ("end_time", now),
@@ -836,6 +912,20 @@ class SqlStore:
             self._update(conn, sp, [("run_id", run_id), self._x_sub_open_or_reaped], sub_values)
 
         self._run("recording the end of a run", apply)
+
+    def _ended_or_missing(self, conn: Connection, run_id: str, status: Status) -> TaskerError:
+        runs = self.t.task_runs
+        row = conn.execute(
+            select(runs.c.status, runs.c.end_time).where(runs.c.run_id == run_id)
+        ).first()
+        if row is None:
+            return self._missing_run(conn, run_id)
+        end = row.end_time
+        when = f" at {end:%Y-%m-%d %H:%M:%S}" if isinstance(end, datetime) else ""
+        return RunEndedError(
+            f"run {run_id} already ended {row.status}{when}; ending it again as "
+            f"{status.value} is refused (the first ending is kept)"
+        )
 
     def purge_runs(self, ended_before: datetime, *, dry_run: bool = False) -> int:
         """Delete runs that ended before ``ended_before`` (never an active one), with their
@@ -1020,9 +1110,14 @@ class SqlStore:
         now: datetime,
         *,
         items_complete: int | None = None,
+        reend: bool = False,
     ) -> int:
-        """Set fields of a subtask (the run's current one when ``number`` is None)."""
+        """Set fields of a subtask (the run's current one when ``number`` is None).
+
+        A subtask that has ended stays ended: ending it again is refused (RunEndedError),
+        unless ``reend`` (the automatic layer correcting a loop's status)."""
         runs, sp = self.t.task_runs, self.t.subtask_progress
+        ending = values.get("status") in _TERMINAL and not reend
 
         def apply(conn: Connection) -> int:
             n = number if number is not None else self._current_subtask(conn, run_id)
@@ -1038,11 +1133,12 @@ class SqlStore:
                     fields["percent_complete"] = self._x_pct_items
                     params["x_items"] = items_complete
                 fields["items_complete"] = items_complete  # after the percent: MySQL order
-            matched = self._update(
-                conn, sp, [("run_id", run_id), ("subtask_number", n)], list(fields.items()), params
-            )
+            where: list[Any] = [("run_id", run_id), ("subtask_number", n)]
+            if ending:
+                where.append(self._x_sub_open_or_reaped)
+            matched = self._update(conn, sp, where, list(fields.items()), params)
             if matched == 0:
-                raise self._missing_subtask(conn, run_id, n)
+                raise self._ended_subtask_or_missing(conn, run_id, n, ending, values)
             self._update(
                 conn,
                 runs,
@@ -1054,6 +1150,21 @@ class SqlStore:
             return n
 
         return self._run("updating a subtask", apply)
+
+    def _ended_subtask_or_missing(
+        self, conn: Connection, run_id: str, n: int, ending: bool, values: dict[str, Any]
+    ) -> TaskerError:
+        sp = self.t.subtask_progress
+        if ending:
+            row = conn.execute(
+                select(sp.c.status).where(sp.c.run_id == run_id, sp.c.subtask_number == n)
+            ).first()
+            if row is not None:
+                return RunEndedError(
+                    f"subtask {n} of run {run_id} already ended {row.status}; ending it again "
+                    f"as {values['status']} is refused (the first ending is kept)"
+                )
+        return self._missing_subtask(conn, run_id, n)
 
     def increment_subtask(self, run_id: str, number: int | None, by: int, now: datetime) -> int:
         """Add ``by`` items to a subtask atomically (safe with many concurrent writers)."""

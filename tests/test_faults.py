@@ -1,0 +1,317 @@
+"""Unfriendly faults and input: a database that holds a lock for the program's whole life, text
+that is not valid Unicode, numbers out of range, a run ended twice, and shell scripts that
+track themselves while the database is away."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tasker
+from tasker import validate
+from tests.conftest import ROOT, Backend
+from tests.helpers import run_script, tasker_cli, write_script
+from tests.test_examples import check_shell_pipeline
+from tests.test_reliability import PIPELINE, _assert_complete, _closed_port, _env
+
+# ---------------------------------------------------------------------------- bounded exit
+
+
+def test_a_sqlite_lock_held_for_the_whole_life_delays_the_exit_only_by_exit_timeout(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    tasker.configure(path=str(path), console="false")
+    tasker.create_schema()
+    tasker.flush()
+    script = write_script(tmp_path, PIPELINE)
+    env = _env(tmp_path, f"sqlite:///{path}", TASKER_EXIT_TIMEOUT="3")
+    holder = sqlite3.connect(path, isolation_level=None, timeout=30)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        result = run_script(script, env, "10", "0")
+        took = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    # The program itself takes well under a second; the stalled write costs it at most the
+    # exit budget (3 s) plus start-up, and says what it did.
+    assert took < 3 + 6, (took, result.stderr)
+    assert "saved" in result.stderr and "journal" in result.stderr, result.stderr
+    tasker.replay_journal()
+    _assert_complete(10)
+
+
+@pytest.mark.parametrize("hold", ["LOCK TABLE", "BEGIN EXCLUSIVE"])
+def test_a_lock_held_for_the_whole_life_loses_nothing_and_delays_the_exit_boundedly(
+    db: Backend, child_env: dict[str, str], tmp_path: Path, hold: str
+) -> None:
+    """Another session holds the runs table for the program's whole life: every write waits.
+    The program still ends on time (exit_timeout) and the journal has every run."""
+    if (hold == "LOCK TABLE") == (db.name == "sqlite"):
+        pytest.skip("LOCK TABLE on the servers, BEGIN EXCLUSIVE on SQLite")
+    tasker.create_schema()
+    tasker.flush()
+    script = write_script(tmp_path, PIPELINE)
+    env = {**child_env, "TASKER_EXIT_TIMEOUT": "3", "TASKER_FLUSH_INTERVAL": "0.2"}
+    if db.name == "sqlite":
+        holder: Any = sqlite3.connect(db.settings["path"], isolation_level=None, timeout=30)
+        holder.execute("BEGIN EXCLUSIVE")
+    else:
+        from sqlalchemy import create_engine, text
+
+        from tests.conftest import _driver_url
+
+        engine = create_engine(_driver_url(db.settings["url"]))
+        holder = engine.connect()
+        holder.begin()
+        if db.name == "mysql":
+            holder.execute(text("LOCK TABLES task_runs WRITE, subtask_progress WRITE"))
+        else:
+            holder.execute(text(f"LOCK TABLE {db.table('task_runs')} IN ACCESS EXCLUSIVE MODE"))
+    try:
+        started = time.monotonic()
+        result = run_script(script, env, "10", "0")
+        took = time.monotonic() - started
+    finally:
+        if db.name == "sqlite":
+            holder.execute("ROLLBACK")
+            holder.close()
+        else:
+            holder.rollback()
+            holder.close()
+            engine.dispose()
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert took < 3 + 8, (took, result.stderr)
+    assert "events to the journal" in result.stderr, result.stderr
+    journals = sorted(Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl"))
+    tasker.replay_journal(journals)
+    _assert_complete(10)
+
+
+def test_exiting_during_backoff_tries_the_database_once_more(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The database answers again by the time the program ends: nothing goes to the journal.
+    script = write_script(
+        tmp_path,
+        """
+        import tasker
+        from tasker.recorder import RECORDER
+
+        @tasker.task(stage="S", name="during backoff")
+        def step(i):
+            return i
+
+        RECORDER.writer.mark_failing(OSError("pretend the database went away"))
+        for i in range(20):
+            step(i)
+        """,
+    )
+    # A long flush interval: the writer backs off for 20 s or more, far past the program's end.
+    result = run_script(script, {**child_env, "TASKER_FLUSH_INTERVAL": "30"})
+    assert result.returncode == 0, result.stderr
+    runs = [r for r in tasker.get_task_history(limit=None) if r.task_name == "during backoff"]
+    assert len(runs) == 20 and {r.status for r in runs} == {"COMPLETED"}
+    assert "events to the journal" not in result.stderr, result.stderr
+    assert "reached the database again" in result.stderr
+
+
+# ---------------------------------------------------------------------------- text
+
+
+def test_an_argument_that_is_not_utf8_loses_no_run(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    script = write_script(
+        tmp_path,
+        """
+        import sys
+        import tasker
+
+        @tasker.task(stage="S", name="reads a file")
+        def read(i):
+            return i
+
+        for i in range(10):
+            read(i)
+        run_id = tasker.task_start("S", "explicit " + sys.argv[1])
+        tasker.task_fail(RuntimeError("cannot open " + sys.argv[1]))
+        print("done")
+        """,
+    )
+    # A file name from a Latin-1 file system: Python decodes it with lone surrogates.
+    result = subprocess.run(
+        [sys.executable, str(script), os.fsdecode(b"caf\xe9.csv")],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "done"), result.stderr
+    history = tasker.get_task_history(limit=None)
+    reads = [r for r in history if r.task_name == "reads a file"]
+    assert len(reads) == 10 and {r.status for r in reads} == {"COMPLETED"}
+    assert all("caf\\xe9.csv" in (r.command_line or "") for r in reads), reads[0].command_line
+    (explicit,) = [r for r in history if r.task_name.startswith("explicit")]
+    assert explicit.task_name == "explicit caf\\xe9.csv"
+    assert (explicit.status, explicit.error_message) == ("FAILED", "cannot open caf\\xe9.csv")
+
+
+def test_storable_text() -> None:
+    assert validate.storable_text("plain") == ("plain", None)
+    assert validate.storable_text("caf\udce9") == ("caf\\xe9", "text that is not valid Unicode")
+    assert validate.storable_text("x\ud800") == ("x\\ud800", "text that is not valid Unicode")
+    assert validate.storable_text("a\x00b") == ("a\ufffdb", "NUL")
+    assert validate.storable_text("héllo wörld") == ("héllo wörld", None)
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def test_numbers_out_of_range_are_refused_clearly_and_lose_nothing(db: Backend) -> None:
+    run_id = tasker.task_start("S", "counts")
+    tasker.subtask_start("items", items_total=10)
+    tasker.subtask_increment(4)
+    for bad in (10**30, 2**63 - 1, -1, None, 1.5, "3"):
+        with pytest.raises(tasker.ValidationError, match="increment must be a whole number"):
+            tasker.subtask_increment(bad)  # type: ignore[arg-type]
+    with pytest.raises(tasker.ValidationError, match="from 0 to 1,000,000,000,000,000"):
+        tasker.subtask_start("too many", items_total=10**16)
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert (sub.items_complete, sub.items_total) == (4, 10)
+    assert isinstance(sub.items_complete, int)
+
+
+def test_the_automatic_layer_clamps_numbers_with_a_warning(db: Backend) -> None:
+    with tasker.task("S", "clamped") as run, tasker.subtask("items") as st:
+        st.advance(2)
+        with pytest.warns(tasker.TaskerWarning, match="advance"):
+            st.advance(10**30)
+        with pytest.warns(tasker.TaskerWarning, match="advance"):
+            st.advance("many")  # type: ignore[arg-type]
+        with pytest.warns(tasker.TaskerWarning, match="total"):
+            for _ in tasker.track(range(3), total=-5):
+                pass
+    (sub,) = tasker.get_subtask_progress(run.run_id)
+    assert sub.items_complete == 2 + validate.COUNT_MAX + 3
+    assert isinstance(sub.items_complete, int)
+
+
+# ---------------------------------------------------------------------------- ended twice
+
+
+def test_an_ended_run_stays_ended(db: Backend) -> None:
+    run_id = tasker.task_start("S", "ends once")
+    tasker.task_fail("broken", exit_code=3)
+    with pytest.warns(tasker.TaskerWarning, match="already ended FAILED"):
+        tasker.task_complete(run_id=run_id)
+    with pytest.warns(tasker.TaskerWarning, match="already ended FAILED"):
+        tasker.task_update("COMPLETED", run_id=run_id)
+    run = tasker.get_run(run_id)
+    assert (run.status, run.exit_code, run.error_message) == ("FAILED", 3, "broken")
+    tasker.configure(**db.settings, console="false", strict=True)
+    with pytest.raises(tasker.RunEndedError, match="is refused"):
+        tasker.task_complete(run_id=run_id)
+    assert tasker.get_run(run_id).status == "FAILED"
+
+
+def test_the_command_line_refuses_a_second_ending(db: Backend, child_env: dict[str, str]) -> None:
+    start = tasker_cli(child_env, "start", "S", "shell step")
+    assert start.returncode == 0, start.stderr
+    run_id = start.stdout.strip()
+    assert tasker_cli(child_env, "fail", "--run-id", run_id, "--exit-code", "3").returncode == 0
+    again = tasker_cli(child_env, "complete", "--run-id", run_id)
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f"tasker: error: run {run_id} already ended FAILED at "
+        f"{tasker.get_run(run_id).end_time:%Y-%m-%d %H:%M:%S}; ending it again as COMPLETED "
+        "is refused (the first ending is kept)"
+    ]
+    run = tasker.get_run(run_id)
+    assert (run.status, run.exit_code) == ("FAILED", 3)
+
+
+# ---------------------------------------------------------------------------- shell scripts
+
+
+def test_a_set_e_shell_script_runs_through_while_the_database_is_away(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    away = {
+        **child_env,
+        "TASKER_DB_URL": f"postgresql://nobody@127.0.0.1:{_closed_port()}/gone",
+        "TASKER": f"{sys.executable} -m tasker",
+    }
+    away.pop("TASKER_DB_PATH", None)
+    away.pop("TASKER_DB_SCHEMA", None)
+    result = subprocess.run(
+        ["bash", str(ROOT / "examples" / "shell_pipeline.sh")],
+        env=away,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # Everything the script tracked was journaled; the next process that reaches the
+    # database (here, this one) writes it, complete.
+    journals = sorted(Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl"))
+    assert journals, result.stderr
+    replayed = tasker.replay_journal(journals)
+    assert replayed.failed == 0 and replayed.files == len(journals)
+    check_shell_pipeline(result.stderr)
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def test_a_sqlite_file_deleted_mid_run_is_noticed_and_written_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "runs.db"
+    tasker.configure(path=str(path), console="false")
+
+    @tasker.task(stage="S", name="before")
+    def before() -> None:
+        return None
+
+    @tasker.task(stage="S", name="after")
+    def after() -> None:
+        return None
+
+    before()
+    assert tasker.flush()
+    for leftover in tmp_path.glob("runs.db*"):
+        leftover.unlink()  # someone deletes the database under a running program
+    after()
+    assert tasker.flush()
+    told = caplog.text + capsys.readouterr().err
+    assert told.count("was deleted or replaced") == 1, told
+    assert path.exists()
+    (run,) = tasker.get_task_history()
+    assert (run.task_name, run.status) == ("after", "COMPLETED")
+
+
+def test_an_ended_subtask_stays_ended(db: Backend) -> None:
+    run_id = tasker.task_start("S", "subtask ends once")
+    tasker.subtask_start("step", items_total=4)
+    tasker.subtask_increment(4)
+    tasker.subtask_fail("disk full")
+    with pytest.warns(tasker.TaskerWarning, match="subtask 1 of run .* already ended FAILED"):
+        tasker.subtask_complete(subtask_number=1)
+    tasker.subtask_increment(1, subtask_number=1)  # late counts still count
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert (sub.status, sub.error_message, sub.items_complete) == ("FAILED", "disk full", 5)

@@ -1,0 +1,505 @@
+"""The journal with real files, real processes and the real databases: no file blocks the
+others (damaged, empty and foreign files are quarantined; events the database refuses are set
+aside with the reason, the rest replays), text that no database stores round-trips to text
+every database stores, a full disk leaves every earlier record readable, and the reaper's
+callers replay waiting journals before they reap."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+import tasker
+from tasker import events, journal
+from tasker.models import Status
+from tasker.recorder import RECORDER
+from tests.conftest import ROOT, Backend
+from tests.helpers import free_port, new_run, tasker_cli, write_script
+
+BIG = 20 * 1024 * 1024  # beyond MariaDB's default max_allowed_packet (16 MiB)
+
+
+@contextlib.contextmanager
+def _writer_held() -> Iterator[None]:
+    """Keep this process's writer from replaying the test's journals on its own first."""
+    RECORDER.writer.pause()
+    try:
+        yield
+    finally:
+        RECORDER.writer.resume()
+
+
+def _run_events(run_id: str, stage: str, task: str) -> list[events.Event]:
+    """A finished run with a subtask of 10 items: 5 events."""
+    now = datetime.now(timezone.utc)
+    return [
+        (events.START_RUN, run_id, (new_run(run_id, stage, task, start_time=now),)),
+        (events.START_SUBTASK, run_id, (1, "s", 10, None, now)),
+        (events.INCREMENT_SUBTASK, run_id, (1, 7, now)),
+        (events.END_SUBTASK, run_id, (1, 3, {"status": "COMPLETED", "end_time": now}, now)),
+        (events.END_RUN, run_id, (Status.COMPLETED, {}, now, None)),
+    ]
+
+
+def _rid(group: int, i: int) -> str:
+    return f"00000000-0000-4000-8{group:03d}-{i:012d}"
+
+
+def _journal(batch: list[events.Event]) -> Path:
+    file = journal.JournalFile(tasker.get_config())
+    file.write(batch)
+    file.close()
+    return file.path
+
+
+def _foreign(name: str, content: bytes) -> Path:
+    """A file in the journal folder, named to be replayed before tasker's own files."""
+    folder = journal.journal_folder(tasker.get_config())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{0:020d}-{name}.jsonl"
+    path.write_bytes(content)
+    return path
+
+
+def _snapshot() -> list[tuple[object, ...]]:
+    rows = []
+    for run in tasker.get_task_history(limit=None):
+        subs = tasker.get_subtask_progress(run.run_id)
+        rows.append(
+            (
+                run.run_id,
+                run.status,
+                run.overall_progress_message,
+                tuple((s.status, s.items_complete, s.items_total) for s in subs),
+            )
+        )
+    return sorted(rows, key=str)
+
+
+def _mixed_folder() -> dict[str, Path]:
+    """Damaged, empty and foreign files first in the folder, then good ones: a file with a
+    lone surrogate and a NUL in a message, and one holding an event the database refuses."""
+    files = {
+        "empty": _foreign("empty", b""),
+        "garbage": _foreign("garbage", b"\x00\x17\xff garbage \xfe\n\x9c\x01\n"),
+        "foreign": _foreign("foreign", b'{"level": "info", "msg": "some other log"}\n{}\n'),
+        "bad line": _foreign(
+            "badline",
+            b'{"tasker_journal": 1, "journal_id": "x"}\n["nonsense"]\n',
+        ),
+    }
+    files["good"] = _journal([e for i in range(3) for e in _run_events(_rid(1, i), "GOOD", "g")])
+    now = datetime.now(timezone.utc)
+    odd = _rid(2, 0)
+    files["surrogate"] = _journal(
+        [
+            *_run_events(odd, "ODD", "surrogate")[:-1],
+            (events.UPDATE_RUN, odd, ({"overall_progress_message": "caf\udce9 a\x00b"}, now)),
+            _run_events(odd, "ODD", "surrogate")[-1],
+        ]
+    )
+    refused = _rid(3, 0)
+    whole = _run_events(refused, "REFUSED", "r")
+    files["refused"] = _journal(
+        [
+            *whole[:-1],
+            # A count no database column holds (beyond a 64-bit integer): line 6.
+            (events.START_SUBTASK, refused, (2, "too many", 2**70, None, now)),
+            whole[-1],
+        ]
+    )
+    return files
+
+
+BAD = ("empty", "garbage", "foreign", "bad line")
+
+
+def _assert_good_replayed() -> None:
+    good = tasker.get_task_history(stage="GOOD", limit=None)
+    assert len(good) == 3 and {r.status for r in good} == {Status.COMPLETED}
+    for run in good:
+        (sub,) = tasker.get_subtask_progress(run.run_id)
+        assert (sub.status, sub.items_complete) == ("COMPLETED", 10)
+    (odd,) = tasker.get_task_history(stage="ODD")
+    # The lone surrogate (a byte 0xE9 of a non-UTF-8 argv) as \xe9, the NUL as U+FFFD.
+    assert odd.overall_progress_message == "caf\\xe9 a\ufffdb"
+    assert odd.status == Status.COMPLETED
+    (refused,) = tasker.get_task_history(stage="REFUSED")
+    assert refused.status == Status.COMPLETED
+    assert [s.subtask_number for s in tasker.get_subtask_progress(refused.run_id)] == [1]
+
+
+def test_damaged_files_are_quarantined_and_the_others_replay(
+    db: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _writer_held():
+        files = _mixed_folder()
+        content = {kind: files[kind].read_bytes() for kind in BAD}
+        with caplog.at_level(logging.WARNING, logger="tasker"):
+            result = tasker.replay_journal()
+    assert (result.files, result.quarantined, result.failed) == (3, 4, 1)
+    assert result.events == 15 + 6 + 5
+    outcomes = {Path(d.path): d for d in result.details}
+    folder = journal.journal_folder(tasker.get_config())
+    for kind in BAD:
+        detail = outcomes[files[kind]]
+        assert detail.outcome == "quarantined" and detail.reason
+        assert not files[kind].exists()
+        assert detail.moved_to == str(folder / "quarantine" / files[kind].name)
+        assert Path(detail.moved_to).read_bytes() == content[kind]  # moved whole
+    assert "empty" in (outcomes[files["empty"]].reason or "")
+    assert "not a tasker journal" in (outcomes[files["foreign"]].reason or "")
+    assert "not a tasker journal" in (outcomes[files["garbage"]].reason or "")
+    assert "line 2" in (outcomes[files["bad line"]].reason or "")
+    _assert_good_replayed()
+    assert journal.pending_files(tasker.get_config()) == []
+
+    # One warning names every quarantined file, where it went and why.
+    moved = [r.getMessage() for r in caplog.records if "to quarantine" in r.getMessage()]
+    assert len(moved) == 1, moved
+    for kind in BAD:
+        assert str(folder / "quarantine" / files[kind].name) in moved[0]
+
+    # The refused event is set aside with its reason, and said so once.
+    detail = outcomes[files["refused"]]
+    assert (detail.outcome, detail.events, detail.refused) == ("replayed", 5, 1)
+    rejected = Path(detail.moved_to or "")
+    assert rejected == folder / "rejected" / files["refused"].name
+    header, row = (json.loads(line) for line in rejected.read_text().splitlines())
+    assert header["tasker_rejected"] == 1 and header["journal"] == files["refused"].name
+    assert row["line"] == 6 and row["what"].startswith("the start of subtask 2")
+    assert row["reason"] and events.decode(row["event"])[2][2] == 2**70
+    refusals = [r for r in caplog.records if "could not replay" in r.getMessage()]
+    assert len(refusals) == 1 and str(rejected) in refusals[0].getMessage()
+
+    # Replaying again changes nothing: no file waits, the quarantine stays as it is.
+    before = _snapshot()
+    again = tasker.replay_journal()
+    assert (again.files, again.quarantined, again.events, again.details) == (0, 0, 0, [])
+    assert _snapshot() == before
+    assert sorted(p.name for p in (folder / "quarantine").iterdir()) == sorted(
+        files[k].name for k in BAD
+    )
+
+
+def test_tasker_replay_prints_counts_per_file_and_exits_0(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    with _writer_held():
+        files = _mixed_folder()
+        kept = files["good"].with_suffix(".copy")
+        kept.write_bytes(files["good"].read_bytes())
+        out = tasker_cli(child_env, "replay")
+    assert out.returncode == 0, out.stderr
+    lines = {ln.split(": ", 1)[0]: ln.split(": ", 1)[1] for ln in out.stdout.splitlines()[:-1]}
+    assert lines[str(files["good"])] == "replayed 15 events"
+    assert lines[str(files["surrogate"])] == "replayed 6 events"
+    assert lines[str(files["refused"])].startswith("replayed 5 events, 1 refused (set aside")
+    for kind in BAD:
+        assert lines[str(files[kind])].startswith("quarantined: ")
+        assert "moved to " in lines[str(files[kind])]
+    assert out.stdout.splitlines()[-1] == (
+        "replayed 3 journal files (26 events written, 1 refused and set aside); "
+        "0 already replayed, 0 still being written, 4 quarantined"
+    )
+    assert out.stderr.count("to quarantine") == 1, out.stderr
+    _assert_good_replayed()
+
+    before = _snapshot()
+    again = tasker_cli(child_env, "replay")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        "replayed 0 journal files (0 events written, 0 refused and set aside); "
+        "0 already replayed, 0 still being written, 0 quarantined"
+    ]
+    assert again.stderr == ""
+    copy = tasker_cli(child_env, "replay", str(kept))
+    assert copy.returncode == 0, copy.stderr
+    assert f"{kept}: already replayed" in copy.stdout
+    assert _snapshot() == before
+
+
+def test_tasker_replay_exits_1_when_the_database_is_away(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    tasker.configure(url=url, console="false", connect_timeout=2)
+    path = _journal(_run_events(_rid(4, 0), "AWAY", "a"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env.update(TASKER_DB_URL=url, PYTHONPATH=str(ROOT))
+    out = tasker_cli(env, "replay")
+    assert out.returncode == 1
+    assert out.stderr.startswith("tasker: error:") and "Connection refused" in out.stderr
+    assert path.exists()  # it waits for the database
+    assert not (path.parent / "quarantine").exists()
+
+
+def test_an_oversized_value_does_not_block_the_other_events(
+    db: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """24 events and a 20 MB message: on MariaDB, beyond max_allowed_packet, which drops the
+    connection as an outage would; the other 24 replay, the message is set aside."""
+    now = datetime.now(timezone.utc)
+    batch = [e for i in range(4) for e in _run_events(_rid(5, i), "BIG", f"b{i}")]
+    last = _rid(5, 4)
+    whole = _run_events(last, "BIG", "huge")
+    message = "m" * BIG
+    batch += [
+        whole[0],
+        (events.UPDATE_RUN, last, ({"overall_progress_message": message}, now)),  # line 23
+        whole[1],  # the subtask's start, and its end with 3 items
+        whole[3],
+        whole[4],
+    ]
+    assert len(batch) == 25
+    with _writer_held():
+        path = _journal(batch)
+        with caplog.at_level(logging.WARNING, logger="tasker"):
+            result = tasker.replay_journal()
+    runs = tasker.get_task_history(stage="BIG", limit=None)
+    assert len(runs) == 5 and {r.status for r in runs} == {Status.COMPLETED}
+    (huge,) = [r for r in runs if r.run_id == last]
+    (detail,) = result.details
+    if db.name == "mysql":
+        assert (result.files, result.events, result.failed) == (1, 24, 1)
+        assert "max_allowed_packet" in caplog.text
+        rejected = path.parent / "rejected" / path.name
+        assert detail.moved_to == str(rejected)
+        row = json.loads(rejected.read_text().splitlines()[1])
+        assert row["line"] == 23 and "max_allowed_packet" in row["reason"]
+        assert events.decode(row["event"])[2][0]["overall_progress_message"] == message
+        assert huge.overall_progress_message is None
+    else:
+        assert (result.files, result.events, result.failed) == (1, 25, 0)
+        assert huge.overall_progress_message == message
+    assert not path.exists()
+    before = _snapshot()
+    assert tasker.replay_journal().details == []
+    assert _snapshot() == before
+
+
+NON_UTF8_ARGV = """
+import sys
+import tasker
+
+with tasker.task("ARGV", "non-utf8") as run:
+    run.update(message="argument " + sys.argv[1])
+print("done", flush=True)
+"""
+
+
+def test_a_lone_surrogate_from_argv_reaches_the_journal_and_the_database(
+    db: Backend, tmp_path: Path
+) -> None:
+    """A program given a non-UTF-8 argument (Python holds its byte 0xE9 as U+DCE9) against
+    a database that is away: the journal is written, and replays into every backend."""
+    script = write_script(tmp_path, NON_UTF8_ARGV)
+    journal_dir = tmp_path / "journal"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env.update(
+        TASKER_DB_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing",
+        TASKER_JOURNAL_DIR=str(journal_dir),
+        TASKER_CONSOLE="false",
+        PYTHONPATH=str(ROOT),
+        PYTHONWARNINGS="ignore",
+    )
+    out = subprocess.run(
+        [sys.executable, os.fsencode(script), b"caf\xe9"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0 and out.stdout == b"done\n", out.stderr
+    assert b"could not record" not in out.stderr, out.stderr
+    (path,) = journal_dir.rglob("*.jsonl")
+    data = path.read_bytes()
+    assert data.isascii() and b"\\udce9" in data  # kept losslessly, as a JSON escape
+    result = tasker.replay_journal(path)
+    assert (result.files, result.failed, result.quarantined) == (1, 0, 0)
+    (run,) = tasker.get_task_history(stage="ARGV")
+    assert run.status == Status.COMPLETED
+    assert run.overall_progress_message == "argument caf\\xe9"
+    assert "caf\\xe9" in (run.command_line or "")
+
+
+FULL_DISK = """
+import errno, json, resource, signal, sys
+from datetime import datetime, timezone
+
+import tasker
+from tasker import events, journal
+from tests.helpers import new_run
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write beyond the limit fails with EFBIG
+tasker.configure(path=sys.argv[1], journal_dir=sys.argv[2], console="false")
+now = datetime.now(timezone.utc)
+
+
+def run(i):
+    rid = f"00000000-0000-4000-8000-{i:012d}"
+    return [
+        (events.START_RUN, rid, (new_run(rid, "DISK", f"t{i}", start_time=now),)),
+        (events.UPDATE_RUN, rid, ({"overall_progress_message": "x" * 3000}, now)),
+        (events.END_RUN, rid, (tasker.Status.COMPLETED, {}, now, None)),
+    ]
+
+
+file = journal.JournalFile(tasker.get_config())
+file.write(run(1))
+size = file.path.stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 4000, resource.RLIM_INFINITY))
+try:
+    file.write(run(2) + run(3))  # about 9 kB: cut short by the "full disk"
+except OSError as exc:
+    assert exc.errno == errno.EFBIG, exc
+else:
+    raise AssertionError("the write did not fail")
+assert file.path.stat().st_size == size, "a partial batch was left in the file"
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+file.write(run(2) + run(3))  # room again: the writer writes the same events again
+file.close()
+print(json.dumps(str(file.path)))
+"""
+
+
+def test_a_full_disk_leaves_every_earlier_record_readable(db: Backend, tmp_path: Path) -> None:
+    script = write_script(tmp_path, FULL_DISK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    assert (
+        resource.getrlimit(resource.RLIMIT_FSIZE)[1] == resource.RLIM_INFINITY
+    )  # the child lowers and raises its soft limit
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "child.db"), str(tmp_path / "j")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    path = Path(json.loads(out.stdout))
+    result = tasker.replay_journal(path)
+    assert (result.files, result.events, result.failed, result.quarantined) == (1, 9, 0, 0)
+    runs = tasker.get_task_history(stage="DISK", limit=None)
+    assert len(runs) == 3 and {r.status for r in runs} == {Status.COMPLETED}
+    assert {r.overall_progress_message for r in runs} == {"x" * 3000}
+
+
+def test_the_journal_is_one_ascii_json_line_per_event_each_batch_fsynced(db: Backend) -> None:
+    file = journal.JournalFile(tasker.get_config())
+    try:
+        rid = _rid(6, 0)
+        assert file.write(_run_events(rid, "LINES", "l")) == 5
+        lines = file.path.read_bytes().split(b"\n")
+        assert lines[-1] == b"" and len(lines) == 7  # a header, 5 events, a final newline
+        assert all(line.isascii() for line in lines)
+        assert [json.loads(line)[0] for line in lines[1:-1]] == [
+            events.START_RUN,
+            events.START_SUBTASK,
+            events.INCREMENT_SUBTASK,
+            events.END_SUBTASK,
+            events.END_RUN,
+        ]
+        # Being created, a file never shows under its journal name without its header.
+        assert not list(file.path.parent.glob("*.new"))
+    finally:
+        file.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["reap"], ["active"], ["watch", "--count", "1", "--interval", "0"]],
+    ids=["status", "reap", "active", "watch"],
+)
+def test_a_run_journaled_completed_is_completed_after_the_reapers_callers(
+    db: Backend, child_env: dict[str, str], command: list[str]
+) -> None:
+    """The run's start reached the database, its end only the journal, and its process is
+    gone: replayed first, it is COMPLETED, never FAILED (or COMPLETED) with ProcessLost."""
+    from tasker.process_info import process_info
+    from tasker.reaper import Host, judge
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=60)
+    info = process_info()
+    rid = _rid(7, 0)
+    started = datetime.now(timezone.utc)
+    RECORDER.store.start_run(
+        new_run(
+            rid,
+            "JOURNALED",
+            "ended in the journal",
+            start_time=started,
+            hostname=info.hostname,
+            process_id=dead.pid,
+            boot_id=info.boot_id,
+            pid_namespace=info.pid_namespace,
+        )
+    )
+    run = tasker.get_run(rid)
+    assert judge(run, datetime.now(timezone.utc), 3600, Host.here()).lost  # reaped otherwise
+    with _writer_held():
+        _journal([(events.END_RUN, rid, (Status.COMPLETED, {}, datetime.now(timezone.utc), None))])
+        out = tasker_cli(child_env, *command)
+    assert out.returncode == 0, out.stderr
+    ended = tasker.get_run(rid)
+    assert (ended.status, ended.error_type, ended.error_message) == (
+        Status.COMPLETED,
+        None,
+        None,
+    )
+    assert journal.pending_files(tasker.get_config()) == []
+    if command == ["reap"]:
+        assert "0 lost runs ended FAILED" in out.stdout
+    if command == ["status"]:
+        (line,) = [ln for ln in out.stdout.splitlines() if "ended in the journal" in ln]
+        assert "COMPLETED" in line
+
+
+def test_a_journal_being_created_is_never_taken_for_an_empty_one(db: Backend) -> None:
+    """A file a live process has just made is locked and has its header before a replay can
+    see it: it is left alone (busy), never quarantined as empty."""
+    file = journal.JournalFile(tasker.get_config())
+    try:
+        result = tasker.replay_journal()
+        assert (result.busy, result.quarantined) == (1, 0)
+        assert file.path.exists()
+    finally:
+        file.close()
+    assert not file.path.exists()  # no event ever written: removed
+
+
+def test_a_file_that_cannot_be_dealt_with_here_stays_for_later(
+    db: Backend, child_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No room for quarantine/ or rejected/ (here: files in their way): the file stays where
+    it is, untouched and unreplayed, `tasker replay` says why and exits 1; once there is
+    room, it replays."""
+    with _writer_held():
+        files = _mixed_folder()
+        folder = files["good"].parent
+        (folder / "quarantine").write_text("in the way")
+        (folder / "rejected").write_text("in the way")
+        out = tasker_cli(child_env, "replay")
+        assert out.returncode == 1, out.stderr
+        for kind in (*BAD, "refused"):
+            assert f"{files[kind]}: not replayed (left for later): " in out.stdout
+            assert files[kind].exists()
+        assert tasker.get_task_history(stage="REFUSED") == []  # nothing of it committed
+        assert len(tasker.get_task_history(stage="GOOD", limit=None)) == 3
+        (folder / "quarantine").unlink()
+        (folder / "rejected").unlink()
+        with caplog.at_level(logging.WARNING, logger="tasker"):
+            result = tasker.replay_journal()
+    assert (result.files, result.quarantined, result.failed) == (1, 4, 1)
+    _assert_good_replayed()
