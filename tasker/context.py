@@ -75,6 +75,8 @@ class RunState:
     # under the ambient run (a worker thread's call): sibling workers would nest under each
     # other.
     shared: bool = True
+    # Work was sent from this run to other processes (see tasker.runs.start_subtask).
+    handed_off: bool = False
     _next_number: int = 0
 
     @property
@@ -167,6 +169,7 @@ def handoff() -> tuple[str, int | None] | None:
     state = reporting_state()
     if state is None:
         return None
+    state.handed_off = True
     return state.run_id, state.open_subtask_number()
 
 

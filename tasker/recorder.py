@@ -240,6 +240,8 @@ def _before_fork() -> None:
     if threading.current_thread().name != "tasker-writer" and RECORDER.writer.pending:
         RECORDER.writer.flush(timeout=FORK_FLUSH_TIMEOUT)
     RECORDER.writer.pause()
+    for state in list(RECORDER.live_runs):
+        state.handed_off = True  # the child may open subtasks of these runs (runs.start_subtask)
     if not _mp_hooked and "multiprocessing" in sys.modules:
         # multiprocessing ends forked workers with os._exit(), skipping atexit, and clears
         # finalizers registered before its own start-up; a registered after-fork hook adds

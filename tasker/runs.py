@@ -362,6 +362,24 @@ def start_subtask(
     """Start the next numbered subtask of ``state``'s run (or ``number``)."""
     run_id = state.run_id
     when = now()
+    if number is None and state.is_local and state.handed_off:
+        # Work sent from this run may open subtasks of its own, numbered by the database
+        # (under the run's row lock): from now on this process takes its numbers there too,
+        # at once, so that no two subtasks get one number. Its own earlier starts were
+        # written before the work was sent. With the database away: the next local number.
+        got = None
+        if not RECORDER.writer.failing:
+            try:
+                got = _apply_storable(
+                    (ev.START_SUBTASK, run_id, (None, name, items_total, message, when))
+                )
+            except (DatabaseError, UnknownRunError):
+                if RECORDER.config.strict:
+                    raise
+        if got is not None:
+            number = int(got)
+            state.note_subtask_number(number)
+            return _opened(state, number, name, items_total, message, quiet)
     if number is None and state.is_local:
         number = state.next_subtask_number()
     elif number is not None and state.is_local:
@@ -381,7 +399,18 @@ def start_subtask(
             )
     else:
         write(ev.START_SUBTASK, run_id, (number, name, items_total, message, when), sync=False)
-    sub = Subtask(state, number, name, Counter(run_id, number, items_total=items_total))
+    return _opened(state, number, name, items_total, message, quiet)
+
+
+def _opened(
+    state: RunState,
+    number: int,
+    name: str | None,
+    items_total: int | None,
+    message: str | None,
+    quiet: bool | None,
+) -> Subtask:
+    sub = Subtask(state, number, name, Counter(state.run_id, number, items_total=items_total))
     RECORDER.writer.publish(sub.counter)
     state.subtasks.append(sub)
     state.current_subtask = number

@@ -79,11 +79,12 @@ def _configured(**settings: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def capture(**settings: Any) -> Iterator[Captured]:
     """Track into a temporary SQLite database for the block; ``settings`` add to (or
-    replace) the capture's own: ``path``, ``strict`` (True), ``console`` ("false"),
-    ``flush_interval`` (0.05) …"""
+    replace) the capture's own: ``url`` (the temporary file), ``strict`` (True),
+    ``console`` ("false"), ``flush_interval`` (0.05) …"""
     folder = Path(tempfile.mkdtemp(prefix="tasker-capture-"))
     own: dict[str, Any] = {
-        "path": str(folder / "tasker.db"),
+        # A URL, not a path: it wins over any database the environment or a file names.
+        "url": f"sqlite:///{folder / 'tasker.db'}",
         "journal_dir": str(folder / "journal"),
         "strict": True,
         "console": "false",

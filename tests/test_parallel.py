@@ -223,6 +223,43 @@ def test_an_idle_pool_worker_leaves_sigterm_to_its_default_action(
     assert len([r for r in tasker.get_task_history() if r.task_name == "call"]) == 3
 
 
+OWN_SUBTASKS = """
+import json, multiprocessing as mp, sys
+import tasker
+
+def worker(items):
+    with tasker.subtask("the worker's own"):  # a subtask of the run it was handed
+        for _ in tasker.track(range(items)):
+            pass
+
+if __name__ == "__main__":
+    with tasker.task("S", "owner") as run:
+        with tasker.subtask("before"):
+            pass
+        p = mp.get_context(sys.argv[1]).Process(target=tasker.bind(worker), args=(5,))
+        p.start()
+        p.join(60)
+        for _ in tasker.track(range(7), name="after"):  # opened after the worker's
+            pass
+    print(json.dumps(run.run_id))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_subtasks_opened_by_the_owner_and_a_worker_never_share_a_number(
+    db: Backend, child_env: dict[str, str], tmp_path: Path, method: str
+) -> None:
+    result = run_script(write_script(tmp_path, OWN_SUBTASKS), child_env, method)
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)
+    subs = tasker.get_subtask_progress(run_id)
+    assert [(s.subtask_number, s.subtask_name, s.status, s.items_complete) for s in subs] == [
+        (1, "before", "COMPLETED", 0),
+        (2, "the worker's own", "COMPLETED", 5),
+        (3, "after", "COMPLETED", 7),
+    ]
+
+
 # ---------------------------------------------------------------------------- by value
 
 
