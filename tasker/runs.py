@@ -250,7 +250,8 @@ def start_run(
     if state.owned:
         # Live before its start is queued: a SIGTERM arriving in between must find the run
         # to end it (else its start would be written and the run left STARTED).
-        RECORDER.install_signal_handlers()
+        if not RECORDER._signals_installed:
+            RECORDER.install_signal_handlers()
         RECORDER.live_runs.add(state)
     try:
         write(ev.START_RUN, run_id, (new,), sync=sync)
