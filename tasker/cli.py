@@ -7,6 +7,7 @@ imported only by the subcommands that need them, so the command starts fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -19,6 +20,8 @@ from tasker.formatting import duration, json_default, timestamp
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# A reader that went away (a closed pipe): the shell's status of a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + 13
 # Ages on the command line: 90m, 12h, 7d, 2w.
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -757,9 +760,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config:
             os.environ["TASKER_CONFIG"] = args.config
         result: int = args.func(args)
+        sys.stdout.flush()  # output problems surface here, not in Python's exit
         return result
     except TaskerError as exc:
         print(f"tasker: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`tasker history | head -1`): stop quietly with the status
+        # of a process ended by SIGPIPE, as git and the coreutils do.
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+            raise
+        # The output cannot be written (`tasker export > /dev/full`): one line, no traceback.
+        _drop_stdout()
+        print(f"tasker: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _drop_stdout() -> None:
+    """Send what is left of stdout nowhere, so that Python's own flush at exit is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout: nothing to silence
+        pass

@@ -204,3 +204,35 @@ def test_a_process_loads_only_its_own_databases_dialect(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout.strip() == "True []"
+
+
+def test_a_closed_pipe_and_a_full_disk_end_the_command_quietly(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    for i in range(2000):  # more output than a pipe holds
+        tasker.task_start("PIPE", f"task {i}", quiet=True)
+        tasker.task_complete(quiet=True)
+    command = [sys.executable, "-m", "tasker", "export", "--format", "csv"]
+    # `tasker export | head -c 100`: the reader goes away early.
+    proc = subprocess.Popen(command, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert len(proc.stdout.read(100)) == 100
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141 and err == "", err
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    # `tasker export > /dev/full`: one line, exit 1.
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            command, env=child_env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "tasker: error: cannot write the output: No space left on device"
+    ]
