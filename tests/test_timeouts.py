@@ -309,3 +309,58 @@ def _report(style: str, backend: str, took: float) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"style": style, "backend": backend, "seconds": took}) + "\n")
+
+
+SIGTERMED = """
+import sys, time
+import tasker
+
+@tasker.task(stage="NET", name="terminated")
+def main():
+    for i in tasker.track(range(100000), name="slow loop"):
+        if i == 3:
+            print("READY", flush=True)
+        time.sleep(0.01)
+
+main()
+"""
+
+
+@servers
+def test_sigterm_while_the_network_stalls_ends_in_time_and_keeps_cancelled(
+    stalled: Stalled, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path, SIGTERMED)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=stalled.env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert _read_line(proc, timeout=60) == "READY", _output(proc)
+        time.sleep(0.5)  # its run and subtask are in the database
+        stalled.proxy.stall()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=EXIT_BOUND + 30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"SIGTERM did not end the program on a stalled network:\n{_output(proc)}")
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert took < EXIT + 5, f"ended {took:.1f} s after SIGTERM:\n{err}"
+    assert "Traceback" not in err, err
+    # The CANCELLED end waited in the journal: replayed, the run is CANCELLED, not lost.
+    stalled.proxy.resume()
+    tasker.replay_journal(sorted((tmp_path / "journal").rglob("*.jsonl")))
+    (run,) = tasker.get_task_history(stage="NET")
+    assert (run.status, run.error_type) == ("CANCELLED", "SIGTERM"), run
+    (sub,) = tasker.get_subtask_progress(run.run_id)
+    assert sub.status == "CANCELLED" and sub.items_complete >= 3
