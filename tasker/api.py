@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import traceback
-import uuid
 import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -68,15 +67,7 @@ def resolve_run_id(run_id: str | None) -> str:
                 f"{context.RUN_ID_ENV} in the environment"
             )
         run_id = current
-    if not isinstance(run_id, str):
-        raise ValidationError(f"run_id must be a string UUID, got {type(run_id).__name__}")
-    try:
-        return str(uuid.UUID(run_id.strip()))
-    except ValueError:
-        raise ValidationError(
-            f"run_id {run_id!r} is not a UUID: expected the id returned by task_start(), "
-            "e.g. '123e4567-e89b-12d3-a456-426614174000'"
-        ) from None
+    return validate.run_id(run_id)
 
 
 # ---------------------------------------------------------------------------- configuration

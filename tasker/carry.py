@@ -25,14 +25,13 @@ import importlib
 import inspect
 import os
 import sys
-import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
 import wrapt
 
-from tasker import context, runs
+from tasker import context, runs, validate
 from tasker.context import RunState
 from tasker.errors import TaskerError, ValidationError
 
@@ -42,18 +41,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 Handoff = tuple[str, "int | None"]
 
 # ---------------------------------------------------------------------------- attach()
-
-
-def checked_run_id(run_id: Any) -> str:
-    if not isinstance(run_id, str):
-        raise ValidationError(f"run_id must be a string UUID, got {type(run_id).__name__}")
-    try:
-        return str(uuid.UUID(run_id.strip()))
-    except ValueError:
-        raise ValidationError(
-            f"run_id {run_id!r} is not a UUID: expected a run's id, "
-            "e.g. '123e4567-e89b-12d3-a456-426614174000'"
-        ) from None
 
 
 def _checked_subtask(subtask: Any) -> int | None:
@@ -74,7 +61,7 @@ class attach:
     """
 
     def __init__(self, run_id: str, subtask: int | None = None) -> None:
-        self.run_id = checked_run_id(run_id)
+        self.run_id = validate.run_id(run_id)
         self.subtask = _checked_subtask(subtask)
         self._tokens: list[Any] = []
 

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 import wrapt
 
 from tasker import context, runs, validate
-from tasker.carry import Carried, Sendable, checked_run_id, reduce_function, sent_handoff
+from tasker.carry import Carried, Sendable, reduce_function, sent_handoff
 from tasker.context import RunState
 from tasker.models import Status
 from tasker.outcome import Outcome, Skipped, guarded, outcome
@@ -331,7 +331,9 @@ class TaskScope(_Scope[Run]):
         parent_run_id: str | None = None,
     ) -> None:
         self.stage = None if stage is None else validate.name(stage, "stage", 100)
-        self.parent_run_id = None if parent_run_id is None else checked_run_id(parent_run_id)
+        self.parent_run_id = (
+            None if parent_run_id is None else validate.run_id(parent_run_id, "parent_run_id")
+        )
         self.name = None if name is None else validate.name(name, "name", 255)
         self.total_subtasks = validate.count(total_subtasks, "total_subtasks")
         self.version = validate.optional_text(version, "version", 100)

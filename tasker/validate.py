@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,7 @@ __all__ = [
     "optional_text",
     "percent",
     "positive_int",
+    "run_id",
     "split_path",
     "storable_text",
     "unicode_text",
@@ -114,6 +116,19 @@ def optional_text(value: object, what: str, max_len: int | None = None) -> str |
         )
         value = value[:max_len]
     return value
+
+
+def run_id(value: object, what: str = "run_id") -> str:
+    """A run id: a UUID given as text, normalised (lower case, hyphens)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a string UUID, got {type(value).__name__}")
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        raise ValidationError(
+            f"{what} {value!r} is not a UUID: expected a run's id (task_start() returns one), "
+            "e.g. '123e4567-e89b-12d3-a456-426614174000'"
+        ) from None
 
 
 def percent(value: object, what: str) -> float | None:
