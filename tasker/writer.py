@@ -454,17 +454,18 @@ class Writer:
             # the usual reason: made storable (only now, so the usual batch costs nothing),
             # the batch is tried again whole; else event by event.
             cleaned, changed = storable(batch)
-            try:
-                if not changed:
-                    raise exc
-                self._write_batch(store, cleaned, heartbeat)
-            except Exception as again:
-                if self._unreachable(store, again):
-                    return again
-                self._one_by_one(store, cleaned, heartbeat)
+            if not changed:
+                self._one_by_one(store, batch, heartbeat)
             else:
-                self._deadlines = {}
-                self._delivered(len(pending), time.perf_counter() - started)
+                try:
+                    self._write_batch(store, cleaned, heartbeat)
+                except Exception as again:
+                    if self._unreachable(store, again):
+                        return again
+                    self._one_by_one(store, cleaned, heartbeat)
+                else:
+                    self._deadlines = {}
+                    self._delivered(len(pending), time.perf_counter() - started)
         else:
             self._deadlines = {}
             self._delivered(len(pending), time.perf_counter() - started)

@@ -24,12 +24,14 @@ XSS = "<img src=x onerror=alert(1)>"
 
 
 class Served:
-    def __init__(self, token: str | None = None) -> None:
+    """The real app under uvicorn on a free loopback port, in a thread of this process."""
+
+    def __init__(self, token: str | None = None, log_level: str = "warning") -> None:
         from tasker.dashboard import create_app
 
         self.port = free_port()
         config = uvicorn.Config(
-            create_app(token), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(token), host="127.0.0.1", port=self.port, log_level=log_level
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -22,6 +22,7 @@ from tasker.config import load_config, mask_url
 from tasker.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 from tests.helpers import free_port, run_script, tasker_cli, write_script
+from tests.test_dashboard import Served
 
 # ---------------------------------------------------------------------------- passwords
 
@@ -166,28 +167,13 @@ def test_warnings_journals_and_tracebacks_hide_the_password(
 
 # ---------------------------------------------------------------------------- dashboard
 
-uvicorn = pytest.importorskip("uvicorn")
 
-
-class Dashboard:
-    """The real app under uvicorn on a free loopback port; requests as raw bytes, so that
-    any Host header, path or token can be sent."""
+class Dashboard(Served):
+    """The real app (see tests/test_dashboard.py), with requests as raw bytes, so that any
+    Host header, path or token can be sent."""
 
     def __init__(self, token: str | None = None) -> None:
-        from tasker.dashboard import create_app
-
-        self.port = free_port()
-        config = uvicorn.Config(
-            create_app(token), host="127.0.0.1", port=self.port, log_level="critical"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                pytest.fail("the dashboard did not start")
-            time.sleep(0.02)
+        super().__init__(token, log_level="critical")
 
     def request(
         self,
@@ -226,10 +212,6 @@ class Dashboard:
         status, body, _ = self.request(path)
         assert status == 200, body
         return json.loads(body)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture
