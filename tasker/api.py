@@ -200,7 +200,7 @@ def task_start(
     An unregistered task is registered on the fly. With no ``task``, the task registered for
     this script's file name is used (else the script's name in the default stage).
     """
-    total = validate.count(total_subtasks, "total_subtasks")
+    total = validate.count(total_subtasks, "total_subtasks", validate.NUMBER_MAX)
     message = validate.optional_text(message, "message")
     version = validate.optional_text(version, "version", 100)
     git_commit = validate.optional_text(git_commit, "git_commit", 64)
@@ -231,7 +231,7 @@ def task_start(
         log_path=log_path,
         log_filename=log_filename,
         quiet=quiet,
-        on_behalf_of=validate.positive_int(on_behalf_of, "on_behalf_of"),
+        on_behalf_of=validate.positive_int32(on_behalf_of, "on_behalf_of"),
         script_path=validate.optional_text(script_path, "script_path"),
     )
     return state.run_id
@@ -258,7 +258,7 @@ def task_update(
     pct = validate.percent(overall_percent, "overall_percent")
     if pct is not None:
         values["overall_percent_complete"] = pct
-    cur = validate.positive_int(current_subtask, "current_subtask")
+    cur = validate.positive_int32(current_subtask, "current_subtask")
     if cur is not None:
         values["current_subtask"] = cur
     msg = validate.optional_text(message, "message")
@@ -420,7 +420,7 @@ def subtask_start(
     name = validate.name(name, "subtask name", validate.SUBTASK_NAME_MAX)
     total = validate.count(items_total, "items_total")
     msg = validate.optional_text(message, "message")
-    number = validate.positive_int(subtask_number, "subtask_number")
+    number = validate.positive_int32(subtask_number)
     rid = resolve_run_id(run_id)
     sub = runs.start_subtask(
         _state_for(rid), name, sync=True, items_total=total, message=msg, number=number, quiet=quiet
@@ -458,7 +458,7 @@ def subtask_update(
     err = validate.optional_text(error_message, "error_message")
     if err is not None:
         values["error_message"] = err
-    number = validate.positive_int(subtask_number, "subtask_number")
+    number = validate.positive_int32(subtask_number)
     rid = resolve_run_id(run_id)
     if st.is_terminal:
         values["end_time"] = _now()
@@ -500,7 +500,7 @@ def subtask_increment(
     by = validate.count(increment, "increment")
     if by is None:
         raise ValidationError("increment must be a whole number of items, got None")
-    number = validate.positive_int(subtask_number, "subtask_number")
+    number = validate.positive_int32(subtask_number)
     rid = resolve_run_id(run_id)
     target = _local_subtask(rid, number)
     n = runs.await_parent(

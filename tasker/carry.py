@@ -44,11 +44,7 @@ Handoff = tuple[str, "int | None"]
 
 
 def _checked_subtask(subtask: Any) -> int | None:
-    if subtask is None:
-        return None
-    if isinstance(subtask, bool) or not isinstance(subtask, int) or subtask < 1:
-        raise ValidationError(f"subtask must be a subtask number of 1 or more, got {subtask!r}")
-    return subtask
+    return validate.positive_int32(subtask, "subtask")
 
 
 class attach:

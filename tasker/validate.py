@@ -11,12 +11,14 @@ from tasker.errors import TaskerWarning, ValidationError
 
 __all__ = [
     "COUNT_MAX",
+    "NUMBER_MAX",
     "clamped_count",
     "count",
     "name",
     "optional_text",
     "percent",
     "positive_int",
+    "positive_int32",
     "run_id",
     "split_path",
     "storable_text",
@@ -34,6 +36,8 @@ SHORT_TEXT_MAX = 255
 # from where a 64-bit column (or SQLite's integer addition, which turns to floating point
 # past 2**63 - 1) overflows after many increments.
 COUNT_MAX = 10**15
+# Subtask numbers and subtask totals are stored in 32-bit integer columns.
+NUMBER_MAX = 2**31 - 1
 
 
 def unicode_text(value: str) -> str:
@@ -143,20 +147,16 @@ def percent(value: object, what: str) -> float | None:
     return number
 
 
-def count(value: object, what: str) -> int | None:
-    """A whole number from 0 to COUNT_MAX, or None."""
+def count(value: object, what: str, maximum: int = COUNT_MAX) -> int | None:
+    """A whole number from 0 to ``maximum`` (COUNT_MAX unless told), or None."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and 0 <= value <= COUNT_MAX:
+        if isinstance(value, float) and value.is_integer() and 0 <= value <= maximum:
             return int(value)
-        raise ValidationError(
-            f"{what} must be a whole number from 0 to {COUNT_MAX:,}, got {value!r}"
-        )
-    if not 0 <= value <= COUNT_MAX:
-        raise ValidationError(
-            f"{what} must be a whole number from 0 to {COUNT_MAX:,}, got {value!r}"
-        )
+        raise ValidationError(f"{what} must be a whole number from 0 to {maximum:,}, got {value!r}")
+    if not 0 <= value <= maximum:
+        raise ValidationError(f"{what} must be a whole number from 0 to {maximum:,}, got {value!r}")
     return value
 
 
@@ -178,12 +178,20 @@ def clamped_count(value: object, what: str) -> int | None:
         return fixed
 
 
-def positive_int(value: object, what: str) -> int | None:
-    """A whole number ≥ 1, or None."""
-    checked = count(value, what)
+def positive_int(value: object, what: str, maximum: int = COUNT_MAX) -> int | None:
+    """A whole number from 1 to ``maximum`` (COUNT_MAX unless told), or None."""
+    try:
+        checked = count(value, what, maximum)
+    except ValidationError:
+        checked = 0
     if checked == 0:
-        raise ValidationError(f"{what} must be a whole number of 1 or more, got {value!r}")
+        raise ValidationError(f"{what} must be a whole number from 1 to {maximum:,}, got {value!r}")
     return checked
+
+
+def positive_int32(value: object, what: str = "subtask_number") -> int | None:
+    """A subtask number, a subtask total or a PID: 1 to NUMBER_MAX (a 32-bit column), or None."""
+    return positive_int(value, what, NUMBER_MAX)
 
 
 def split_path(path: str | None, filename: str | None) -> tuple[str | None, str | None]:

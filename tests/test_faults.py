@@ -195,6 +195,31 @@ def test_numbers_out_of_range_are_refused_clearly_and_lose_nothing(db: Backend) 
     assert isinstance(sub.items_complete, int)
 
 
+def test_subtask_numbers_and_totals_past_32_bits_are_refused_on_every_backend(db: Backend) -> None:
+    # Subtask numbers, subtask totals and PIDs live in 32-bit columns: 2**31 used to reach
+    # PostgreSQL and come back as a driver error ("integer out of range").
+    run_id = tasker.task_start("S", "numbers", total_subtasks=2)
+    tasker.subtask_start("items", items_total=10)
+    tasker.subtask_increment(3)
+    limit = "from 1 to 2,147,483,647"
+    with pytest.raises(tasker.ValidationError, match=f"subtask_number must be .* {limit}"):
+        tasker.subtask_increment(1, subtask_number=2**31)
+    with pytest.raises(tasker.ValidationError, match=f"subtask_number must be .* {limit}"):
+        tasker.subtask_update("RUNNING", subtask_number=2**31)
+    with pytest.raises(tasker.ValidationError, match=f"current_subtask must be .* {limit}"):
+        tasker.task_update("RUNNING", current_subtask=2**31)
+    with pytest.raises(tasker.ValidationError, match=r"total_subtasks must be .* 2,147,483,647"):
+        tasker.task_start("S", "too many subtasks", total_subtasks=2**31)
+    with pytest.raises(tasker.ValidationError, match=f"on_behalf_of must be .* {limit}"):
+        tasker.task_start("S", "no such pid", on_behalf_of=2**31)
+    tasker.subtask_increment(1, subtask_number=1)
+    tasker.task_update("RUNNING", current_subtask=2**31 - 1)
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert (sub.subtask_number, sub.items_complete, sub.items_total) == (1, 4, 10)
+    run = tasker.get_run(run_id)
+    assert (run.total_subtasks, run.current_subtask) == (2, 2**31 - 1)
+
+
 def test_the_automatic_layer_clamps_numbers_with_a_warning(db: Backend) -> None:
     with tasker.task("S", "clamped") as run, tasker.subtask("items") as st:
         st.advance(2)

@@ -42,7 +42,8 @@ calls = st.lists(
         st.tuples(st.just("subtask_start"), texts, numbers),
         st.tuples(st.just("subtask_increment"), numbers, numbers),
         st.tuples(st.just("subtask_update"), statuses, numbers, numbers, texts),
-        st.tuples(st.just("task_update"), statuses, numbers, texts),
+        st.tuples(st.just("task_update"), statuses, numbers, texts, numbers),
+        st.tuples(st.just("subtask_number"), statuses, numbers),
         st.tuples(st.just("subtask_complete"), texts),
         st.tuples(st.just("subtask_fail"), texts),
         st.tuples(st.just("task_fail"), texts, numbers),
@@ -64,7 +65,15 @@ def _call(run_id: str, call: tuple[Any, ...]) -> None:
             args[0], items_complete=args[1], percent=args[2], message=args[3], run_id=run_id
         )
     elif name == "task_update":
-        tasker.task_update(args[0], overall_percent=args[1], message=args[2], run_id=run_id)
+        tasker.task_update(
+            args[0],
+            overall_percent=args[1],
+            message=args[2],
+            current_subtask=args[3],
+            run_id=run_id,
+        )
+    elif name == "subtask_number":
+        tasker.subtask_update(args[0], subtask_number=args[1], run_id=run_id)
     elif name == "subtask_complete":
         tasker.subtask_complete(args[0], run_id=run_id)
     elif name == "subtask_fail":

@@ -348,7 +348,7 @@ def test_attach_hands_a_run_over_to_another_process(
 def test_attach_checks_what_it_is_given(db: Backend) -> None:
     with pytest.raises(tasker.ValidationError, match="is not a UUID"):
         tasker.attach("run-42")
-    with pytest.raises(tasker.ValidationError, match="subtask number of 1 or more"):
+    with pytest.raises(tasker.ValidationError, match="subtask must be a whole number from 1 to"):
         tasker.attach("123e4567-e89b-12d3-a456-426614174000", subtask=0)
 
 
