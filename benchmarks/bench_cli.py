@@ -56,7 +56,7 @@ def main() -> None:
         cases = {
             "python -c pass": [py, "-c", "pass"],
             "python -c 'import sqlalchemy'": [py, "-c", "import sqlalchemy"],
-            "tasker update": [py, "-m", "tasker", "update", "--message", "x", "--run-id", run_id],
+            "tasker update": [py, "-m", "tasker", "update", run_id, "--message", "x"],
             "tasker status": [py, "-m", "tasker", "status"],
         }
         results = {name: timed(argv, env, args.repeat) for name, argv in cases.items()}

@@ -8,7 +8,6 @@ nothing that was already recorded.
 from __future__ import annotations
 
 import os
-import traceback
 import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -21,6 +20,7 @@ from tasker.models import ReplayResult, RunRecord, Status, parse_status
 from tasker.process_info import process_info
 from tasker.recorder import RECORDER
 from tasker.registration import specs_from
+from tasker.tracebacks import format_exception
 
 __all__ = [
     "configure",
@@ -349,9 +349,7 @@ def task_fail(
     if isinstance(error_message, BaseException):
         exc = error_message
         error_type = error_type or type(exc).__qualname__
-        error_detail = error_detail or "".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)
-        )
+        error_detail = error_detail or format_exception(exc)
         error_message = str(exc) or type(exc).__qualname__
     values: dict[str, Any] = {}
     msg = validate.optional_text(error_message, "error_message")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import traceback
 from typing import Any
 
 from tasker import console
 from tasker.models import Status
+from tasker.tracebacks import format_exception
 
 __all__ = ["Outcome", "Skipped", "guarded", "outcome"]
 
@@ -76,7 +76,7 @@ def outcome(exc: BaseException | None) -> Outcome:
             {"exit_code": exit_code, "error_type": "SystemExit", "error_message": message},
             message,
         )
-    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    detail = format_exception(exc)
     message = str(exc) or type(exc).__qualname__
     return Outcome(
         Status.FAILED,

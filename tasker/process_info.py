@@ -122,6 +122,35 @@ def _script() -> tuple[str | None, str | None]:
     return str(resolved.parent), resolved.name
 
 
+def command_of(pid: int) -> tuple[str | None, str | None, str | None]:
+    """(command line, script folder, script file name) of another process of this host, as
+    ``/proc`` shows them: for ``bash ./load.sh`` the script is ``load.sh`` in the folder the
+    process started in. None where unknown: no ``/proc``, the process gone, an interactive
+    shell, ``sh -c '...'``."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None, None, None
+    argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    if not argv:
+        return None, None, None
+    script: Path | None = None
+    for arg in argv[1:]:
+        if arg == "-c":  # the commands come as text: no script file
+            break
+        if arg.startswith("-") or arg.startswith("+"):  # the shell's own options
+            continue
+        candidate = Path(cwd, arg)
+        if candidate.is_file():
+            script = candidate.resolve()
+        break
+    line = shlex.join(argv)
+    if script is None:
+        return line, None, None
+    return line, str(script.parent), script.name
+
+
 def _command_line() -> str:
     argv = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
     return shlex.join(str(a) for a in argv)

@@ -22,6 +22,7 @@ from tasker.models import (
     parse_status,
 )
 from tasker.recorder import RECORDER
+from tasker.run_progress import Progress, of_run
 
 __all__ = [
     "get_active_tasks",
@@ -31,6 +32,8 @@ __all__ = [
     "get_task_history",
     "get_task_status",
     "get_tasks",
+    "run_progress",
+    "stage_line",
     "stage_status",
     "summarize_stages",
     "to_frame",
@@ -42,9 +45,7 @@ def to_frame(records: Sequence[Any], columns: Sequence[str]) -> Any:
     try:
         import pandas as pd
     except ModuleNotFoundError:
-        raise ValidationError(
-            "as_frame=True needs pandas: pip install 'pipeline-tasker[pandas]'"
-        ) from None
+        raise ValidationError("as_frame=True needs pandas: pip install pandas") from None
     return pd.DataFrame([r.as_dict() for r in records], columns=list(columns))
 
 
@@ -135,6 +136,13 @@ def get_subtask_progress(run_id: str | None = None, *, as_frame: bool = False) -
     return _frame_or_list(RECORDER.synced_store().subtasks(rid), SubtaskRecord, as_frame)
 
 
+def run_progress(runs: Sequence[RunRecord]) -> list[Progress]:
+    """Each run's progress as every view shows it (``tasker.run_progress``), read with their
+    current subtasks in one query per 500 runs."""
+    current = RECORDER.synced_store().current_subtasks([r.run_id for r in runs])
+    return [of_run(r, current.get(r.run_id)) for r in runs]
+
+
 def get_tasks(stage: str | None = None, *, as_frame: bool = False) -> Any:
     """Registered tasks with their stages, in stage and task order (``list[TaskRecord]``)."""
     return _frame_or_list(RECORDER.synced_store().tasks(stage=stage), TaskRecord, as_frame)
@@ -162,7 +170,8 @@ def stage_status(statuses: Sequence[Status]) -> Status:
 
 
 def summarize_stages(rows: Sequence[TaskStatusRecord]) -> list[dict[str, Any]]:
-    """Per stage, in order: name, derived status, tasks done and total."""
+    """Per stage, in order: name, derived status, tasks done (COMPLETED or SKIPPED), running
+    (STARTED or RUNNING), failed, cancelled, not started, and in all."""
     stages: dict[str, list[TaskStatusRecord]] = {}
     for row in rows:
         stages.setdefault(row.stage_name, []).append(row)
@@ -171,10 +180,23 @@ def summarize_stages(rows: Sequence[TaskStatusRecord]) -> list[dict[str, Any]]:
             "stage_name": name,
             "status": stage_status([r.status for r in members]).value,
             "done": sum(r.status in (Status.COMPLETED, Status.SKIPPED) for r in members),
+            "running": sum(Status(r.status).is_active for r in members),
+            "failed": sum(r.status is Status.FAILED for r in members),
+            "cancelled": sum(r.status is Status.CANCELLED for r in members),
+            "not_started": sum(r.status is Status.NOT_STARTED for r in members),
             "total": len(members),
         }
         for name, members in stages.items()
     ]
+
+
+def stage_line(stage: dict[str, Any]) -> str:
+    """``2/3 tasks done, 1 not started``: what a stage's status stands for, in words."""
+    parts = [f"{stage['done']}/{stage['total']} tasks done"]
+    for key in ("running", "failed", "cancelled", "not_started"):
+        if stage.get(key):
+            parts.append(f"{stage[key]} {key.replace('_', ' ')}")
+    return ", ".join(parts)
 
 
 def find_run(run_id_or_prefix: str) -> RunRecord:
@@ -220,13 +242,3 @@ def rate_and_eta(row: TaskStatusRecord, now: datetime) -> tuple[float | None, fl
     rate = done / seconds
     total = row.items_total
     return rate, ((total - done) / rate if total and total > done else None)
-
-
-def live_percent(
-    status: str, subtask_percent: float | None, overall_percent: float | None
-) -> float | None:
-    """The percent to show for a task: its current subtask's while the run is active (that
-    is what moves), else the run's own."""
-    if subtask_percent is not None and Status(status).is_active:
-        return float(subtask_percent)
-    return None if overall_percent is None else float(overall_percent)

@@ -26,6 +26,7 @@ from tasker.ids import new_run_id
 from tasker.models import NewRun, Status
 from tasker.process_info import (
     active_log_file,
+    command_of,
     in_worker_process,
     peak_memory_mb,
     process_info,
@@ -198,6 +199,11 @@ def start_run(
     config = RECORDER.config
     info = process_info()
     script_dir, script_file = info.script_path, info.script_filename
+    command_line: str | None = info.command_line
+    if on_behalf_of is not None:
+        # The run is the owner's (the shell script that called `tasker start`): its command
+        # line and script, not this short-lived process's.
+        command_line, script_dir, script_file = command_of(on_behalf_of)
     if script_path is not None:  # a decorated function's own file
         script_dir, script_file = _split(script_path)
     git = git_info(script_dir) if git_commit is None else None
@@ -223,8 +229,8 @@ def start_run(
         ),
         parent_run_id=parent_run_id,
         user_name=info.user_name,
-        python_version=info.python_version,
-        command_line=info.command_line,
+        python_version=info.python_version if on_behalf_of is None else None,
+        command_line=command_line,
         script_path=script_dir,
         script_filename=script_file,
         log_path=log_path,

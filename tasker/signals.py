@@ -21,11 +21,11 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from types import FrameType
 from typing import Any
 
 from tasker.models import Status
+from tasker.tracebacks import format_exception
 
 __all__ = [
     "end_live_runs_at_exit",
@@ -163,7 +163,7 @@ def end_live_runs_at_exit(deadline: float | None = None) -> None:
     if isinstance(exc, KeyboardInterrupt):
         _end_all(Status.CANCELLED, {"error_type": "KeyboardInterrupt"}, "interrupted", deadline)
     elif isinstance(exc, BaseException):
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        detail = format_exception(exc)
         _end_all(
             Status.FAILED,
             {

@@ -191,7 +191,7 @@ def test_active_history_and_show(db: Backend, child_env: dict[str, str]) -> None
     assert [r["run_id"] for r in json.loads(failed.stdout)] == [done_id]
     old = tasker_cli(child_env, "history", "--json", "--since", "2000-01-01")
     assert len(json.loads(old.stdout)) == 2
-    assert tasker_cli(child_env, "history", "--since", "soon").returncode == 1
+    assert tasker_cli(child_env, "history", "--since", "soon").returncode == 2  # usage
 
     shown = tasker_cli(child_env, "show", run_id[:8], "--json")
     data = json.loads(shown.stdout)
@@ -200,7 +200,7 @@ def test_active_history_and_show(db: Backend, child_env: dict[str, str]) -> None
     assert "bad thing" in text and "Traceback: line 1" in text
     missing = tasker_cli(child_env, "show", "ffffffff")
     assert missing.returncode == 1 and "no run id starts with" in missing.stderr
-    assert tasker_cli(child_env, "show", "ab").returncode == 1  # too short to be a prefix
+    assert tasker_cli(child_env, "show", "ab").returncode == 2  # too short: a usage error
 
 
 def test_help_has_an_example_for_every_command(child_env: dict[str, str]) -> None:
@@ -295,7 +295,7 @@ def test_purge_asks_then_deletes_only_old_ended_runs(
     assert left == {"live", "recent"}
     (old_task,) = [t for t in tasker.get_task_status(stage="PURGE") if t.task_name == "old"]
     assert old_task.status == "NOT_STARTED"  # its latest run pointer moved on
-    assert tasker_cli(child_env, "purge", "--older-than", "soon").returncode == 1
+    assert tasker_cli(child_env, "purge", "--older-than", "soon").returncode == 2  # usage
 
 
 def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
@@ -338,7 +338,7 @@ def test_watch_on_a_terminal_shows_progress_advancing(
     try:
         first = _read_until(master, b"10/100")
         assert b"\x1b[H" in first  # redrawn in place
-        assert b"WATCH" in first and b"[##" in first  # stage line and a progress bar
+        assert b"WATCH" in first and b"[#-" in first  # stage line and a progress bar
         assert b"\x1b[33m" in first  # RUNNING in colour on a terminal
         tasker.subtask_update(items_complete=60, run_id=run_id)
         tasker.flush()
@@ -374,7 +374,7 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
 ) -> None:
     import io
 
-    from tasker.watch import colour, use_colour
+    from tasker.cli.tables import colour, use_colour
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

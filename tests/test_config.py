@@ -206,7 +206,10 @@ def test_missing_driver_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setitem(sys.modules, "pymysql", None)
     tasker.configure(url="mysql://root@127.0.0.1:1/x", console="false")
-    with pytest.raises(tasker.ConfigError, match=r"pip install 'pipeline-tasker\[mysql\]'"):
+    with pytest.raises(
+        tasker.ConfigError,
+        match=r"pip install PyMySQL \(or, in a clone of tasker, pip install '\.\[mysql\]'\)",
+    ):
         tasker.create_schema()
 
 

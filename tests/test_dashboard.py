@@ -4,6 +4,13 @@ loopback port, on every backend."""
 from __future__ import annotations
 
 import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -233,17 +240,54 @@ def test_serve_off_loopback_makes_up_a_token(
 
     seen: dict[str, Any] = {}
 
-    def fake_run(application: Any, host: str, port: int, log_level: str) -> None:
-        seen.update(app=application, host=host)
+    def fake_run(uvicorn_module: Any, application: Any, sock: socket.socket) -> None:
+        seen.update(app=application, address=sock.getsockname())
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(app, "_run_server", fake_run)
     tasker.create_schema()  # the dashboard serves only a database that exists
-    app.serve("0.0.0.0", 8787)
+    app.serve("0.0.0.0", 0)  # port 0: any free port, which the URL then names
     err = capsys.readouterr().err
     assert "WARNING" in err and "?token=" in err
+    assert f"http://127.0.0.1:{seen['address'][1]}/?token=" in err
     assert isinstance(seen["app"], app.HostGuard) and isinstance(seen["app"].app, app.TokenGuard)
-    app.serve("127.0.0.1", 8787)
+    app.serve("127.0.0.1", 0)
     assert not isinstance(seen["app"].app, app.TokenGuard)
+    assert capsys.readouterr().err == f"tasker dashboard: http://127.0.0.1:{seen['address'][1]}/\n"
+
+
+def test_the_url_printed_is_one_a_browser_can_open() -> None:
+    from tasker.dashboard.app import _announce
+
+    name = _machine_name()
+    assert _announce("127.0.0.1", 8787, None) == "tasker dashboard: http://127.0.0.1:8787/"
+    assert _announce("::1", 8787, None) == "tasker dashboard: http://[::1]:8787/"
+    assert _announce("0.0.0.0", 8787, "t0k") == (
+        "tasker dashboard: WARNING: listening on all interfaces (0.0.0.0), reachable from "
+        f"other machines; open http://{name}:8787/?token=t0k; on this machine "
+        "http://127.0.0.1:8787/?token=t0k"
+    )
+    assert _announce("::", 8787, "t0k").endswith(
+        f"open http://{name}:8787/?token=t0k; on this machine http://[::1]:8787/?token=t0k"
+    )
+    assert _announce("fd00::5", 8787, "t0k") == (
+        "tasker dashboard: WARNING: listening on [fd00::5], reachable from other machines; "
+        "open http://[fd00::5]:8787/?token=t0k"
+    )
+
+
+def test_bound_to_all_interfaces_the_machine_name_printed_is_accepted() -> None:
+    from tasker.dashboard.app import HostGuard
+
+    name = _machine_name()
+    guard = HostGuard(lambda *a: None, (), host="0.0.0.0")  # type: ignore[arg-type, misc]
+    assert guard.permits(f"{name}:8787", ("192.0.2.7", 8787))
+    assert guard.permits("192.0.2.7:8787", ("192.0.2.7", 8787))
+    assert not guard.permits(f"{name}:9999", ("192.0.2.7", 8787))
+    assert not guard.permits("evil.example:8787", ("192.0.2.7", 8787))
+    # Bound to one address, only that address (and allowed_hosts) is accepted.
+    assert not HostGuard(lambda *a: None, (), host="192.0.2.7").permits(  # type: ignore[arg-type, misc]
+        f"{name}:8787", ("192.0.2.7", 8787)
+    )
 
 
 def test_an_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:
@@ -257,3 +301,121 @@ def test_an_unreachable_database_is_a_503_not_a_crash(tmp_path: Path) -> None:
         assert status == 503 and "Traceback" not in page
     finally:
         server.stop()
+
+
+def _machine_name() -> str:
+    from tasker.dashboard import app
+
+    name = app._machine_name()
+    if name is None:
+        pytest.skip("this machine has no name but localhost")
+    return name
+
+
+def test_runs_api_takes_the_ages_the_cli_takes(served: Served, tmp_path: Path) -> None:
+    runs = _pipeline(tmp_path)
+    for since in ("30s", "90m", "12h", "7d", "2w", "7D"):
+        found = served.json(f"/api/runs?since={since}")["runs"]
+        assert sorted(r["run_id"] for r in found) == sorted(runs.values()), since
+    assert served.json("/api/runs?until=1h")["runs"] == []  # all started within the hour
+    assert len(served.json("/api/runs?since=2w&until=2024-01-01")["runs"]) == 0
+    assert len(served.json("/api/runs?since=2000-01-01")["runs"]) == 3
+    status, page, _ = served.get("/history?since=7d")
+    assert status == 200 and 'class="run"' in page
+
+
+@pytest.mark.parametrize(
+    ("query", "what"),
+    [("since=yesterday", "since"), ("since=7%20days", "since"), ("until=-1d", "until")],
+)
+def test_a_bad_since_is_a_400_saying_what_was_wrong(served: Served, query: str, what: str) -> None:
+    status, body, headers = served.get(f"/api/runs?{query}")
+    assert status == 400 and headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert error.startswith(f"{what}: expected an age like 30s, 90m, 12h, 7d or 2w")
+    assert "ISO date/time" in error
+
+
+# ---------------------------------------------------------------------------- tasker dashboard
+
+
+def _start_dashboard(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tasker", "dashboard", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """End the dashboard started by the test (by its PID), whatever state it is in."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The first line the dashboard writes to stderr, waited for at most ``timeout``."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    threading.Thread(target=lambda: lines.put(stderr.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"tasker dashboard printed nothing in {timeout} s")
+
+
+def test_a_busy_port_is_one_clear_error_line(db: Backend, child_env: dict[str, str]) -> None:
+    tasker.create_schema()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = _start_dashboard(child_env, "--port", str(port))
+        try:
+            out, err = proc.communicate(timeout=120)
+        finally:
+            _stop(proc)
+    assert proc.returncode == 1
+    assert out == ""
+    assert err == (
+        f"tasker: error: cannot listen on 127.0.0.1:{port}: the port is in use; "
+        "choose another with --port\n"
+    )
+
+
+def test_on_all_interfaces_it_prints_urls_that_open(db: Backend, child_env: dict[str, str]) -> None:
+    tasker.create_schema()
+    port = free_port()
+    proc = _start_dashboard(child_env, "--host", "0.0.0.0", "--port", str(port))
+    try:
+        line = _first_line(proc)
+        assert "listening on all interfaces (0.0.0.0)" in line and "http://0.0.0.0" not in line
+        local = re.search(rf"on this machine (http://127\.0\.0\.1:{port}/\?token=\S+)$", line)
+        assert local is not None, line
+        url = local.group(1)
+        # Printed once listening: the first request is answered, with no waiting or retry.
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.status == 200
+        name = _machine_name()
+        assert f"open http://{name}:{port}/?token=" in line
+        # The machine's name is accepted as the Host (connecting over loopback here, so that
+        # the test needs no name service).
+        request = urllib.request.Request(
+            url.replace("/?", "/api/overview?"), headers={"Host": f"{name}:{port}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200 and "stages" in json.loads(response.read())
+    finally:
+        _stop(proc)

@@ -7,9 +7,6 @@ import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-
-import pytest
 
 import tasker
 from tests.conftest import ROOT, Backend
@@ -127,40 +124,6 @@ def test_multiprocessing_pipeline(db: Backend, child_env: dict[str, str]) -> Non
         ("Squaring", 200, 200, "COMPLETED"),
         ("Adding up", 8, 8, "COMPLETED"),
     ]
-
-
-def _doc_programs() -> list[tuple[str, int, str]]:
-    """Every complete program in docs/ (a python block that starts with an import)."""
-    import re
-
-    programs = []
-    for page in sorted((ROOT / "docs").glob("*.md")):
-        text = page.read_text(encoding="utf-8")
-        for i, block in enumerate(re.findall(r"```python\n(.*?)```", text, flags=re.S)):
-            if block.startswith(("import ", "from ")) and "tasker" in block:
-                programs.append((page.name, i, block))
-    return programs
-
-
-@pytest.mark.parametrize(
-    ("page", "index", "code"),
-    [pytest.param(*program, id=f"{program[0]}-{program[1]}") for program in _doc_programs()],
-)
-def test_documentation_snippets_run(
-    page: str, index: int, code: str, tmp_path: Path, child_env: dict[str, str]
-) -> None:
-    script = tmp_path / f"{page}-{index}.py"
-    script.write_text(code, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        env=child_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"{page} block {index} failed:\n{result.stderr}"
 
 
 def test_shell_pipeline(db: Backend, child_env: dict[str, str]) -> None:

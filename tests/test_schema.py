@@ -76,7 +76,7 @@ def test_newer_schema_version_is_refused(db: Backend) -> None:
     with RECORDER.raw_store.engine.begin() as conn:
         conn.execute(text(f"UPDATE {db.table('schema_info')} SET value = '999'"))
     db.configure()  # a new process, in effect
-    with pytest.raises(tasker.SchemaVersionError, match=r"version 999.*upgrade pipeline-tasker"):
+    with pytest.raises(tasker.SchemaVersionError, match=r"version 999.*upgrade tasker"):
         tasker.get_tasks()
 
 

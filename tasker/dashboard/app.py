@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import json
+import os
 import re
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -22,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import tasker
+from tasker.ages import parse_since
 from tasker.dashboard import data, pages
 from tasker.errors import (
     ConfigError,
@@ -95,16 +98,6 @@ def run_fragment(request: Request) -> Response:
         return _error(exc, request)
 
 
-def _when(text: str | None, what: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationError(f"{what}: expected a date and time, got {text!r}") from None
-    return when if when.tzinfo else when.astimezone(timezone.utc)
-
-
 def _int(text: str | None, default: int, what: str, low: int, high: int) -> int:
     if not text:
         return default
@@ -127,12 +120,13 @@ def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, str], in
         task=filters["task"] or None,
         status=filters["status"] or None,
         hostname=filters["host"] or None,
-        since=_when(filters["since"], "since"),
-        until=_when(filters["until"], "until"),
+        # The forms the CLI's --since takes (7d, an ISO date, ...): one parser for both.
+        since=parse_since(filters["since"], "since"),
+        until=parse_since(filters["until"], "until"),
         limit=limit + 1,  # one more tells whether there is a next page
         offset=offset,
     )
-    rows = [data.run_row(r) for r in runs[:limit]]
+    rows = data.run_rows(runs[:limit])
     return rows, filters, offset, limit, len(runs) > limit
 
 
@@ -149,7 +143,7 @@ def history_page(request: Request) -> Response:
 def _task_runs(request: Request) -> tuple[str, str, list[dict[str, Any]]]:
     stage, task = request.path_params["stage"], request.path_params["task"]
     runs = tasker.get_task_history(stage=stage, task=task, limit=100)
-    return stage, task, [data.run_row(r) for r in runs]
+    return stage, task, data.run_rows(runs)
 
 
 def task_page(request: Request) -> Response:
@@ -186,7 +180,7 @@ def api_task(request: Request) -> Response:
 
 def api_active(request: Request) -> Response:
     data.reap_now_and_then()
-    return _json({"runs": [data.run_row(r) for r in tasker.get_active_tasks()]})
+    return _json({"runs": data.run_rows(tasker.get_active_tasks())})
 
 
 def metrics(request: Request) -> Response:
@@ -244,8 +238,9 @@ class HostGuard:
 
     Accepted: bound to a loopback address, 127.0.0.1, localhost and [::1] with the bound
     port; otherwise the address the request came in on (and the ``host`` it was told to
-    bind to), with the port; and every ``allowed_hosts`` entry (``name`` for any port,
-    ``name:port``, or ``*`` for anything). A Host without a port means port 80.
+    bind to, or this machine's name when told to bind to all interfaces), with the port;
+    and every ``allowed_hosts`` entry (``name`` for any port, ``name:port``, or ``*`` for
+    anything). A Host without a port means port 80.
     """
 
     def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str] = (), host: str | None = None):
@@ -259,6 +254,10 @@ class HostGuard:
         # The name it was told to bind to, unless a wildcard (0.0.0.0, ::), which no browser
         # should be sent to: then the address each request came in on is the one accepted.
         self.bound = _address_name(host) if host and not _is_unspecified(host) else None
+        # Bound to all interfaces, the URL printed names this machine: that name must open.
+        # (A rebinding attack needs a name of the attacker's; this machine's is not one.)
+        name = _machine_name() if host and _is_unspecified(host) else None
+        self.machine = _address_name(name) if name else None
 
     def permits(self, host_header: str, server: tuple[str, int] | None) -> bool:
         if self.any:
@@ -280,6 +279,8 @@ class HostGuard:
             names.add(self.bound)
         if _is_loopback(address.strip("[]")):
             names.update(_LOOPBACK_NAMES)
+        if self.machine is not None:
+            names.add(self.machine)
         return name in names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -419,7 +420,9 @@ def serve(host: str = "127.0.0.1", port: int = 8787, token: str | None = None) -
     (one is made up and printed when none is given).
 
     The dashboard never creates a database: an SQLite file that is not there is an error
-    now, not an empty database made up for it."""
+    now, not an empty database made up for it. An address that cannot be listened on (the
+    port in use, say) is a ConfigError before anything is printed; the URL is printed once
+    the socket listens."""
     import uvicorn
 
     from tasker.store.engine import existing_databases_only, missing_database
@@ -431,16 +434,100 @@ def serve(host: str = "127.0.0.1", port: int = 8787, token: str | None = None) -
         _serve(uvicorn, host, port, token)
 
 
-def _serve(uvicorn: Any, host: str, port: int, token: str | None) -> None:
-    if not _is_loopback(host):
-        if not token:
-            token = secrets.token_urlsafe(24)
-        print(
-            f"tasker dashboard: WARNING: listening on {host}, reachable from other machines; "
-            f"open http://{host}:{port}/?token={quote(token, safe='')}",
-            file=sys.stderr,
+def _url_host(host: str) -> str:
+    """``host`` as the host part of a URL: an IPv6 address in brackets."""
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port``, or a ConfigError that says why not (and
+    what to do) in one line."""
+    where = f"{_url_host(host)}:{port}"
+    address = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    try:
+        # A restarted dashboard may take its port back from connections still closing;
+        # Windows would let it take a port another server listens on, so not there.
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(2048)
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, OverflowError):
+            raise ConfigError(f"cannot listen on port {port}: expected 0 to 65535") from None
+        if isinstance(exc, socket.gaierror):
+            raise ConfigError(
+                f"cannot listen on {host!r}: not a host name or address this machine knows "
+                f"({exc.strerror}); give another with --host"
+            ) from None
+        if isinstance(exc, OSError):
+            raise ConfigError(_listen_problem(exc, where)) from None
+        raise
+    return sock
+
+
+def _listen_problem(exc: OSError, where: str) -> str:
+    if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)):
+        return f"cannot listen on {where}: the port is in use; choose another with --port"
+    if exc.errno in (errno.EACCES, getattr(errno, "WSAEACCES", errno.EACCES)):
+        return (
+            f"cannot listen on {where}: permission denied (ports below 1024 need privileges); "
+            "choose another with --port"
         )
-    else:
-        print(f"tasker dashboard: http://{host}:{port}/", file=sys.stderr)
-    app = create_app(token, host=host)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if exc.errno in (errno.EADDRNOTAVAIL, getattr(errno, "WSAEADDRNOTAVAIL", errno.EADDRNOTAVAIL)):
+        return (
+            f"cannot listen on {where}: that is not an address of this machine; "
+            "give another with --host"
+        )
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def _machine_name() -> str | None:
+    """This machine's name as other machines may know it; None when it has none to speak of."""
+    try:
+        name = socket.gethostname().strip().lower()
+    except OSError:
+        return None
+    return name if name and not _is_loopback(name) else None
+
+
+def _announce(host: str, port: int, token: str | None) -> str:
+    """The line telling the user where to open the dashboard."""
+    query = f"?token={quote(token, safe='')}" if token else ""
+    if _is_loopback(host):
+        return f"tasker dashboard: http://{_url_host(host)}:{port}/{query}"
+    if _is_unspecified(host):
+        # 0.0.0.0 and :: are not addresses a browser can open: name this machine instead,
+        # and its loopback address for a browser on this machine.
+        local = "[::1]" if ":" in host else "127.0.0.1"
+        name = _machine_name()
+        where = f"http://{_url_host(name)}:{port}/{query}; on this machine " if name else ""
+        return (
+            f"tasker dashboard: WARNING: listening on all interfaces ({_url_host(host)}), "
+            f"reachable from other machines; open {where}http://{local}:{port}/{query}"
+        )
+    return (
+        f"tasker dashboard: WARNING: listening on {_url_host(host)}, reachable from other "
+        f"machines; open http://{_url_host(host)}:{port}/{query}"
+    )
+
+
+def _serve(uvicorn: Any, host: str, port: int, token: str | None) -> None:
+    if not _is_loopback(host) and not token:
+        token = secrets.token_urlsafe(24)
+    app = create_app(token, host=host)  # a bad token is refused before anything listens
+    sock = _listen(host, port)
+    try:
+        port = int(sock.getsockname()[1])  # the port chosen, for --port 0
+        print(_announce(host, port, token), file=sys.stderr, flush=True)
+        _run_server(uvicorn, app, sock)
+    finally:
+        sock.close()
+
+
+def _run_server(uvicorn: Any, app: ASGIApp, sock: socket.socket) -> None:
+    """Serve ``app`` on the listening ``sock`` until interrupted."""
+    config = uvicorn.Config(app, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])

@@ -13,9 +13,16 @@ from typing import Any, Generic, TypeVar
 
 import tasker
 from tasker.models import RunRecord, Status, TaskStatusRecord
-from tasker.queries import count_runs_by_status, elapsed, rate_and_eta, summarize_stages
+from tasker.queries import (
+    count_runs_by_status,
+    elapsed,
+    rate_and_eta,
+    run_progress,
+    summarize_stages,
+)
+from tasker.run_progress import Progress, of_run, of_status_row, of_subtask
 
-__all__ = ["metrics_text", "overview", "read_log_tail", "typical_durations"]
+__all__ = ["metrics_text", "overview", "read_log_tail", "run_rows", "typical_durations"]
 
 # Past runs looked at for "how long does this task usually take", and for how long.
 HISTORY_SAMPLE = 5000
@@ -96,8 +103,30 @@ def overview(stage: str | None = None) -> dict[str, Any]:
         item["status"] = str(row.status)
         item["duration"] = elapsed(row, now)
         item.update(_eta(row, now, typical.get((row.stage_name, row.task_name))))
+        item["progress"] = _shown(of_status_row(row))
         tasks.append(item)
     return {"generated_at": now.isoformat(), "stages": summarize_stages(rows), "tasks": tasks}
+
+
+def _shown(progress: Progress) -> dict[str, Any]:
+    """Progress as the pages and the API show it (``tasker.run_progress``)."""
+    return {
+        "items": progress.items,
+        "percent": progress.percent,
+        "text": progress.text,
+        "subtask": progress.subtask,
+    }
+
+
+def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """Runs as the API and the pages list them, each with its progress (one query for the
+    current subtasks of them all)."""
+    rows = []
+    for run, progress in zip(runs, run_progress(runs), strict=True):
+        row = run_row(run)
+        row["progress"] = _shown(progress)
+        rows.append(row)
+    return rows
 
 
 def run_row(run: RunRecord) -> dict[str, Any]:
@@ -112,16 +141,21 @@ def run_row(run: RunRecord) -> dict[str, Any]:
 def run_detail(run: RunRecord) -> dict[str, Any]:
     """A run with its subtasks and the end of its log file."""
     data = run_row(run)
+    current = None
     subtasks = []
     for sub in tasker.get_subtask_progress(run.run_id):
         item = sub.as_dict()
         item["status"] = str(sub.status)
+        item["progress"] = _shown(of_subtask(sub))
+        if sub.subtask_number == run.current_subtask:
+            current = sub
         end = sub.end_time or sub.last_update
         item["duration"] = (
             (end - sub.start_time).total_seconds() if sub.start_time and end else None
         )
         subtasks.append(item)
     data["subtasks"] = subtasks
+    data["progress"] = _shown(of_run(run, current))
     data["log_tail"], data["log_note"] = read_log_tail(run, tasker.get_config().log_roots)
     return data
 

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from tasker.formatting import duration, timestamp
 from tasker.models import Status
-from tasker.queries import live_percent
+from tasker.queries import stage_line
 
 __all__ = ["history_page", "layout", "overview_fragment", "run_fragment", "task_fragment"]
 
@@ -58,13 +58,6 @@ def _task_url(stage: str, task: str) -> str:
     return f"/tasks/{quote(stage, safe='')}/{quote(task, safe='')}"
 
 
-def _percent(task: dict[str, Any]) -> float | None:
-    shown = live_percent(
-        task["status"], task["subtask_percent_complete"], task["overall_percent_complete"]
-    )
-    return 100.0 if shown is None and task["status"] == "COMPLETED" else shown
-
-
 def overview_fragment(data: dict[str, Any]) -> str:
     tasks_by_stage: dict[str, list[dict[str, Any]]] = {}
     for task in data["tasks"]:
@@ -75,14 +68,8 @@ def overview_fragment(data: dict[str, Any]) -> str:
         share = 100.0 * stage["done"] / stage["total"] if stage["total"] else 0.0
         rows = []
         for t in tasks_by_stage.get(name, []):
-            items = ""
-            if t["items_total"]:
-                items = f"{t['items_complete'] or 0}/{t['items_total']}"
-            elif t["items_complete"]:
-                items = str(t["items_complete"])
-            subtask = ""
-            if t["subtask_name"]:
-                subtask = f"{esc(t['current_subtask'])}. {esc(t['subtask_name'])}"
+            shown = t["progress"]
+            subtask = esc(shown["subtask"])
             message = t["overall_progress_message"] or t["error_message"] or ""
             eta = t["eta_rate"] if t["eta_rate"] is not None else t["eta_history"]
             eta_note = "" if t["eta_rate"] is not None or eta is None else " (typical)"
@@ -96,7 +83,7 @@ def overview_fragment(data: dict[str, Any]) -> str:
                 f'<tr class="task" data-task="{task_name}" data-status="{esc(t["status"])}">'
                 f'<td><a href="{esc(_task_url(name, t["task_name"]))}">{task_name}</a></td>'
                 f"<td>{badge(t['status'])}</td>"
-                f"<td>{bar(_percent(t), items) if t['status'] != 'NOT_STARTED' else ''}</td>"
+                f"<td>{bar(shown['percent'], shown['items']) if shown['text'] else ''}</td>"
                 f'<td>{subtask}<div class="message">{esc(message)}</div></td>'
                 f"<td>{esc(t['hostname'])}</td><td>{run_link}</td>"
                 f"<td>{esc(duration(t['duration']))}</td>"
@@ -106,7 +93,7 @@ def overview_fragment(data: dict[str, Any]) -> str:
         parts.append(
             f'<section class="stage" data-stage="{esc(name)}">'
             f"<h2>{esc(name)} {badge(stage['status'])}"
-            f'<span class="count">{stage["done"]}/{stage["total"]} done</span></h2>'
+            f'<span class="count">{esc(stage_line(stage))}</span></h2>'
             f"{bar(share, done_label)}"
             "<table><thead><tr><th>Task</th><th>Status</th><th>Progress</th>"
             "<th>Subtask</th><th>Host</th><th>Started</th><th>Duration</th><th>ETA</th>"
@@ -159,7 +146,7 @@ def run_fragment(run: dict[str, Any]) -> str:
     subs = "".join(
         f"<tr><td>{esc(s['subtask_number'])}</td><td>{esc(s['subtask_name'])}</td>"
         f"<td>{badge(s['status'])}</td>"
-        f"<td>{bar(s['percent_complete'], _items(s))}</td>"
+        f"<td>{bar(s['progress']['percent'], s['progress']['items'])}</td>"
         f"<td>{esc(duration(s['duration']))}</td>"
         f"<td>{esc(s['progress_message'] or s['error_message'] or '')}</td></tr>"
         for s in run["subtasks"]
@@ -185,10 +172,12 @@ def run_fragment(run: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _items(sub: dict[str, Any]) -> str:
-    if sub.get("items_total"):
-        return f"{sub['items_complete']}/{sub['items_total']}"
-    return str(sub["items_complete"]) if sub.get("items_complete") else ""
+def _progress_cell(shown: dict[str, Any] | None) -> str:
+    """A run's progress bar and subtask (``tasker.run_progress``), or nothing."""
+    if not shown or not shown["text"]:
+        return ""
+    subtask = f'<div class="message">{esc(shown["subtask"])}</div>' if shown["subtask"] else ""
+    return bar(shown["percent"], shown["items"]) + subtask
 
 
 def runs_table(runs: Sequence[dict[str, Any]]) -> str:
@@ -198,14 +187,15 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
         f"<td>{esc(r['stage_name'])}</td>"
         f'<td><a href="{esc(_task_url(r["stage_name"], r["task_name"]))}">'
         f"{esc(r['task_name'])}</a></td>"
-        f"<td>{badge(r['status'])}</td><td>{esc(r['hostname'])}</td>"
+        f"<td>{badge(r['status'])}</td>"
+        f"<td>{_progress_cell(r.get('progress'))}</td><td>{esc(r['hostname'])}</td>"
         f"<td>{timestamp_of(r['start_time'])}</td><td>{esc(duration(r['duration']))}</td>"
         f"<td>{esc(r['error_message'] or r['overall_progress_message'] or '')}</td></tr>"
         for r in runs
     )
     return (
         '<table class="runs"><thead><tr><th>Run</th><th>Stage</th><th>Task</th><th>Status</th>'
-        "<th>Host</th><th>Started</th><th>Duration</th><th>Message</th></tr></thead>"
+        "<th>Progress</th><th>Host</th><th>Started</th><th>Duration</th><th>Message</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
     )
 

@@ -688,6 +688,8 @@ def make_engine(config: Config) -> Engine:
         # cartesian-product linter misreads.
         "enable_from_linting": False,
     }
+    # The package itself, which installs anywhere (the extra's name needs a clone).
+    package = "'psycopg[binary]'" if config.driver == "postgresql" else "PyMySQL"
     extra = "postgres" if config.driver == "postgresql" else "mysql"
     try:
         if config.driver == "postgresql":
@@ -698,8 +700,8 @@ def make_engine(config: Config) -> Engine:
         engine = create_engine(url, **kwargs)
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"the {config.driver} driver ({exc.name}) is not installed: "
-            f"pip install 'pipeline-tasker[{extra}]'"
+            f"the {config.driver} driver ({exc.name}) is not installed: pip install "
+            f"{package} (or, in a clone of tasker, pip install '.[{extra}]')"
         ) from None
     except OperationalError as exc:  # pragma: no cover - create_engine does not connect
         raise wrap_db_error(exc, config, "connecting") from None

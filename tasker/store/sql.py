@@ -558,7 +558,7 @@ class SqlStore:
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"the database holds tasker schema version {version}, newer than the version "
-                f"{SCHEMA_VERSION} this tasker understands: upgrade pipeline-tasker"
+                f"{SCHEMA_VERSION} this tasker understands: upgrade tasker"
             )
 
     def ensure_schema(self) -> None:
@@ -1337,6 +1337,36 @@ class SqlStore:
             return [_subtask_record(r) for r in rows]
 
         return self._run("reading subtasks", read, write=False)
+
+    def current_subtasks(self, run_ids: Sequence[str]) -> dict[str, SubtaskRecord]:
+        """Each run's current subtask (the one its ``current_subtask`` names), by run id;
+        runs without one are left out. Read in chunks, so any number of runs may be asked."""
+        runs, sp = self.t.task_runs, self.t.subtask_progress
+        columns = record_columns(SubtaskRecord, {c.name: c for c in sp.c})
+        found: dict[str, SubtaskRecord] = {}
+        wanted = list(dict.fromkeys(run_ids))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            stmt = (
+                select(*columns)
+                .select_from(
+                    sp.join(
+                        runs,
+                        and_(
+                            runs.c.run_id == sp.c.run_id,
+                            runs.c.current_subtask == sp.c.subtask_number,
+                        ),
+                    )
+                )
+                .where(sp.c.run_id.in_(chunk))
+            )
+
+            def read(conn: Connection, query: Any = stmt) -> list[Any]:
+                return list(conn.execute(query).all())
+
+            rows = self._run("reading current subtasks", read, write=False)
+            found.update((r.run_id, _subtask_record(r)) for r in rows)
+        return found
 
     def tasks(self, stage: str | None = None) -> list[TaskRecord]:
         st, tk = self.t.stages, self.t.tasks
