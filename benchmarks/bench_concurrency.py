@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tasker
-from tasker.recorder import RECORDER
+from tasker.runtime.recorder import RECORDER
 
 STAGE = "CONCURRENT"
 

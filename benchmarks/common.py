@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 
 import tasker
-from tasker.recorder import RECORDER
+from tasker.runtime.recorder import RECORDER
 from tasker.store.sql import SqlStore
 
 

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tasker.api import (
+from tasker.config import Config
+from tasker.errors import (
+    ConfigError,
+    DatabaseError,
+    RegistrationError,
+    RunEndedError,
+    SchemaVersionError,
+    TaskerError,
+    TaskerWarning,
+    UnknownRunError,
+    UnknownSubtaskError,
+    ValidationError,
+)
+from tasker.explicit import (
     configure,
     create_schema,
     get_config,
@@ -27,19 +40,7 @@ from tasker.api import (
     task_start,
     task_update,
 )
-from tasker.config import Config
-from tasker.errors import (
-    ConfigError,
-    DatabaseError,
-    RegistrationError,
-    RunEndedError,
-    SchemaVersionError,
-    TaskerError,
-    TaskerWarning,
-    UnknownRunError,
-    UnknownSubtaskError,
-    ValidationError,
-)
+from tasker.instrument.outcome import Skipped
 from tasker.models import (
     ReplayResult,
     RunRecord,
@@ -49,7 +50,6 @@ from tasker.models import (
     TaskRecord,
     TaskStatusRecord,
 )
-from tasker.outcome import Skipped
 from tasker.queries import (
     get_active_tasks,
     get_run,
@@ -59,27 +59,31 @@ from tasker.queries import (
     get_task_status,
     get_tasks,
 )
+from tasker.runtime import signals as _signals  # noqa: F401  (start-up: see below)
+
+# Start-up: importing tasker.runtime.signals hands the recorder its SIGTERM and exit handling
+# for the runs this process starts (the recorder, below it, imports nothing above it).
 
 if TYPE_CHECKING:
-    from tasker.carry import attach, bind, handoff
-    from tasker.progress import track
-    from tasker.tracking import Run, SubtaskHandle, current_run, skip, subtask, task
+    from tasker.instrument.carry import attach, bind, handoff
+    from tasker.instrument.decorators import Run, SubtaskHandle, current_run, skip, subtask, task
+    from tasker.instrument.track import track
 
 __version__ = "0.1.0"
 
 # The automatic layer loads on first use: the command line, which never needs it, starts
 # faster (wrapt and the decorators' machinery stay unloaded).
 _LAZY = {
-    "attach": "tasker.carry",
-    "bind": "tasker.carry",
-    "handoff": "tasker.carry",
-    "track": "tasker.progress",
-    "Run": "tasker.tracking",
-    "SubtaskHandle": "tasker.tracking",
-    "current_run": "tasker.tracking",
-    "skip": "tasker.tracking",
-    "subtask": "tasker.tracking",
-    "task": "tasker.tracking",
+    "attach": "tasker.instrument.carry",
+    "bind": "tasker.instrument.carry",
+    "handoff": "tasker.instrument.carry",
+    "track": "tasker.instrument.track",
+    "Run": "tasker.instrument.decorators",
+    "SubtaskHandle": "tasker.instrument.decorators",
+    "current_run": "tasker.instrument.decorators",
+    "skip": "tasker.instrument.decorators",
+    "subtask": "tasker.instrument.decorators",
+    "task": "tasker.instrument.decorators",
 }
 
 
@@ -101,7 +105,7 @@ def __dir__() -> list[str]:
 def flush(timeout: float = 60.0) -> bool:
     """Write everything tracked so far to the database now; True when done within
     ``timeout`` seconds. (tasker also does this at exit and on SIGTERM.)"""
-    from tasker.recorder import RECORDER
+    from tasker.runtime.recorder import RECORDER
 
     return RECORDER.flush(timeout)
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from tasker import context
 from tasker.errors import UnknownRunError, ValidationError
 from tasker.models import (
     RunRecord,
@@ -21,8 +20,9 @@ from tasker.models import (
     TaskStatusRecord,
     parse_status,
 )
-from tasker.recorder import RECORDER
 from tasker.run_progress import Progress, of_run
+from tasker.runtime import context
+from tasker.runtime.recorder import RECORDER
 
 __all__ = [
     "get_active_tasks",
@@ -123,14 +123,14 @@ def get_task_history(
 
 def get_run(run_id: str | None = None) -> RunRecord:
     """One run with everything captured about it (the current run by default)."""
-    from tasker.api import resolve_run_id
+    from tasker.explicit import resolve_run_id
 
     return RECORDER.synced_store().get_run(resolve_run_id(run_id))
 
 
 def get_subtask_progress(run_id: str | None = None, *, as_frame: bool = False) -> Any:
     """The subtasks of a run (the current run by default), by number."""
-    from tasker.api import resolve_run_id
+    from tasker.explicit import resolve_run_id
 
     rid = resolve_run_id(run_id if run_id is not None else context.current_run_id())
     return _frame_or_list(RECORDER.synced_store().subtasks(rid), SubtaskRecord, as_frame)

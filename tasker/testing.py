@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from tasker import queries
-from tasker.api import configure
+from tasker.explicit import configure
 from tasker.models import RunRecord, SubtaskRecord
-from tasker.recorder import RECORDER
+from tasker.runtime.recorder import RECORDER
 
 __all__ = ["Captured", "capture", "disabled"]
 

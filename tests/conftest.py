@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 import tasker
-from tasker import context
-from tasker.recorder import RECORDER
+from tasker.runtime import context
+from tasker.runtime.recorder import RECORDER
 
 PG_ENV = "TASKER_TEST_POSTGRES_URL"
 MYSQL_ENV = "TASKER_TEST_MYSQL_URL"

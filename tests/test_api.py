@@ -186,12 +186,12 @@ def test_subtask_increment_counts_and_caps_percent(db: Backend) -> None:
 def test_subtask_increment_from_elsewhere_by_run_id(db: Backend) -> None:
     run_id = tasker.task_start("S", "T")
     tasker.subtask_start("shared", items_total=10)
-    token = tasker.context._current.set(None)  # as a worker that only knows the run id
+    token = tasker.runtime.context._current.set(None)  # as a worker that only knows the run id
     try:
         tasker.subtask_increment(3, run_id=run_id)
         tasker.subtask_increment(1, run_id=run_id, subtask_number=1)
     finally:
-        tasker.context._current.reset(token)
+        tasker.runtime.context._current.reset(token)
     assert tasker.get_subtask_progress(run_id)[0].items_complete == 4
 
 
@@ -217,7 +217,7 @@ def test_a_thread_without_a_run_of_its_own_reports_into_the_run_it_works_for(db:
     seen: list[object] = []
 
     def work() -> None:
-        seen.append(tasker.context.current_run_id())
+        seen.append(tasker.runtime.context.current_run_id())
         tasker.subtask_increment(2)
 
     threads = [threading.Thread(target=work) for _ in range(2)]
@@ -568,7 +568,7 @@ def test_version_and_environment_from_config(db: Backend) -> None:
 def test_task_start_without_a_task_uses_the_script_registration(
     db: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasker import process_info as pi
+    from tasker.runtime.capture import process as pi
 
     info = pi.process_info()
     fake = pi.ProcessInfo(**{**info.__dict__, "script_filename": "build_db.py"})

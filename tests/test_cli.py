@@ -132,7 +132,8 @@ def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
     code = (
         "import sys, tasker\n"
         "heavy = ['psycopg', 'pymysql', 'sqlite3', 'pandas', 'sqlalchemy', 'tasker.cli',"
-        " 'starlette', 'uvicorn', 'tasker.dashboard', 'argparse', 'wrapt', 'tasker.tracking']\n"
+        " 'starlette', 'uvicorn', 'tasker.dashboard', 'argparse', 'wrapt',"
+        " 'tasker.instrument.decorators']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run(
@@ -177,7 +178,7 @@ def _commands(parser: Any, prefix: str = "") -> dict[str, Any]:
 def test_status_shows_an_eta_for_an_active_run(db: Backend, child_env: dict[str, str]) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from tasker.recorder import RECORDER
+    from tasker.runtime.recorder import RECORDER
 
     run_id = tasker.task_start("ETA", "counting")
     tasker.subtask_start("items", items_total=100)

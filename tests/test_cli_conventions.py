@@ -125,7 +125,7 @@ def test_the_run_is_a_positional_prefix_or_the_environment(
 
 
 def test_an_ambiguous_prefix_is_refused_as_usage(db: Backend, child_env: dict[str, str]) -> None:
-    from tasker import runs
+    from tasker.runtime import runs
 
     # Two runs whose ids share their first 8 characters.
     shared = ["abcd0000-0000-4000-8000-000000000001", "abcd0000-0000-4000-8000-000000000002"]

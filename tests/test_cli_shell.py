@@ -271,7 +271,7 @@ def test_purge_asks_then_deletes_only_old_ended_runs(
 ) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from tasker.recorder import RECORDER
+    from tasker.runtime.recorder import RECORDER
 
     old = tasker.task_start("PURGE", "old")
     tasker.subtask_start("part")
@@ -391,7 +391,7 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
 def test_reap_command_ends_lost_runs(db: Backend, child_env: dict[str, str]) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from tasker.recorder import RECORDER
+    from tasker.runtime.recorder import RECORDER
 
     now = datetime.now(timezone.utc)
     RECORDER.store.start_run(
@@ -416,7 +416,7 @@ def test_reap_command_ends_lost_runs(db: Backend, child_env: dict[str, str]) -> 
 def test_a_signal_before_the_command_starts_still_reaches_it(
     db: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasker import command_run
+    from tasker.cli import run as command_run
 
     real_popen = subprocess.Popen
 

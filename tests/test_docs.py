@@ -51,7 +51,7 @@ from sqlalchemy import text
 
 import tasker
 from tasker.config import load_config
-from tasker.recorder import RECORDER
+from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 
 if sys.version_info >= (3, 11):

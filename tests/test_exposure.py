@@ -19,7 +19,7 @@ import pytest
 
 import tasker
 from tasker.config import load_config, mask_url
-from tasker.recorder import RECORDER
+from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 from tests.helpers import free_port, run_script, tasker_cli, write_script
 from tests.test_dashboard import Served

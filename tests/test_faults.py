@@ -108,7 +108,7 @@ def test_exiting_during_backoff_tries_the_database_once_more(
         tmp_path,
         """
         import tasker
-        from tasker.recorder import RECORDER
+        from tasker.runtime.recorder import RECORDER
 
         @tasker.task(stage="S", name="during backoff")
         def step(i):

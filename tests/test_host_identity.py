@@ -18,8 +18,8 @@ import pytest
 
 import tasker
 from tasker.models import RunRecord, Status
-from tasker.process_info import boot_time, process_info
-from tasker.recorder import RECORDER
+from tasker.runtime.capture.process import boot_time, process_info
+from tasker.runtime.recorder import RECORDER
 from tests.conftest import Backend
 from tests.helpers import new_run, start_script, wait_for, write_script
 
@@ -370,7 +370,7 @@ def test_an_end_after_an_ordinary_failure_is_refused(db: Backend) -> None:
 
 
 def test_the_store_and_the_reaper_agree_on_the_lost_error_type() -> None:
-    from tasker import reaper
+    from tasker.runtime import reaper
     from tasker.store import sql
 
     assert reaper.LOST == sql._LOST_TYPE == LOST

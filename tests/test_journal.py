@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 import tasker
-from tasker import events, journal
 from tasker.models import Status
-from tasker.recorder import RECORDER
+from tasker.runtime import events, journal
+from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 from tests.helpers import free_port, new_run, tasker_cli, write_script
 
@@ -336,7 +336,7 @@ import errno, json, resource, signal, sys
 from datetime import datetime, timezone
 
 import tasker
-from tasker import events, journal
+from tasker.runtime import events, journal
 from tests.helpers import new_run
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write beyond the limit fails with EFBIG
@@ -426,8 +426,8 @@ def test_a_run_journaled_completed_is_completed_after_the_reapers_callers(
 ) -> None:
     """The run's start reached the database, its end only the journal, and its process is
     gone: replayed first, it is COMPLETED, never FAILED (or COMPLETED) with ProcessLost."""
-    from tasker.process_info import process_info
-    from tasker.reaper import Host, judge
+    from tasker.runtime.capture.process import process_info
+    from tasker.runtime.reaper import Host, judge
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=60)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import tasker
-from tasker import context
+from tasker.runtime import context
 from tests.conftest import ROOT, Backend
 from tests.helpers import run_script, write_script
 

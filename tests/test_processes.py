@@ -309,7 +309,7 @@ def test_tasker_threads_leave_signals_to_the_main_thread(db: Backend) -> None:
     # waitpid: SIGTERM could then wait as long as the program sleeps.
     import threading
 
-    from tasker.recorder import RECORDER
+    from tasker.runtime.recorder import RECORDER
 
     with tasker.task("S", "T"):
         tasker.flush()

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import tasker
-from tasker import events, journal
 from tasker.models import Status
-from tasker.recorder import RECORDER
+from tasker.runtime import events, journal
+from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 from tests.helpers import (
     PrivateServer,
@@ -412,7 +412,7 @@ def test_a_killed_process_is_reaped_at_once(
 def test_a_live_run_blocked_in_sleep_is_not_reaped(
     db: Backend, child_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from tasker.reaper import judge
+    from tasker.runtime.reaper import judge
 
     script = write_script(tmp_path, HANG)
     env = {**child_env, "TASKER_HEARTBEAT_INTERVAL": "0.2"}
@@ -457,7 +457,7 @@ def test_a_run_of_another_host_is_reaped_only_after_stale_after(db: Backend) -> 
 
 
 def test_a_reused_pid_does_not_keep_a_lost_run_alive(db: Backend) -> None:
-    from tasker.process_info import process_info
+    from tasker.runtime.capture.process import process_info
 
     store = RECORDER.store
     now = datetime.now(timezone.utc)

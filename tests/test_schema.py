@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import text
 
 import tasker
-from tasker.recorder import RECORDER
-from tasker.schema import DIALECT_NAMES, SCHEMA_VERSION, render_sql
+from tasker.runtime.recorder import RECORDER
 from tasker.store import migrations
+from tasker.store.schema import DIALECT_NAMES, SCHEMA_VERSION, render_sql
 from tests.conftest import ROOT, Backend
 
 
@@ -184,7 +184,7 @@ _ADDED_RUN_COLUMNS = {2: ("process_start_time",), 3: ("boot_id", "pid_namespace"
 def _make_older(db: Backend, version: int) -> None:
     """Turn the fresh schema into what ``version`` created: later columns dropped, the views
     as that version defined them, ``journal_replays`` gone before version 2."""
-    from tasker.schema import VIEWS, dialect_for
+    from tasker.store.schema import VIEWS, dialect_for
 
     store = RECORDER.raw_store
     t, dialect = store.t, store.dialect
@@ -226,7 +226,7 @@ def test_a_version_1_database_is_upgraded_in_place(db: Backend) -> None:
 
 
 def test_a_version_2_database_is_upgraded_to_version_3(db: Backend) -> None:
-    from tasker.process_info import process_info
+    from tasker.runtime.capture.process import process_info
 
     old = tasker.task_start("S", "old")
     tasker.task_complete("done")

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 import tasker
 from tasker.config import load_config
-from tasker.recorder import RECORDER
+from tasker.runtime.recorder import RECORDER
 from tasker.store.engine import WATCHDOG, wrap_db_error
 from tasker.store.sql import SqlStore
 from tests.conftest import ROOT, Backend

@@ -34,7 +34,10 @@ def _frames(detail: str) -> list[str]:
 
 
 def _no_tasker_frames(detail: str) -> None:
-    assert "tasker/tracking.py" not in detail and "tasker/carry.py" not in detail
+    assert (
+        "tasker/instrument/decorators.py" not in detail
+        and "tasker/instrument/carry.py" not in detail
+    )
     assert f'File "{PACKAGE}{os.sep}' not in detail
 
 
@@ -241,7 +244,7 @@ def test_an_error_raised_inside_tasker_alone_keeps_its_whole_traceback() -> None
     assert all(is_tasker_file(f.filename) for f in traceback.extract_tb(inside.__traceback__))
     detail = format_exception(inside)
     assert detail == "".join(traceback.format_exception(inside))
-    assert f'File "{PACKAGE}{os.sep}tracking.py"' in detail
+    assert f'File "{PACKAGE}{os.sep}instrument{os.sep}decorators.py"' in detail
 
 
 def test_what_counts_as_a_tasker_file() -> None:
@@ -319,11 +322,12 @@ def test_an_exception_that_ends_the_script_leaves_out_tasker_frames(
     db: Backend, child_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The run a script started and never ended is ended at exit with the exception that
-    ended the script: through a bound call, tasker/carry.py lies between the two frames."""
+    ended the script: through a bound call, tasker/instrument/carry.py lies between the two
+    frames."""
     script = write_script(tmp_path, UNCAUGHT)
     result = run_script(script, child_env)
     assert result.returncode == 1
-    assert "tasker/carry.py" in result.stderr  # Python's own report keeps every frame
+    assert "tasker/instrument/carry.py" in result.stderr  # Python's own report keeps every frame
     detail = _detail("uncaught")
     frames = _frames(detail)
     assert [f.rsplit(", in ", 1)[1] for f in frames] == ["<module>", "fail"]

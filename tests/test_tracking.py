@@ -544,7 +544,7 @@ def test_git_commit_branch_and_dirty(db: Backend, tmp_path: Path) -> None:
     head = subprocess.run(
         [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    from tasker.gitinfo import _git_info_for_path, _info_for, git_info
+    from tasker.runtime.capture.git import _git_info_for_path, _info_for, git_info
 
     info = git_info(script)
     assert (info.commit, info.branch, info.dirty) == (head, "feature-x", False)
@@ -598,9 +598,9 @@ def test_status_enum_values_are_the_seeds() -> None:
 def test_the_writer_keeps_everything_while_the_database_is_missing(tmp_path: Path) -> None:
     from datetime import datetime, timezone
 
-    from tasker import events
-    from tasker.recorder import RECORDER
-    from tasker.writer import Writer
+    from tasker.runtime import events
+    from tasker.runtime.recorder import RECORDER
+    from tasker.runtime.writer import Writer
     from tests.helpers import new_run
 
     tasker.configure(path=str(tmp_path / "w.db"), console="false", flush_interval=1000)

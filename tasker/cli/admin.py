@@ -49,7 +49,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         if config.config_file:
             print(f"\nconfiguration file: {config.config_file}")
     if args.check:
-        from tasker.recorder import RECORDER
+        from tasker.runtime.recorder import RECORDER
 
         read_only()  # a check that creates what it checks would prove nothing
         version = RECORDER.raw_store.schema_version()
@@ -69,7 +69,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tasker.schema import DIALECT_NAMES, render_sql
+    from tasker.store.schema import DIALECT_NAMES, render_sql
 
     if args.write:
         out = Path(args.write)
@@ -175,8 +175,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import tasker
+    from tasker.cli.demo import run_demo
     from tasker.cli.reading import print_status
-    from tasker.demo import run_demo
 
     config = tasker.get_config()
     print(f"running the demo pipeline against {config.url}\n", file=sys.stderr)

@@ -73,7 +73,7 @@ def replay_waiting() -> None:
     """Write the journal files waiting for the database before anything is reaped or shown:
     a run whose end waits in a journal is not lost. Costs a folder listing when none wait."""
     import tasker
-    from tasker.journal import pending_files
+    from tasker.runtime.journal import pending_files
 
     if pending_files(tasker.get_config()):
         tasker.replay_journal()

@@ -21,7 +21,7 @@ __all__ = [
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tasker.cli.common import UsageError
-    from tasker.command_run import run_command
+    from tasker.cli.run import run_command
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_start(args: argparse.Namespace) -> int:
     import tasker
-    from tasker import shell_runs
+    from tasker.runtime import shell_runs
 
     run_id = tasker.task_start(
         args.stage,
@@ -64,7 +64,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     import tasker
-    from tasker import shell_runs
+    from tasker.runtime import shell_runs
 
     run_id = run_id_of(args)
     # A run that has ended already is refused (exit 1), never ended a second time.
@@ -75,7 +75,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 def cmd_fail(args: argparse.Namespace) -> int:
     import tasker
-    from tasker import shell_runs
+    from tasker.runtime import shell_runs
 
     run_id = run_id_of(args)
     tasker.task_fail(
@@ -91,13 +91,13 @@ def cmd_fail(args: argparse.Namespace) -> int:
 
 def cmd_subtask(args: argparse.Namespace) -> int:
     import tasker
-    from tasker import shell_runs
+    from tasker.runtime import shell_runs
 
     run_id = run_id_of(args)
     common: dict[str, Any] = {"run_id": run_id, "quiet": True}
     number: int | None = args.number
     if args.action == "start":
-        # Numbered from this machine's state of the shell run (tasker.shell_runs), so that
+        # Numbered from this machine's state of the shell run (tasker.runtime.shell_runs), so that
         # it works, and the script goes on, while the database is away.
         if number is None:
             number = shell_runs.next_subtask(run_id)

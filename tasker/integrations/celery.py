@@ -75,15 +75,16 @@ import uuid
 import weakref
 from typing import Any
 
-from tasker import console, context, runs, validate
-from tasker import events as ev
-from tasker.carry import attach
-from tasker.context import RunState
+from tasker import validate
 from tasker.errors import DatabaseError, RunEndedError, UnknownRunError, ValidationError
+from tasker.instrument.carry import attach
+from tasker.instrument.outcome import Outcome, guarded, outcome
 from tasker.models import Status
-from tasker.outcome import Outcome, guarded, outcome
-from tasker.recorder import RECORDER
-from tasker.signals import started_without_signals
+from tasker.runtime import console, context, runs
+from tasker.runtime import events as ev
+from tasker.runtime.context import RunState
+from tasker.runtime.recorder import RECORDER
+from tasker.runtime.threads import started_without_signals
 
 __all__ = ["HEADER_RUN", "HEADER_SUBTASK", "install", "run_id_for"]
 
@@ -464,7 +465,7 @@ def _terminating_signal(exc: BaseException) -> int | None:
 def _correct_loops(state: RunState, exc: BaseException, result: Outcome) -> None:
     """A track() loop that the exception left ended COMPLETED ("stopped after n items"): it
     ends with the run's status instead, as under @tasker.task."""
-    from tasker.tracking import correct_early_closed
+    from tasker.instrument.decorators import correct_early_closed
 
     correct_early_closed(state, exc, result)
 
@@ -648,9 +649,9 @@ def _prepare_children(app: Any) -> None:
     its first run (the store's code and the database's driver, the tasks' files and git
     details) is loaded once here and inherited, instead of once per child (with
     ``--max-tasks-per-child``, once per few tasks). Nothing is connected."""
-    import tasker.journal
+    import tasker.runtime.journal
     import tasker.store.sql  # noqa: F401
-    from tasker.gitinfo import git_info
+    from tasker.runtime.capture.git import git_info
 
     RECORDER.raw_store.engine  # noqa: B018 - creating the engine loads the driver
     for task in list(app.tasks.values()):

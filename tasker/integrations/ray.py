@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tasker.carry import bind
+from tasker.instrument.carry import bind
 
 __all__ = ["TrackedRemote", "remote"]
 

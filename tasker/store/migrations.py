@@ -1,9 +1,10 @@
 """In-place schema upgrades.
 
 ``UPGRADES[n]`` takes a schema from version ``n`` to ``n + 1``. ``SqlStore.create_schema()``
-(``tasker init``) applies every step from the stored version to ``tasker.schema.SCHEMA_VERSION``
-under the same database-wide lock as creation, records the new version after each step, and
-then recreates the views (:func:`refresh_views`). Add a step here whenever ``SCHEMA_VERSION``
+(``tasker init``) applies every step from the stored version to
+``tasker.store.schema.SCHEMA_VERSION`` under the same database-wide lock as creation,
+records the new version after each step, and then recreates the views
+(:func:`refresh_views`). Add a step here whenever ``SCHEMA_VERSION``
 is bumped.
 
 Every step must be safe to run again on a schema it already changed: MySQL commits DDL as it
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, inspect
 from sqlalchemy.schema import CreateTable
 
-from tasker.schema import Tables, dialect_for, pg_touch_function, view_statements
+from tasker.store.schema import Tables, dialect_for, pg_touch_function, view_statements
 
 __all__ = ["UPGRADES", "Upgrade", "refresh_views"]
 

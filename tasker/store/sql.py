@@ -51,7 +51,8 @@ from tasker.models import (
     TaskSpec,
     TaskStatusRecord,
 )
-from tasker.schema import (
+from tasker.store.engine import is_transient, make_engine, refused_for_size, wrap_db_error
+from tasker.store.schema import (
     ACTIVE_STATUS_VALUES,
     SCHEMA_VERSION,
     Tables,
@@ -63,7 +64,6 @@ from tasker.schema import (
     record_columns,
     run_select,
 )
-from tasker.store.engine import is_transient, make_engine, refused_for_size, wrap_db_error
 
 __all__ = ["SqlStore", "open_store"]
 
@@ -73,7 +73,7 @@ _TERMINAL = ("COMPLETED", "FAILED", "SKIPPED", "CANCELLED")
 _RETRY_SECONDS = 60.0
 # A lock id every tasker process agrees on, for serialising schema creation.
 _PG_LOCK_KEY = 0x7A5C3E1
-# The error_type the reaper ends a lost run with (tasker.reaper.LOST: the store, a layer
+# The error_type the reaper ends a lost run with (tasker.runtime.reaper.LOST: the store, a layer
 # below the reaper, cannot import it), and what mark_lost writes on the run's open subtasks.
 _LOST_TYPE = "ProcessLost"
 _LOST_SUBTASK = "ended FAILED with its run (process lost)"
@@ -1431,7 +1431,7 @@ R = TypeVar("R")
 
 def _converter(record: type[R], **fixups: Callable[[Any], Any]) -> Callable[[Sequence[Any]], R]:
     """Row → record by position (queries select the record's fields in its field order, see
-    ``tasker.schema.record_columns``).
+    ``tasker.store.schema.record_columns``).
 
     A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which
     costs more than the query itself for a thousand 28-field rows; the records are slotted,

@@ -1,7 +1,7 @@
 """The per-process background writer.
 
 Callers never wait on the database for progress: the automatic layer puts discrete events
-(run and subtask starts, updates and ends: :mod:`tasker.events`) on a queue and bumps plain
+(run and subtask starts, updates and ends: :mod:`tasker.runtime.events`) on a queue and bumps plain
 counters for progress. A writer thread wakes every ``flush_interval`` seconds (at once when
 asked to flush), snapshots the counters that moved, drains the queue and writes everything in
 one transaction. It also heartbeats this process's live runs every ``heartbeat_interval``.
@@ -14,7 +14,7 @@ When the database cannot be reached (down, locked, full, wrong password), nothin
 nothing reaches the tracked code: the events go back on the queue, the writer retries with
 backoff and logs one warning for the whole outage. Beyond ``max_queued`` events, and for
 whatever is still undelivered when the process exits, the events go to the local journal
-(:mod:`tasker.journal`), which is replayed once the database is back.
+(:mod:`tasker.runtime.journal`), which is replayed once the database is back.
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from tasker import console
-from tasker import events as ev
 from tasker.errors import UnknownRunError, UnknownSubtaskError
-from tasker.events import END_RUN, END_SUBTASK, INCREMENT_SUBTASK, START_RUN, Event
 from tasker.models import NewRun
-from tasker.process_info import active_log_file
+from tasker.runtime import console
+from tasker.runtime import events as ev
+from tasker.runtime.capture.process import active_log_file
+from tasker.runtime.events import END_RUN, END_SUBTASK, INCREMENT_SUBTASK, START_RUN, Event
 from tasker.validate import storable_text
 
 if TYPE_CHECKING:
     from tasker.config import Config
-    from tasker.journal import JournalFile
+    from tasker.runtime.journal import JournalFile
     from tasker.store.sql import SqlStore
 
 __all__ = ["Counter", "Writer"]
@@ -278,9 +278,9 @@ class Writer:
         # What the writer imports later is imported now, by the starting thread: a flush
         # from a signal handler that interrupted the main thread inside an import would
         # otherwise wait for a writer waiting for that same import lock.
-        import tasker.journal
+        import tasker.runtime.journal
         import tasker.store.sql  # noqa: F401
-        from tasker.signals import started_without_signals
+        from tasker.runtime.threads import started_without_signals
 
         thread = threading.Thread(target=self._loop, name="tasker-writer", daemon=True)
         self._thread = thread
@@ -518,7 +518,7 @@ class Writer:
         kept with its reason beside the journal (``rejected/``), never silently dropped."""
         self._report(ev.describe(event), exc)
         try:
-            from tasker.journal import set_aside
+            from tasker.runtime.journal import set_aside
 
             set_aside(self._settings(), [(event, str(exc))])
         except Exception as keep:  # nowhere to keep it: the report above says what was lost
@@ -576,7 +576,7 @@ class Writer:
         """Move every queued event (and, at exit, the counters' unwritten items) to the
         journal file, in order. ``stuck``: how many of them a write that did not finish in
         time held (they are journaled all the same: see abandon())."""
-        from tasker.journal import JournalFile
+        from tasker.runtime.journal import JournalFile
 
         events = self._drain()
         if self._parked:
@@ -615,7 +615,7 @@ class Writer:
     def _replay(self, store: SqlStore, closing: bool) -> bool:
         """Replay this process's own spilled journal (the database is back) and any left by
         earlier processes; False when the database went away again meanwhile."""
-        from tasker.journal import replay
+        from tasker.runtime.journal import replay
 
         if self._journal is not None:
             self._journal.close()
@@ -639,7 +639,7 @@ class Writer:
         """Journal files wait for this database (checked once per writer)."""
         if self._replayed:
             return False
-        from tasker.journal import pending_files
+        from tasker.runtime.journal import pending_files
 
         try:
             waiting = bool(pending_files(self._settings()))

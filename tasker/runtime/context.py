@@ -62,20 +62,20 @@ class RunState:
     ended: bool = False
     # Subtasks this process has open in the run, innermost last.
     subtasks: list[Any] = dataclasses.field(default_factory=list)
-    # track() loops left early: (subtask, frame, instruction offset) — see tasker.progress.
+    # track() loops left early: (subtask, frame, instruction offset) — see tasker.instrument.track.
     early_closed: list[tuple[Any, Any, int]] = dataclasses.field(default_factory=list)
     cpu_start: float = dataclasses.field(default_factory=time.process_time)
     # Open task()/subtask() scopes of the automatic layer: skip() raises only inside one.
     scopes: int = 0
     # A run handed over to this process (attach(), or a call carrying a handoff): runs that
     # end under it are made durable before the call returns, since such workers may vanish
-    # without running atexit (see tasker.runs.end_run).
+    # without running atexit (see tasker.runtime.runs.end_run).
     handed_over: bool = False
     # Offered to threads with no run of their own (``ambient``). Not a run that itself nests
     # under the ambient run (a worker thread's call): sibling workers would nest under each
     # other.
     shared: bool = True
-    # Work was sent from this run to other processes (see tasker.runs.start_subtask).
+    # Work was sent from this run to other processes (see tasker.runtime.runs.start_subtask).
     handed_off: bool = False
     _next_number: int = 0
 
@@ -302,7 +302,7 @@ def forget_all() -> None:
 
 
 def after_fork_in_child() -> None:
-    """In a forked child (called by tasker.recorder's at-fork hook)."""
+    """In a forked child (called by tasker.runtime.recorder's at-fork hook)."""
     # The child's only thread is the one that forked: its own run (or the process's
     # innermost live run) is what the child inherits — more exact than the variable, which
     # names the main thread's run. Exported again so the child's exec children inherit it.

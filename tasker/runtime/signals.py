@@ -25,39 +25,15 @@ from types import FrameType
 from typing import Any
 
 from tasker.models import Status
+from tasker.runtime.recorder import RECORDER, ProcessHooks
 from tasker.tracebacks import format_exception
 
 __all__ = [
     "end_live_runs_at_exit",
     "install",
-    "started_without_signals",
     "terminating",
     "uninstall",
 ]
-
-# Signals a program handles. The kernel may deliver a process's signal to any thread that does
-# not block it; Python runs handlers only in the main thread, and a main thread blocked in a
-# system call (sleep, waitpid) is woken only if the signal lands on it. tasker's own threads
-# therefore block these, so that they always reach the main thread.
-_PROCESS_SIGNALS = tuple(
-    getattr(signal, name)
-    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
-    if hasattr(signal, name)
-)
-
-
-def started_without_signals(thread: threading.Thread) -> None:
-    """Start ``thread`` with the process's signals blocked in it (it inherits the mask it is
-    started with); a signal arriving meanwhile waits, and then goes to this thread."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
-        thread.start()
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
-    try:
-        thread.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-
 
 _previous: Any = None
 _terminating = False
@@ -96,7 +72,7 @@ def install() -> bool:
 def uninstall() -> bool:
     """Give SIGTERM back to what the program had (main thread only); True when done.
 
-    Worker processes call this when they go idle between calls (tasker.runs.idle_worker): a
+    Worker processes call this when they go idle between calls (tasker.runtime.runs.idle_worker): a
     Python-level handler can be missed there. The kernel runs the C-level handler, but
     Python runs the handler itself only when the main thread next executes bytecode or is
     interrupted in a blocking call; a SIGTERM that lands just before the main thread blocks
@@ -118,8 +94,7 @@ def uninstall() -> bool:
 def _end_all(
     status: Status, values: dict[str, Any], line: str, deadline: float | None = None
 ) -> None:
-    from tasker import runs
-    from tasker.recorder import RECORDER
+    from tasker.runtime import runs
 
     for state in list(RECORDER.live_runs):
         if state.is_local and not state.ended:
@@ -155,8 +130,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def end_live_runs_at_exit(deadline: float | None = None) -> None:
-    from tasker.recorder import RECORDER
-
     if not any(s.is_local and not s.ended for s in RECORDER.live_runs):
         return
     exc = getattr(sys, "last_value", None)
@@ -182,3 +155,20 @@ def end_live_runs_at_exit(deadline: float | None = None) -> None:
             message,
             deadline,
         )
+
+
+class _Hooks(ProcessHooks):
+    """This module's handling, as the recorder calls it (see ProcessHooks)."""
+
+    def install_signals(self) -> bool:
+        return install()
+
+    def uninstall_signals(self) -> bool:
+        return uninstall()
+
+    def end_live_runs_at_exit(self, deadline: float | None) -> None:
+        end_live_runs_at_exit(deadline)
+
+
+# Importing this module (tasker's start-up does) hands the handling to the recorder.
+RECORDER.hooks = _Hooks()

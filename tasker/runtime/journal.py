@@ -40,9 +40,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from tasker import console
-from tasker import events as ev
 from tasker.models import JournalFileReplay, ReplayResult
+from tasker.runtime import console
+from tasker.runtime import events as ev
 
 if TYPE_CHECKING:
     from tasker.config import Config
@@ -204,7 +204,7 @@ class JournalFile:
 
 
 def _new_id() -> str:
-    from tasker.ids import new_run_id
+    from tasker.runtime.ids import new_run_id
 
     return new_run_id()
 

@@ -12,14 +12,15 @@ import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tasker import console, context, runs, validate
-from tasker import events as ev
+from tasker import validate
 from tasker.config import Config
 from tasker.errors import RunEndedError, TaskerWarning, UnknownRunError, ValidationError
 from tasker.models import ReplayResult, RunRecord, Status, parse_status
-from tasker.process_info import process_info
-from tasker.recorder import RECORDER
 from tasker.registration import specs_from
+from tasker.runtime import console, context, runs
+from tasker.runtime import events as ev
+from tasker.runtime.capture.process import process_info
+from tasker.runtime.recorder import RECORDER
 from tasker.tracebacks import format_exception
 
 __all__ = [
@@ -557,12 +558,12 @@ def reap_lost_runs(stale_after: float | None = None) -> list[RunRecord]:
     (default: the ``stale_after`` setting) without a heartbeat. Live runs are never reaped.
     The CLI's status commands and the dashboard call this; no daemon is needed.
     """
-    from tasker.reaper import reap
+    from tasker.runtime.reaper import reap
 
     limit = RECORDER.config.stale_after if stale_after is None else stale_after
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
         raise ValidationError(f"stale_after must be a positive number of seconds, got {limit!r}")
-    from tasker.journal import replay_waiting
+    from tasker.runtime.journal import replay_waiting
 
     store = RECORDER.synced_store()
     replay_waiting(store, RECORDER.config)  # a run whose end waits in a journal is not lost
@@ -578,7 +579,7 @@ def replay_journal(paths: Any = None) -> ReplayResult:
     """
     from pathlib import Path
 
-    from tasker.journal import replay
+    from tasker.runtime.journal import replay
 
     files = None
     if paths is not None:

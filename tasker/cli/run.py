@@ -50,8 +50,8 @@ def run_command(
     argv: list[str], stage: str, name: str | None, log_file: str | None, quiet: bool
 ) -> int:
     import tasker
-    from tasker import context
-    from tasker.signals import started_without_signals
+    from tasker.runtime import context
+    from tasker.runtime.threads import started_without_signals
 
     if not argv:
         raise tasker.ValidationError("tasker run needs a command after --")

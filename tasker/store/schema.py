@@ -274,7 +274,7 @@ def build_tables(schema: str | None = None, dialect: str | None = None) -> Table
         Column("error_detail", _long_text()),
         # Version 3, last so that an upgraded table has its columns in the same order as a
         # new one. The kernel boot and PID namespace the PID belongs to: see
-        # tasker.process_info.ProcessInfo.
+        # tasker.runtime.capture.process.ProcessInfo.
         Column("boot_id", String(64)),
         Column("pid_namespace", String(64)),
         _status_check("task_runs"),
@@ -504,7 +504,7 @@ def render_sql(dialect_name: str) -> str:
     schema = "tasker" if dialect_name == "postgresql" else None
     head = (
         f"-- tasker schema version {SCHEMA_VERSION} for {dialect_name}.\n"
-        "-- Generated from tasker/schema.py by `tasker schema --write schema`; do not edit.\n"
+        "-- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.\n"
     )
     body = ";\n\n".join(ddl_statements(dialect_name, schema)) + ";\n"
     version = (

@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 
 import wrapt
 
-from tasker import context, runs, validate
-from tasker.context import RunState
+from tasker import validate
 from tasker.errors import TaskerError, ValidationError
+from tasker.runtime import context, runs
+from tasker.runtime.context import RunState
 
 __all__ = ["Carried", "attach", "bind", "handoff", "restore"]
 

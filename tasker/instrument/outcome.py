@@ -6,8 +6,8 @@ import dataclasses
 import sys
 from typing import Any
 
-from tasker import console
 from tasker.models import Status
+from tasker.runtime import console
 from tasker.tracebacks import format_exception
 
 __all__ = ["Outcome", "Skipped", "guarded", "outcome"]
@@ -35,7 +35,7 @@ class Outcome:
 
 
 def _is_cancellation(exc: BaseException) -> bool:
-    from tasker.signals import terminating
+    from tasker.runtime.signals import terminating
 
     if isinstance(exc, KeyboardInterrupt) or terminating(exc):
         return True
@@ -99,7 +99,7 @@ def guarded(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except Exception as exc:
-        from tasker.recorder import RECORDER
+        from tasker.runtime.recorder import RECORDER
 
         try:
             strict = RECORDER.config.strict

@@ -17,14 +17,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from tasker import console, context
-from tasker import events as ev
-from tasker.context import RunState
 from tasker.errors import DatabaseError, UnknownRunError, UnknownSubtaskError
-from tasker.gitinfo import git_info
-from tasker.ids import new_run_id
 from tasker.models import NewRun, Status
-from tasker.process_info import (
+from tasker.runtime import console, context
+from tasker.runtime import events as ev
+from tasker.runtime.capture.git import git_info
+from tasker.runtime.capture.process import (
     active_log_file,
     command_of,
     in_worker_process,
@@ -32,8 +30,10 @@ from tasker.process_info import (
     process_info,
     process_start_time,
 )
-from tasker.recorder import RECORDER
-from tasker.writer import Counter, storable
+from tasker.runtime.context import RunState
+from tasker.runtime.ids import new_run_id
+from tasker.runtime.recorder import RECORDER
+from tasker.runtime.writer import Counter, storable
 
 __all__ = [
     "Subtask",
@@ -59,7 +59,7 @@ def make_durable() -> None:
     """Write what this process tracked so far, within WORKER_FLUSH_TIMEOUT; never raises.
 
     In a worker process with nothing tracked left live, SIGTERM then goes back to its default
-    action until the next call tracks something (see tasker.signals.uninstall)."""
+    action until the next call tracks something (see tasker.runtime.signals.uninstall)."""
     try:
         writer = RECORDER.writer
         # Not while the database is known to be away: each call would wait for a write that
@@ -156,7 +156,7 @@ def write(kind: str, run_id: str, args: tuple[Any, ...], *, sync: bool, default:
 
 def _apply_storable(event: ev.Event) -> Any:
     """Write ``event`` now; refused for text no driver can encode, once more with that text
-    made storable (see tasker.writer.storable)."""
+    made storable (see tasker.runtime.writer.storable)."""
     store = RECORDER.synced_store()
     try:
         return ev.apply(store, event)
@@ -208,7 +208,7 @@ def start_run(
         script_dir, script_file = _split(script_path)
     git = git_info(script_dir) if git_commit is None else None
     if sync and log_path is None and log_filename is None:
-        # (Queued starts get theirs from the writer, once per batch: see tasker.writer.)
+        # (Queued starts get theirs from the writer, once per batch: see tasker.runtime.writer.)
         log_path, log_filename = active_log_file()
     if parent_run_id is None and not root:
         parent_run_id = context.current_run_id()

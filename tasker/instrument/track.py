@@ -20,12 +20,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from types import FrameType
 from typing import Any, TypeVar, overload
 
-from tasker import runs, validate
-from tasker.context import RunState, reporting_state
+from tasker import validate
+from tasker.instrument.outcome import guarded
 from tasker.models import Status
-from tasker.outcome import guarded
-from tasker.recorder import RECORDER
-from tasker.writer import Counter
+from tasker.runtime import runs
+from tasker.runtime.context import RunState, reporting_state
+from tasker.runtime.recorder import RECORDER
+from tasker.runtime.writer import Counter
 
 __all__ = ["track"]
 

@@ -77,7 +77,7 @@ def run_demo(delay: float = 0.01) -> list[str]:
     tasker.task_complete()
 
     # A shell step, tracked as `tasker run --stage DAILY --name "Publish Report" -- ...` does.
-    from tasker.command_run import run_command
+    from tasker.cli.run import run_command
 
     step = "for s in " + " ".join(STATES) + '; do test -n "$s"; done'
     command = ["sh", "-c", step] if shutil.which("sh") else [sys.executable, "-c", "pass"]

@@ -216,7 +216,7 @@ _forked = False
 
 
 def note_fork() -> None:
-    """This process is a forked child (tasker.recorder's at-fork hook calls this)."""
+    """This process is a forked child (tasker.runtime.recorder's at-fork hook calls this)."""
     global _forked
     _forked = True
 

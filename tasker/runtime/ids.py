@@ -6,7 +6,7 @@ import random
 
 __all__ = ["new_run_id", "reseed"]
 
-# Seeded from os.urandom, and seeded again in every forked child (tasker.recorder's at-fork
+# Seeded from os.urandom, and seeded again in every forked child (tasker.runtime.recorder's at-fork
 # hook calls reseed()): the random module reseeds only its own global instance after a fork,
 # and siblings forked from one parent would otherwise draw the same ids. One urandom read per
 # fork, instead of one system call per id.

@@ -24,7 +24,12 @@ import os
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from tasker.process_info import boot_time, process_info, process_is_dead, process_start_time
+from tasker.runtime.capture.process import (
+    boot_time,
+    process_info,
+    process_is_dead,
+    process_start_time,
+)
 
 if TYPE_CHECKING:
     from tasker.models import RunRecord

@@ -15,24 +15,40 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tasker import context, ids
 from tasker.config import Config, load_config
-from tasker.console import setup_console
-from tasker.context import RunState
-from tasker.events import Event
-from tasker.process_info import note_fork
-from tasker.writer import Writer
+from tasker.runtime import context, ids
+from tasker.runtime.capture.process import note_fork
+from tasker.runtime.console import setup_console
+from tasker.runtime.context import RunState
+from tasker.runtime.events import Event
+from tasker.runtime.writer import Writer
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) load on first use, keeping `import tasker` light
     from tasker.store.sql import SqlStore
 
-__all__ = ["RECORDER", "Recorder"]
+__all__ = ["RECORDER", "ProcessHooks", "Recorder"]
 
 # The exit budget when the configuration cannot be loaded (else Config.exit_timeout).
 DEFAULT_EXIT_TIMEOUT = 10.0
 # The longest a fork waits for what is queued to be written (a stalled database is not
 # waited for: the child then reports into rows that the writer parks until they appear).
 FORK_FLUSH_TIMEOUT = 5.0
+
+
+class ProcessHooks:
+    """What the recorder calls at a process's turning points, handed to it by the module that
+    implements them (``tasker.runtime.signals``, which sits above the recorder: it ends runs).
+    The recorder itself imports nothing above it; until the hooks are given, there is no
+    signal handling and nothing to end at exit."""
+
+    def install_signals(self) -> bool:
+        return False
+
+    def uninstall_signals(self) -> bool:
+        return False
+
+    def end_live_runs_at_exit(self, deadline: float | None) -> None:
+        return None
 
 
 class Recorder:
@@ -48,6 +64,7 @@ class Recorder:
         # Runs this process has started and not ended (for signals and exit).
         self.live_runs: set[RunState] = set()
         self._signals_installed = False
+        self.hooks = ProcessHooks()
         # True once a configuration with `enabled: false` is loaded: the automatic layer then
         # passes calls straight through (one attribute read per call).
         self.disabled = False
@@ -143,18 +160,13 @@ class Recorder:
 
     def install_signal_handlers(self) -> None:
         if not self._signals_installed:
-            from tasker.signals import install
-
-            self._signals_installed = install()
+            self._signals_installed = self.hooks.install_signals()
 
     def release_signal_handlers(self) -> None:
         """SIGTERM back to its default action (an idle worker process: see
-        tasker.signals.uninstall); the next tracked event installs the handler again."""
-        if self._signals_installed:
-            from tasker.signals import uninstall
-
-            if uninstall():
-                self._signals_installed = False
+        tasker.runtime.signals.uninstall); the next tracked event installs the handler again."""
+        if self._signals_installed and self.hooks.uninstall_signals():
+            self._signals_installed = False
 
     def exit_timeout(self) -> float:
         """The most the end of the process may wait for the database (``exit_timeout``)."""
@@ -166,12 +178,10 @@ class Recorder:
     def _at_exit(self) -> None:
         import time
 
-        from tasker.signals import end_live_runs_at_exit
-
         # One budget for the whole exit: what the database has not taken when it runs out
         # goes to the journal (the write in progress included), and the program ends on time.
         deadline = time.monotonic() + self.exit_timeout()
-        end_live_runs_at_exit(deadline)
+        self.hooks.end_live_runs_at_exit(deadline)
         self.writer.flush(timeout=max(0.0, deadline - time.monotonic()), closing=True)
 
     def reset(self) -> None:

@@ -2,8 +2,8 @@
 ``current_run()``.
 
 One run per decorated call or ``with`` block; it ends COMPLETED, FAILED, CANCELLED or SKIPPED
-by the rules in :mod:`tasker.outcome`. User exceptions always propagate unchanged; tracking
-failures never reach the tracked code (unless ``strict``). Progress and ends are queued for
+by the rules in :mod:`tasker.instrument.outcome`. User exceptions always propagate unchanged;
+tracking failures never reach the tracked code (unless ``strict``). Progress and ends are queued for
 the background writer, so the tracked code never waits on the database.
 """
 
@@ -18,12 +18,13 @@ from typing import Any, Generic, TypeVar, overload
 
 import wrapt
 
-from tasker import context, runs, validate
-from tasker.carry import Carried, Sendable, reduce_function, sent_handoff
-from tasker.context import RunState
+from tasker import validate
+from tasker.instrument.carry import Carried, Sendable, reduce_function, sent_handoff
+from tasker.instrument.outcome import Outcome, Skipped, guarded, outcome
 from tasker.models import Status
-from tasker.outcome import Outcome, Skipped, guarded, outcome
-from tasker.recorder import RECORDER
+from tasker.runtime import context, runs
+from tasker.runtime.context import RunState
+from tasker.runtime.recorder import RECORDER
 
 __all__ = ["Run", "SubtaskHandle", "current_run", "skip", "subtask", "task"]
 
@@ -174,7 +175,7 @@ def skip(reason: str | None = None) -> None:
 
 def correct_early_closed(state: RunState, exc: BaseException | None, result: Outcome) -> None:
     """A track() loop closed by the exception now failing its scope ends with that scope's
-    status, not COMPLETED (see tasker.progress)."""
+    status, not COMPLETED (see tasker.instrument.track)."""
     if not state.early_closed:
         return
     entries, state.early_closed = state.early_closed, []
@@ -214,7 +215,7 @@ def _bound_method(instance: Any, name: str, handoff: Any) -> Any:
 class TrackedFunction(Sendable, wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A function decorated with ``@task`` or ``@subtask``: it keeps the wrapped function's
     name, docstring, signature and binding (wrapt), and pickles by reference, carrying the
-    run current when it is pickled (see :mod:`tasker.carry`)."""
+    run current when it is pickled (see :mod:`tasker.instrument.carry`)."""
 
     __slots__ = ("_self_decorate",)
     __bound_function_wrapper__ = BoundTrackedFunction
@@ -507,7 +508,7 @@ def _source_file(func: Any) -> str | None:
 
 
 def _script_task_name() -> str:
-    from tasker.process_info import process_info
+    from tasker.runtime.capture.process import process_info
 
     script = process_info().script_filename
     return script.rsplit(".", 1)[0] if script else "main"

@@ -2,7 +2,7 @@
 
 An event is a tuple ``(kind, run_id, args)``: cheap for the caller to build (no closure, no
 object), and, being data, it can be written to a journal file while the database is away and
-replayed later (see :mod:`tasker.journal`). ``apply`` turns one into a store call.
+replayed later (see :mod:`tasker.runtime.journal`). ``apply`` turns one into a store call.
 """
 
 from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Per-process machinery: the run context, the background writer, the journal, signals and
+the reaper."""

@@ -1,0 +1,1 @@
+"""What a run records about where it ran: the process and the git checkout."""
