@@ -1,5 +1,5 @@
 -- tasker schema version 3 for postgresql.
--- Generated from tasker/schema.py by `tasker schema --write schema`; do not edit.
+-- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE SCHEMA IF NOT EXISTS tasker;
 

@@ -1,5 +1,5 @@
 -- tasker schema version 3 for sqlite.
--- Generated from tasker/schema.py by `tasker schema --write schema`; do not edit.
+-- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE TABLE IF NOT EXISTS journal_replays (
 	journal_id VARCHAR(36) NOT NULL, 

@@ -65,8 +65,9 @@ from tasker.runtime import signals as _signals  # noqa: F401  (start-up: see bel
 # for the runs this process starts (the recorder, below it, imports nothing above it).
 
 if TYPE_CHECKING:
+    from tasker.instrument.blocks import Run, SubtaskHandle, current_run, skip
     from tasker.instrument.carry import attach, bind, handoff
-    from tasker.instrument.decorators import Run, SubtaskHandle, current_run, skip, subtask, task
+    from tasker.instrument.decorators import subtask, task
     from tasker.instrument.track import track
 
 __version__ = "0.1.0"
@@ -78,10 +79,10 @@ _LAZY = {
     "bind": "tasker.instrument.carry",
     "handoff": "tasker.instrument.carry",
     "track": "tasker.instrument.track",
-    "Run": "tasker.instrument.decorators",
-    "SubtaskHandle": "tasker.instrument.decorators",
-    "current_run": "tasker.instrument.decorators",
-    "skip": "tasker.instrument.decorators",
+    "Run": "tasker.instrument.blocks",
+    "SubtaskHandle": "tasker.instrument.blocks",
+    "current_run": "tasker.instrument.blocks",
+    "skip": "tasker.instrument.blocks",
     "subtask": "tasker.instrument.decorators",
     "task": "tasker.instrument.decorators",
 }

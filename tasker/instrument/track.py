@@ -25,8 +25,8 @@ from tasker.instrument.outcome import guarded
 from tasker.models import Status
 from tasker.runtime import runs
 from tasker.runtime.context import RunState, reporting_state
+from tasker.runtime.counters import Counter
 from tasker.runtime.recorder import RECORDER
-from tasker.runtime.writer import Counter
 
 __all__ = ["track"]
 

@@ -21,6 +21,7 @@ from tasker.errors import DatabaseError, UnknownRunError, UnknownSubtaskError
 from tasker.models import NewRun, Status
 from tasker.runtime import console, context
 from tasker.runtime import events as ev
+from tasker.runtime.batches import storable
 from tasker.runtime.capture.git import git_info
 from tasker.runtime.capture.process import (
     active_log_file,
@@ -31,9 +32,9 @@ from tasker.runtime.capture.process import (
     process_start_time,
 )
 from tasker.runtime.context import RunState
+from tasker.runtime.counters import Counter
 from tasker.runtime.ids import new_run_id
 from tasker.runtime.recorder import RECORDER
-from tasker.runtime.writer import Counter, storable
 
 __all__ = [
     "Subtask",

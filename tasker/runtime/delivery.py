@@ -1,0 +1,157 @@
+"""Delivering one batch of the writer to the database, and what becomes of a batch it refuses.
+
+A batch is written in one transaction. When that fails, the first question is whether the
+database is away (:func:`tasker.runtime.outage.unreachable`): then nothing was written, and
+the whole batch goes back to the writer's queue, in order, for the next attempt. Otherwise
+the database refused the batch for what it holds, and one bad event must not hold up the
+others, now or on every later attempt:
+
+1. Text no driver can encode (a lone surrogate from a non-UTF-8 argv, a NUL) is the usual
+   reason. The batch is made storable (:func:`tasker.runtime.batches.storable`) and written
+   whole again; when nothing in it needed that, this retry is skipped, as it would only fail
+   the same way.
+2. Still refused: each event is written on its own, so that everything that can be written
+   is. An event about a run or subtask that is not in the database *yet* is parked (another
+   process's writer may not have written that run: a pool worker is often quicker than its
+   parent's next flush) and goes first in the next batches, until ``PARK_SECONDS`` after it
+   was first parked. Any other event refused, a parked one past its deadline, or one the
+   process can no longer wait for (it is ending) is reported once per kind and set aside with
+   the reason beside the journal (``rejected/``): kept, never silently dropped, and never
+   retried for ever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tasker.errors import UnknownRunError, UnknownSubtaskError
+from tasker.runtime import events as ev
+from tasker.runtime.batches import Heartbeat, add_log_files, storable, write_batch
+from tasker.runtime.counters import WriterStats
+from tasker.runtime.events import START_RUN, Event
+from tasker.runtime.outage import Outage, unreachable
+
+if TYPE_CHECKING:
+    from tasker.config import Config
+    from tasker.store.sql import SqlStore
+
+__all__ = ["PARK_SECONDS", "Delivery"]
+
+# How long an event about a run or subtask that is not in the database yet waits for it (its
+# owner's writer may not have written it yet) before it is reported and dropped.
+PARK_SECONDS = 30.0
+
+
+class Delivery:
+    """Writes the writer's batches, and keeps the events parked for runs not written yet.
+
+    Batches are written by the writer thread; ``parked`` is also read, and emptied, by the
+    threads that flush, journal at exit or reset the writer."""
+
+    def __init__(
+        self,
+        settings: Callable[[], Config],
+        stats: WriterStats,
+        outage: Outage,
+        report: Callable[[str, BaseException], None],
+        closing: Callable[[], bool],
+    ):
+        self._settings = settings
+        self._stats = stats
+        self._outage = outage
+        self._report = report
+        self._closing = closing
+        # (event, deadline on the monotonic clock), in the order they were parked.
+        self.parked: list[tuple[Event, float]] = []
+        # The deadlines of the parked events in the batch being written, by id(event).
+        self._deadlines: dict[int, float] = {}
+
+    def retry_parked(self) -> list[Event]:
+        """The parked events, to go first in the next batch; each keeps its deadline."""
+        if not self.parked:
+            return []
+        parked, self.parked = self.parked, []
+        self._deadlines = {id(e): d for e, d in parked}
+        return [e for e, _ in parked]
+
+    def take_parked(self) -> list[Event]:
+        """The parked events, no longer waited for (to the journal)."""
+        parked, self.parked = self.parked, []
+        return [e for e, _ in parked]
+
+    def write(
+        self, store: SqlStore, pending: list[Event], heartbeat: Heartbeat | None
+    ) -> BaseException | None:
+        """Write ``pending`` (and the heartbeat) in one transaction. Returns the error when
+        the database is unreachable (then nothing was written); refused events are dealt
+        with here (see the module's description)."""
+        batch = add_log_files(pending)
+        started = time.perf_counter()
+        try:
+            write_batch(store, batch, heartbeat)
+        except Exception as exc:
+            if unreachable(store, exc):
+                return exc
+            # Made storable only now, so the usual batch costs nothing.
+            cleaned, changed = storable(batch)
+            if not changed:
+                self._one_by_one(store, batch, heartbeat)
+            else:
+                try:
+                    write_batch(store, cleaned, heartbeat)
+                except Exception as again:
+                    if unreachable(store, again):
+                        return again
+                    self._one_by_one(store, cleaned, heartbeat)
+                else:
+                    self._deadlines = {}
+                    self._delivered(len(pending), time.perf_counter() - started)
+        else:
+            self._deadlines = {}
+            self._delivered(len(pending), time.perf_counter() - started)
+        return None
+
+    def _one_by_one(
+        self, store: SqlStore, events: list[Event], heartbeat: Heartbeat | None
+    ) -> None:
+        """A batch failed for what it held: write what can be written, report the rest."""
+        deadlines = self._deadlines
+        now = time.monotonic()
+        for event in events:
+            try:
+                ev.apply(store, event)
+            except (UnknownRunError, UnknownSubtaskError) as exc:
+                deadline = deadlines.get(id(event), now + PARK_SECONDS)
+                if event[0] != START_RUN and now < deadline and not self._closing():
+                    self.parked.append((event, deadline))
+                else:
+                    self._refused(event, exc)
+            except Exception as exc:
+                self._refused(event, exc)
+        self._deadlines = {}
+        if heartbeat is not None:
+            try:
+                store.heartbeat(*heartbeat)
+            except Exception as exc:
+                self._report("a heartbeat", exc)
+        self._stats.events += len(events)
+
+    def _refused(self, event: Event, exc: BaseException) -> None:
+        """The database refused ``event`` for what it holds: reported (once per kind), and
+        kept with its reason beside the journal (``rejected/``), never silently dropped."""
+        self._report(ev.describe(event), exc)
+        try:
+            from tasker.runtime.journal import set_aside
+
+            set_aside(self._settings(), [(event, str(exc))])
+        except Exception as keep:  # nowhere to keep it: the report above says what was lost
+            self._report("a refused event beside the journal", keep)
+
+    def _delivered(self, n: int, seconds: float) -> None:
+        stats = self._stats
+        stats.writes += 1
+        stats.events += n
+        stats.slowest_write = max(stats.slowest_write, seconds)
+        self._outage.ended()

@@ -1,0 +1,239 @@
+"""What every part of the store shares: the engine and tables, one transaction per operation
+(retried while the database is busy) or per batch of operations, the task ids learned so far,
+and statements prepared once per shape."""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import ClauseElement
+
+from tasker.config import Config
+from tasker.errors import TaskerError, UnknownRunError
+from tasker.store.engine import make_engine, wrap_db_error
+from tasker.store.errors import is_transient
+from tasker.store.expressions import Expressions
+from tasker.store.schema import Tables, UTCDateTime, build_tables
+
+__all__ = ["StoreCore"]
+
+T = TypeVar("T")
+_RETRY_SECONDS = 60.0
+
+
+class StoreCore:
+    """The state and plumbing that :class:`tasker.store.sql.SqlStore`'s parts share."""
+
+    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine if engine is not None else make_engine(config)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "mariadb":
+            self.dialect = "mysql"
+        self.t: Tables = build_tables(config.db_schema, self.dialect)
+        self._task_ids: dict[tuple[str, str], int] = {}
+        # How long a write keeps retrying a busy database; the writer shortens it when the
+        # process is ending, so that undelivered events reach the journal in time.
+        self.retry_seconds = _RETRY_SECONDS
+        self._lock = threading.Lock()
+        self._schema_checked = False
+        # A thread applying a batch runs every operation in its one open transaction.
+        self._local = threading.local()
+        # Statements are built once per shape and run with parameters: building and
+        # cache-keying a statement per call would cost more than the database's own work.
+        self._stmts: dict[Any, Any] = {}
+        self._x = Expressions(self.t)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """The SQLite file's (device, inode) as it is on disk now; None for a server
+        database, an in-memory one, or a file that is not there."""
+        if self.dialect != "sqlite":
+            return None
+        path = self.config.path
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        try:
+            st = os.stat(os.path.expanduser(path))
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _run(self, doing: str, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``fn`` in one transaction, retrying transient failures (locks, deadlocks).
+
+        Inside :meth:`batch` the operation joins the batch's transaction instead.
+        """
+        batch_conn: Connection | None = getattr(self._local, "conn", None)
+        if batch_conn is not None:
+            return fn(batch_conn)
+        deadline = time.monotonic() + self.retry_seconds
+        attempt = 0
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    if not write and self.dialect == "sqlite":
+                        conn = conn.execution_options(sqlite_begin="DEFERRED")
+                    with conn.begin():
+                        return fn(conn)
+            except TaskerError:
+                raise
+            except SQLAlchemyError as exc:
+                attempt += 1
+                if is_transient(exc) and time.monotonic() < deadline:
+                    time.sleep(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))
+                    continue
+                raise wrap_db_error(exc, self.config, doing) from None
+
+    def batch(self, operations: Sequence[Callable[[], object]]) -> None:
+        """Run ``operations`` (calls of this store's write methods) in one transaction.
+
+        Raises what the first failing operation raised; then nothing of the batch is written.
+        """
+
+        def apply(conn: Connection) -> None:
+            self._local.conn = conn
+            self._local.task_ids = {}
+            try:
+                for operation in operations:
+                    operation()
+            finally:
+                self._local.conn = None
+
+        self._local.task_ids = {}
+        self._run("writing tracked events", apply)
+        with self._lock:  # only now committed: safe to remember
+            self._task_ids.update(self._local.task_ids)
+
+    def ping(self) -> None:
+        """Reach the database (raises DatabaseError when it cannot be reached)."""
+        self._run("reaching the database", lambda conn: conn.exec_driver_sql("SELECT 1"))
+
+    def _remember_task(self, key: tuple[str, str], task_id: int) -> None:
+        if getattr(self._local, "conn", None) is not None:
+            self._local.task_ids[key] = task_id
+        else:
+            with self._lock:
+                self._task_ids[key] = task_id
+
+    def _cached_task(self, key: tuple[str, str]) -> int | None:
+        if getattr(self._local, "conn", None) is not None and key in self._local.task_ids:
+            return int(self._local.task_ids[key])
+        return self._task_ids.get(key)
+
+    def _missing_run(self, conn: Connection, run_id: str) -> UnknownRunError:
+        return UnknownRunError(
+            f"no run with run_id {run_id!r} in {self.config.driver} database: expected the "
+            "run_id returned by task_start()"
+        )
+
+    def _run_exists(self, conn: Connection, run_id: str) -> bool:
+        runs = self.t.task_runs
+        return (
+            conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is not None
+        )
+
+    def _update(
+        self,
+        conn: Connection,
+        table: Any,
+        where: Sequence[Any],
+        values: Sequence[tuple[str, Any]],
+        params: dict[str, Any] | None = None,
+    ) -> int:
+        """UPDATE ``table`` SET ``values`` WHERE ``where``; returns the rows matched.
+
+        A ``where`` entry is ``(column, value)`` for equality or a prepared condition; a
+        ``values`` entry's value is a plain value or a prepared expression (one of the
+        store's own, so that the statement is built once per shape). Values are set in the
+        order given: MySQL evaluates SET left to right, each seeing the ones before.
+        """
+        shape = (
+            table.name,
+            tuple(w[0] if isinstance(w, tuple) else id(w) for w in where),
+            tuple((c, id(v) if isinstance(v, ClauseElement) else None) for c, v in values),
+        )
+        stmt = self._stmts.get(shape)
+        if stmt is None:
+            conds = [
+                table.c[w[0]] == bindparam(f"w_{w[0]}", type_=table.c[w[0]].type)
+                if isinstance(w, tuple)
+                else w
+                for w in where
+            ]
+            sets = [
+                (
+                    table.c[c],
+                    v
+                    if isinstance(v, ClauseElement)
+                    else bindparam(f"v_{c}", type_=table.c[c].type),
+                )
+                for c, v in values
+            ]
+            stmt = update(table).where(*conds).ordered_values(*sets)
+            self._stmts[shape] = stmt
+        bound = {f"w_{w[0]}": w[1] for w in where if isinstance(w, tuple)}
+        bound.update({f"v_{c}": v for c, v in values if not isinstance(v, ClauseElement)})
+        if params:
+            bound.update(params)
+        return int(conn.execute(stmt, bound).rowcount)
+
+    def _insert_many(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+        """INSERT many rows with the same keys straight through the driver's executemany:
+        at thousands of rows a second, SQLAlchemy's per-row parameter processing would cost
+        more than the database. Timestamps are converted here as UTCDateTime would."""
+        keys = tuple(rows[0])
+        shape = ("insert", table.name, keys)
+        prepared = self._stmts.get(shape)
+        if prepared is None:
+            compiled = table.insert().compile(dialect=self.engine.dialect, column_keys=list(keys))
+            order = list(compiled.positiontup) if compiled.positional else list(keys)
+            dialect = self.engine.dialect
+            converters = {
+                k: functools.partial(table.c[k].type.process_bind_param, dialect=dialect)
+                for k in order
+                if isinstance(table.c[k].type, UTCDateTime)
+            }
+            prepared = (compiled.string, compiled.positional, order, converters)
+            self._stmts[shape] = prepared
+        sql, positional, order, converters = prepared
+
+        def value(row: dict[str, Any], key: str) -> Any:
+            v = row[key]
+            conv = converters.get(key)
+            return v if conv is None or v is None else conv(v)
+
+        if positional:
+            params: list[Any] = [tuple(value(row, k) for k in order) for row in rows]
+        else:
+            params = [{k: value(row, k) for k in order} for row in rows]
+        conn.exec_driver_sql(sql, params)
+
+    def _insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any]) -> None:
+        """Insert unless a unique key already holds the row (another writer's, just now)."""
+        # Each dialect's own INSERT, imported here: the others' dialects are never loaded.
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(table).values(values).on_conflict_do_nothing()
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table).values(values).on_conflict_do_nothing()
+        else:
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            pk = next(iter(table.primary_key.columns))
+            stmt = mysql_insert(table).values(values).on_duplicate_key_update({pk.name: pk})
+        conn.execute(stmt)

@@ -1,0 +1,141 @@
+"""What a driver error means: worth retrying at once (a lock, a deadlock, a dropped
+connection), the database away, no answer in time, or possibly a statement that
+MySQL/MariaDB refused for its size. (tasker.store.engine turns such errors into
+:class:`~tasker.errors.DatabaseError`.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from tasker.store.watchdog import WATCHDOG
+
+__all__ = [
+    "CONNECTION_GONE",
+    "PACKET_TOO_LARGE",
+    "is_transient",
+    "is_unavailable",
+    "might_be_oversized",
+    "mysql_codes",
+    "statement_size",
+    "timed_out",
+]
+
+
+# MySQL/MariaDB refuse a statement larger than their max_allowed_packet by closing the
+# connection: the client sees 1153 (packet too large) or only the lost connection, 2006
+# ("server has gone away") or 2013 ("lost connection during query"), as in an outage.
+PACKET_TOO_LARGE = 1153
+CONNECTION_GONE = (2006, 2013)
+# A lost connection while sending at least this much may be the server refusing it for its
+# size (max_allowed_packet is 4 MiB and more by default): not resent at once, but judged by
+# tasker.store.engine.refused_for_size. Smaller statements that lose their connection are
+# retried as before.
+_LARGE_STATEMENT = 1 << 20
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling (the failed rollback
+    after a refused statement hides the refusal), nearest first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < 16 and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def mysql_codes(exc: BaseException) -> set[int]:
+    """The MySQL/MariaDB error numbers anywhere in ``exc``'s chain."""
+    codes = set()
+    for link in _chain(exc):
+        orig = link.orig if isinstance(link, DBAPIError) else link
+        args: tuple[Any, ...] = getattr(orig, "args", ())
+        if args and isinstance(args[0], int) and "mysql" in type(orig).__module__.lower():
+            codes.add(args[0])
+    return codes
+
+
+def statement_size(exc: BaseException) -> int:
+    """About how many bytes the failed statement sent: its text and values, escaped."""
+    size = 0
+    for link in _chain(exc):
+        if isinstance(link, DBAPIError):
+            sizes = (_value_size(v) for v in _param_values(link.params))
+            size = max(size, len(link.statement or "") + sum(sizes))
+    return size
+
+
+def _param_values(params: Any) -> Iterator[Any]:
+    for row in params if isinstance(params, list) else [params]:  # a list: executemany
+        if isinstance(row, dict):
+            yield from row.values()
+        elif isinstance(row, (list, tuple)):
+            yield from row
+        else:
+            yield row
+
+
+# What MySQL string literals escape (each becomes two bytes).
+_ESCAPED = tuple(b"\\'\"\0\n\r\x1a")
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray)):
+        return len(value) + sum(value.count(c) for c in _ESCAPED)
+    return 24  # a number, a date, NULL: a few bytes
+
+
+def might_be_oversized(exc: BaseException) -> bool:
+    """Could ``exc`` be MySQL/MariaDB refusing a statement for its size rather than an
+    outage? (:func:`tasker.store.engine.refused_for_size` tells.) Such a statement is not
+    resent at once."""
+    codes = mysql_codes(exc)
+    if PACKET_TOO_LARGE in codes:
+        return True
+    return bool(codes & set(CONNECTION_GONE)) and statement_size(exc) >= _LARGE_STATEMENT
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database is away or busy (connection refused or lost, login refused, locked,
+    disk full), rather than refusing what was sent: worth keeping the events and retrying."""
+    return is_transient(exc) or isinstance(exc, (OperationalError, InterfaceError))
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Did the call fail because the database gave no answer in time (a bound of ours
+    fired: the watchdog, the driver's connect or read timeout)?"""
+    if WATCHDOG.expired_here() is not None:
+        return True
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if type(orig).__name__ == "ConnectionTimeout":  # psycopg's connect_timeout
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    # PyMySQL: 2013 "Lost connection ... (timed out)" from its connect/read/write timeouts.
+    return len(args) > 1 and args[0] in CONNECTION_GONE and "timed out" in str(args[1])
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: locks, deadlocks, serialization failures, dropped connections.
+
+    Not a connection closed because the database did not answer in time: a stalled network
+    would only make the retry wait as long again (the writer retries later, with backoff).
+    """
+    if might_be_oversized(exc):
+        return False  # refused for its size: resending it at once is refused again
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return not timed_out(exc)
+    orig = getattr(exc, "orig", exc)
+    if type(orig).__module__ == "sqlite3" and type(orig).__name__ == "OperationalError":
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in ("40001", "40P01", "55P03"):
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    # MySQL: 1213 deadlock, 1205 lock wait timeout.
+    return bool(args) and args[0] in (1213, 1205)
