@@ -17,9 +17,9 @@ import pytest
 import tasker
 from tasker import validate
 from tests.conftest import ROOT, Backend
+from tests.e2e.test_examples import check_shell_pipeline
 from tests.helpers import run_script, tasker_cli, write_script
-from tests.test_examples import check_shell_pipeline
-from tests.test_reliability import PIPELINE, _assert_complete, _closed_port, _env
+from tests.integration.test_reliability import PIPELINE, _assert_complete, _closed_port, _env
 
 # ---------------------------------------------------------------------------- bounded exit
 

@@ -24,7 +24,6 @@ from tasker.runtime import events, journal
 from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 from tests.helpers import (
-    PrivateServer,
     new_run,
     run_script,
     start_script,
@@ -32,6 +31,7 @@ from tests.helpers import (
     wait_for,
     write_script,
 )
+from tests.integration.conftest import PrivateServer
 
 WARNING = "tasker cannot write to the database"
 
@@ -341,7 +341,7 @@ def test_a_journal_being_written_is_not_replayed(db: Backend) -> None:
 def test_a_damaged_journal_is_a_clear_error(db: Backend, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"tasker_journal": 1, "journal_id": "x"}\n["nonsense"]\n')
-    result = tasker.replay_journal(bad)  # quarantined, saying why (tests/test_journal.py)
+    result = tasker.replay_journal(bad)  # quarantined, saying why (integration/test_journal.py)
     (detail,) = result.details
     assert (result.quarantined, detail.outcome) == (1, "quarantined")
     assert "line 2" in (detail.reason or "") and (tmp_path / "quarantine" / "bad.jsonl").exists()
@@ -545,7 +545,8 @@ def test_every_guarantee_names_a_test_that_exists() -> None:
     cited = re.findall(r"`(test_\w+\.py)::(test_\w+)`", text)
     assert len(cited) >= 20
     for module, name in cited:
-        source = (ROOT / "tests" / module).read_text(encoding="utf-8")
+        (path,) = (ROOT / "tests").glob(f"*/{module}")  # the module, in its tier
+        source = path.read_text(encoding="utf-8")
         assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{module}::{name}"
 
 

@@ -36,7 +36,7 @@ def _run_example(name: str, env: dict[str, str], *args: str) -> list[str]:
     return batches
 
 
-def _check_batches(batches: list[str], *, in_processes: bool) -> None:
+def _check_batches(batches: list[str], *, in_processes: bool, pool_size: int | None = None) -> None:
     history = tasker.get_task_history(limit=1000)
     # Nothing else was recorded: no run was lost, doubled or filed under another run.
     assert len(history) == 22
@@ -75,7 +75,12 @@ def _check_batches(batches: list[str], *, in_processes: bool) -> None:
         for child in children:
             assert tasker.get_subtask_progress(child.run_id) == []
     if in_processes:
-        assert len(worker_pids) >= 2
+        # Worker processes of one pool that served both runs: never more than the pool holds
+        # (how the pool spreads the calls among them is its own business: under load one
+        # worker may take them all).
+        assert worker_pids and batch.process_id not in worker_pids
+        if pool_size is not None:
+            assert len(worker_pids) <= pool_size, worker_pids
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
@@ -83,11 +88,11 @@ def test_multiprocessing_pool_reused_by_two_runs(
     db: Backend, child_env: dict[str, str], method: str
 ) -> None:
     batches = _run_example("process_pool.py", child_env, method)
-    _check_batches(batches, in_processes=True)
+    _check_batches(batches, in_processes=True, pool_size=3)
 
 
 def test_process_pool_executor_made_before_the_runs(db: Backend, child_env: dict[str, str]) -> None:
-    _check_batches(_run_example("executor.py", child_env), in_processes=True)
+    _check_batches(_run_example("executor.py", child_env), in_processes=True, pool_size=3)
 
 
 def test_thread_pool_executor(db: Backend, child_env: dict[str, str]) -> None:
@@ -96,12 +101,12 @@ def test_thread_pool_executor(db: Backend, child_env: dict[str, str]) -> None:
 
 def test_joblib_loky_reused_by_two_runs(db: Backend, child_env: dict[str, str]) -> None:
     pytest.importorskip("joblib")
-    _check_batches(_run_example("joblib_loky.py", child_env), in_processes=True)
+    _check_batches(_run_example("joblib_loky.py", child_env), in_processes=True, pool_size=2)
 
 
 def test_dask_local_cluster_reused_by_two_runs(db: Backend, child_env: dict[str, str]) -> None:
     pytest.importorskip("distributed")
-    _check_batches(_run_example("dask_cluster.py", child_env), in_processes=True)
+    _check_batches(_run_example("dask_cluster.py", child_env), in_processes=True, pool_size=2)
 
 
 def test_ray_workers(db: Backend, child_env: dict[str, str]) -> None:

@@ -21,8 +21,8 @@ import tasker
 from tasker.config import load_config, mask_url
 from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
+from tests.e2e.test_dashboard import Served
 from tests.helpers import free_port, run_script, tasker_cli, write_script
-from tests.test_dashboard import Served
 
 # ---------------------------------------------------------------------------- passwords
 
@@ -169,7 +169,7 @@ def test_warnings_journals_and_tracebacks_hide_the_password(
 
 
 class Dashboard(Served):
-    """The real app (see tests/test_dashboard.py), with requests as raw bytes, so that any
+    """The real app (see tests/e2e/test_dashboard.py), with requests as raw bytes, so that any
     Host header, path or token can be sent."""
 
     def __init__(self, token: str | None = None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "tasker"
+PACKAGE = Path(__file__).resolve().parents[2] / "tasker"
 
 # Layers from the bottom; a module belongs to the first entry its name starts with.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
