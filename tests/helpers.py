@@ -90,3 +90,16 @@ def new_run(run_id: str, stage: str, task: str, **fields: Any) -> NewRun:
     }
     values.update(fields)
     return NewRun(run_id=run_id, stage=stage, task=task, **values)
+
+
+def cli_commands(parser: Any, prefix: str = "") -> dict[str, Any]:
+    """Every command and subcommand of the ``tasker`` parser by its name (``subtask start``)."""
+    import argparse
+
+    found: dict[str, Any] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[prefix + name] = sub
+                found.update(cli_commands(sub, f"{prefix}{name} "))
+    return found

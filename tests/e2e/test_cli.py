@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import tasker
 from tests.conftest import ROOT, Backend
+from tests.helpers import cli_commands
 
 
 def run_cli(
@@ -152,7 +152,7 @@ def test_the_cli_page_documents_every_command_and_option() -> None:
     from tasker.cli.parser import build
 
     page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    commands = _commands(build())
+    commands = cli_commands(build())
     assert len(commands) >= 24
     for name, parser in commands.items():
         assert f"`tasker {name}" in page, f"tasker {name} is not documented"
@@ -160,19 +160,6 @@ def test_the_cli_page_documents_every_command_and_option() -> None:
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in page, f"tasker {name} {flag} is not documented"
-
-
-def _commands(parser: Any, prefix: str = "") -> dict[str, Any]:
-    """Every command and subcommand's parser by its name (``subtask start``...)."""
-    import argparse
-
-    found: dict[str, Any] = {}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                found[prefix + name] = sub
-                found.update(_commands(sub, f"{prefix}{name} "))
-    return found
 
 
 def test_status_shows_an_eta_for_an_active_run(db: Backend, child_env: dict[str, str]) -> None:

@@ -13,25 +13,14 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import tasker
 from tests.conftest import Backend
-from tests.helpers import tasker_cli
+from tests.helpers import cli_commands, tasker_cli
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                found[prefix + name] = sub
-                found.update(_commands(sub, f"{prefix}{name} "))
-    return found
 
 
 # ---------------------------------------------------------------------------- help
@@ -40,7 +29,7 @@ def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, An
 def test_every_argument_of_every_command_has_help_and_shows_its_default() -> None:
     from tasker.cli.parser import RUN_STATUSES, TASK_STATUSES, build
 
-    commands = _commands(build())
+    commands = cli_commands(build())
     assert {"subtask start", "subtask increment", "update", "export"} <= set(commands)
     for name, parser in commands.items():
         text = parser.format_help()
