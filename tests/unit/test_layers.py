@@ -163,3 +163,16 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path: Path) -> None:
 def test_every_module_is_at_most_about_500_lines(name: str) -> None:
     lines = modules()[name].read_text(encoding="utf-8").count("\n")
     assert lines <= 550, f"{name} has {lines} lines: split it by what it does"
+
+
+def test_the_pre_commit_hooks_run_the_checks_of_ci() -> None:
+    import yaml
+
+    root = PACKAGE.parent
+    config = yaml.safe_load((root / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    entries = [hook["entry"] for repo in config["repos"] for hook in repo["hooks"]]
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8")
+    for command in ("ruff check", "ruff format --check", "mypy"):
+        assert command in entries and command in ci, command
+    (layers,) = [e for e in entries if "test_layers.py" in e]
+    assert (root / layers.split()[-1]).resolve() == Path(__file__).resolve()
