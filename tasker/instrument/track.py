@@ -101,6 +101,7 @@ def _own_loop(
         del frame
     counter.count = n
     guarded("the end of a loop", runs.end_subtask, sub, Status.COMPLETED, sync=False)
+    runs.loop_ended_in_worker()
 
 
 def _lane_loop(counter: Counter, iterator: Iterator[T]) -> Iterator[T]:
@@ -113,6 +114,7 @@ def _lane_loop(counter: Counter, iterator: Iterator[T]) -> Iterator[T]:
     finally:
         counter.count = n
         guarded("the progress of a loop", runs.retire_counter, counter)
+        runs.loop_ended_in_worker()
 
 
 async def _own_async_loop(
@@ -137,6 +139,7 @@ async def _own_async_loop(
         del frame
     counter.count = n
     guarded("the end of a loop", runs.end_subtask, sub, Status.COMPLETED, sync=False)
+    runs.loop_ended_in_worker()
 
 
 async def _lane_async_loop(counter: Counter, iterator: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -149,6 +152,7 @@ async def _lane_async_loop(counter: Counter, iterator: AsyncIterator[T]) -> Asyn
     finally:
         counter.count = n
         guarded("the progress of a loop", runs.retire_counter, counter)
+        runs.loop_ended_in_worker()
 
 
 def _open_subtask(state: RunState) -> runs.Subtask | None:

@@ -165,7 +165,10 @@ class Recorder:
     def release_signal_handlers(self) -> None:
         """SIGTERM back to its default action (an idle worker process: see
         tasker.runtime.signals.uninstall); the next tracked event installs the handler again."""
-        if self._signals_installed and self.hooks.uninstall_signals():
+        # Not only when this process installed it: a fork child inherits the parent's handler
+        # with its own flag starting False (so that its first event installs the handler and
+        # the multiprocessing exit flush for the child itself).
+        if self.hooks.uninstall_signals():
             self._signals_installed = False
 
     def exit_timeout(self) -> float:

@@ -41,6 +41,7 @@ __all__ = [
     "await_parent",
     "end_run",
     "end_subtask",
+    "loop_ended_in_worker",
     "make_durable",
     "remote_subtask",
     "start_run",
@@ -77,6 +78,19 @@ def make_durable() -> None:
             and in_worker_process()
         ):
             RECORDER.release_signal_handlers()
+    except Exception:  # tracking never breaks the work it tracks
+        pass
+
+
+def loop_ended_in_worker() -> None:
+    """A track() loop ended: in a worker process (a pool's fork child counting into its
+    parent's subtask, say), what it counted is made durable and the worker, idle again, gets
+    SIGTERM's default action back (make_durable), as after a decorated call. A Python-level
+    handler left in an idle pool worker can miss the SIGTERM of Pool.terminate() and leave the
+    worker blocked on the task queue's lock for good. Elsewhere: nothing (one cached check)."""
+    try:
+        if in_worker_process():
+            make_durable()
     except Exception:  # tracking never breaks the work it tracks
         pass
 

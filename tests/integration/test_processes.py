@@ -244,6 +244,41 @@ def test_multiprocessing_workers_report_into_the_run(
     assert counted == 160  # 80 by subtask_increment, 80 by track(), wherever they landed
 
 
+IDLE_WORKERS = """
+import multiprocessing as mp
+import signal
+import sys
+import tasker
+
+def work(chunk):
+    for _ in tasker.track(chunk):                  # counts into the parent's subtask
+        pass
+    # Idle again: SIGTERM must have its default action, or Pool.terminate() can leave this
+    # worker blocked on the task queue's lock for good.
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+@tasker.task(stage="PARALLEL", name="idle workers")
+def main():
+    with tasker.subtask("fan out", items_total=80):
+        with mp.get_context("fork").Pool(2) as pool:
+            print(pool.map(work, [list(range(10))] * 8))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_a_pool_worker_gets_sigterm_back_once_its_loop_ends(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_script(write_script(tmp_path, IDLE_WORKERS), child_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([True] * 8)
+    (run,) = tasker.get_task_history()
+    (sub,) = tasker.get_subtask_progress(run.run_id)
+    assert (run.status, sub.status, sub.items_complete) == ("COMPLETED", "COMPLETED", 80)
+
+
 def test_a_child_script_reports_into_the_run_through_the_environment(
     db: Backend, child_env: dict[str, str], tmp_path: Path
 ) -> None:
