@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,26 @@ from typing import Any
 import pytest
 
 from tasker.models import NewRun, Status
+
+# CI sets TASKER_TEST_ENGINES=1: a test that needs an engine (joblib, Dask, Ray, Celery …) or
+# a facility (unshare) then fails when it is missing, instead of skipping, so that a missing
+# install step cannot pass unnoticed.
+ENGINES_MUST_RUN = os.environ.get("TASKER_TEST_ENGINES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip, saying why; fail instead under TASKER_TEST_ENGINES=1."""
+    if ENGINES_MUST_RUN:
+        pytest.fail(f"TASKER_TEST_ENGINES=1 but {reason}")
+    pytest.skip(reason)
+
+
+def need(module: str) -> Any:
+    """``pytest.importorskip(module)``, which fails under TASKER_TEST_ENGINES=1."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        skip_or_fail(f"{module} cannot be imported ({exc}); pip install -e '.[dev]' brings it")
 
 
 def write_script(tmp_path: Path, body: str, name: str = "job.py") -> Path:

@@ -1,6 +1,6 @@
 """concurrent.futures: a ProcessPoolExecutor made before the runs and reused by two of them.
 
-python examples/parallel/executor.py
+python examples/parallel/executor.py [fork|spawn|forkserver]
 """
 
 from __future__ import annotations
@@ -42,5 +42,7 @@ def nightly(executor: Executor, batch: int) -> str:
 
 
 if __name__ == "__main__":
-    with ProcessPoolExecutor(3, mp_context=mp.get_context("spawn")) as executor:
+    # The platform's default start method (fork on Linux before Python 3.14), or one named.
+    method = sys.argv[1] if len(sys.argv) > 1 else None
+    with ProcessPoolExecutor(3, mp_context=mp.get_context(method)) as executor:
         print(json.dumps([nightly(executor, 1), nightly(executor, 2)]))

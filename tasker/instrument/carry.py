@@ -25,14 +25,15 @@ import importlib
 import inspect
 import os
 import sys
+import warnings
 from collections.abc import Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
 import wrapt
 
 from tasker import validate
-from tasker.errors import TaskerError, ValidationError
+from tasker.errors import TaskerError, TaskerWarning, ValidationError
 from tasker.runtime import context, runs
 from tasker.runtime.context import RunState
 
@@ -169,6 +170,7 @@ def restore(
     qualname: str,
     handoff: Handoff | None = None,
     rebuild: tuple[Callable[..., Any], Callable[..., Any]] | None = None,
+    detached: bool = False,
 ) -> Any:
     """Unpickle a decorated function: found again by name (or, where the name does not
     resolve here — a function of ``__main__`` in a Ray worker — decorated anew from the
@@ -186,7 +188,41 @@ def restore(
         if fn is None:
             decorate, bare = rebuild
             fn = _rebuilt.setdefault(key, decorate(bare))
-    return fn if handoff is None else Carried(fn, handoff, implicit=True)
+    if handoff is None:
+        return Carried(fn, None, implicit=True) if detached else fn
+    return Carried(fn, handoff, implicit=True)
+
+
+def _pickled_once_by_ray() -> bool:
+    """Is this pickle Ray's copy of a remote function, made once and sent with every call?"""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(20):
+        if frame is None:
+            return False
+        if frame.f_code.co_filename.endswith(("ray/remote_function.py", "ray\\remote_function.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+# Functions already warned about (by qualified name): one warning each.
+_warned_ray: set[str] = set()
+
+
+def _ray_handoff(fn: Any) -> None:
+    """``ray.remote(fn)`` on a tracked function: its one pickled copy serves every later
+    call, from whatever run, so it carries no run at all — better top-level runs than runs
+    filed under the first caller's run long after it ended — and the user is told once."""
+    name = str(getattr(fn, "__qualname__", fn))
+    if name not in _warned_ray:
+        _warned_ray.add(name)
+        warnings.warn(
+            f"ray.remote() pickles the tracked function {name} once and sends that copy with "
+            "every later call, so its runs cannot nest under the run that calls them: use "
+            f"tasker.integrations.ray.remote({name}) instead",
+            TaskerWarning,
+            stacklevel=4,
+        )
 
 
 def reduce_function(fn: Any, decorate: Callable[..., Any]) -> tuple[Any, ...]:
@@ -208,6 +244,9 @@ def reduce_function(fn: Any, decorate: Callable[..., Any]) -> tuple[Any, ...]:
                 "or send it with cloudpickle)"
             )
         ref = (str(getattr(bare, "__module__", "__main__")), str(bare.__qualname__))
+    if _cloudpickle_frame(2) and _pickled_once_by_ray():
+        _ray_handoff(fn)
+        return restore, (ref[0], ref[1], None, rebuild, True)
     return restore, (ref[0], ref[1], sent_handoff(), rebuild)
 
 
@@ -224,14 +263,22 @@ class Carried(Sendable, wrapt.ObjectProxy):  # type: ignore[type-arg]
         super().__init__(wrapped)
         self._self_handoff = handoff
         # Captured by pickling a decorated function, not asked for with bind(): it gives way
-        # to a run the receiving context already has (an attach() around the call, say),
-        # since an engine may pickle a function once and send that copy with later work.
+        # to a run the receiving context entered itself (an attach() around the call, say),
+        # since an engine may pickle a function once and send that copy with later work —
+        # but not to a run a forked worker merely inherited from its parent at the fork.
         self._self_implicit = implicit
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         handoff = self._self_handoff
         wrapped = self.__wrapped__
-        if handoff is None or (self._self_implicit and context.current_state() is not None):
+        if handoff is None and self._self_implicit and not inspect.iscoroutinefunction(wrapped):
+            # Sent with no run (Ray's one copy of a remote function): its runs are top-level,
+            # and written before the call returns, since such workers may vanish.
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                runs.make_durable()
+        if handoff is None or (self._self_implicit and context.entered_state() is not None):
             return wrapped(*args, **kwargs)
         if inspect.iscoroutinefunction(wrapped):
             return _attached_coroutine(handoff, wrapped, args, kwargs)

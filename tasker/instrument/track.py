@@ -23,7 +23,7 @@ from typing import Any, TypeVar, overload
 from tasker import validate
 from tasker.instrument.outcome import guarded
 from tasker.models import Status
-from tasker.runtime import runs
+from tasker.runtime import context, runs
 from tasker.runtime.context import RunState, reporting_state
 from tasker.runtime.counters import Counter
 from tasker.runtime.recorder import RECORDER
@@ -159,6 +159,13 @@ def _open_subtask(state: RunState) -> runs.Subtask | None:
     for sub in reversed(state.subtasks):
         if not sub.ended:
             return sub  # type: ignore[no-any-return]
+    number = context.inherited_subtask(state)
+    if number is not None and not state.subtasks:
+        # A child started (spawn, exec) while its parent had this subtask open: count into
+        # it, as a forked child does with the subtasks it inherits.
+        sub = runs.remote_subtask(state, number)
+        state.subtasks.append(sub)
+        return sub
     return None
 
 

@@ -5,10 +5,11 @@ Three sources, tried in this order by everything that reports (``reporting_state
 1. **This context's own run** — a ContextVar, so each thread and asyncio task has its own: the
    run of the ``@task`` call or ``with task()`` block it is inside, or a run handed over with
    ``attach()`` (a worker executing work sent from another process).
-2. **The process's innermost live run** (``ambient``) — for threads and tasks with no run of
-   their own: a ``ThreadPoolExecutor`` worker, or a plain ``threading.Thread``, inside a run
-   reports into it. Runs are kept in the order they were made current, across threads; the
-   latest one still live wins.
+2. **The run it works for** (``ambient``) — for threads and tasks with no run of their own:
+   a ``ThreadPoolExecutor`` call reports into the run current where it was submitted, a
+   plain ``threading.Thread`` into the run current where it was started (or, once that run
+   has ended, its nearest live parent), anything else into the main thread's innermost live
+   run. So two pipelines running in two threads at once never report into each other.
 3. **The run a parent process handed down** through ``TASKER_RUN_ID`` (read once, at import or
    after a fork) — for children started with exec (shell steps, ``subprocess``).
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -45,6 +47,13 @@ __all__ = [
 ]
 
 RUN_ID_ENV = "TASKER_RUN_ID"
+# The subtask open in that run when the child was started: its loops and increments count
+# into it, as a forked child's do, instead of opening subtasks of their own.
+SUBTASK_ENV = "TASKER_SUBTASK"
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() and 0 < int(text) < 2**31 else None
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -120,7 +129,17 @@ _main_live: list[RunState] = []
 # more than the rest of starting a run.
 _inherited: str | None = os.environ.get(RUN_ID_ENV) or None
 _env_now: str | None = _inherited
+_inherited_subtask = _number(os.environ.get(SUBTASK_ENV)) if _inherited else None
+_subtask_env_now: int | None = _inherited_subtask
 _main_ident = threading.main_thread().ident
+# The run a thread pool's call was submitted from, for that call (see _hook_threads), and the
+# attribute of a Thread object naming the run current where it was started.
+_submitted: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
+    "tasker_submitted_from", default=None
+)
+_STARTED_IN = "_tasker_started_in"
+# The state a fork child took over from the thread that forked (see after_fork_in_child).
+_forked_with: RunState | None = None
 
 
 def current_state() -> RunState | None:
@@ -128,12 +147,45 @@ def current_state() -> RunState | None:
     return _current.get()
 
 
+def entered_state() -> RunState | None:
+    """This context's own run if this process entered it, not merely inherited it by fork.
+
+    A fork pool's worker inherits the run that was current when it was forked, and keeps it
+    for life, through later runs: work carried to it reports where it was sent from, not
+    there."""
+    state = _current.get()
+    return None if state is _forked_with else state
+
+
 def ambient() -> RunState | None:
-    """The innermost run still live in this process, made current by any thread."""
-    for state in reversed(_live):
-        if state.shared and not state.ended:
+    """The run a context with no run of its own works for.
+
+    A thread-pool call: the run current where it was submitted. A thread started inside a
+    run: the innermost run still live in the process that is that run or nested in it (a
+    pool's helper thread started by a pipeline serves the pipeline's current step), or, once
+    it has ended, the same for its nearest live parent. Any other thread (started with no run
+    current): the main thread's innermost live run, never a run of another thread — two
+    pipelines in two threads do not report into each other.
+    """
+    scope = _submitted.get()
+    if scope is not None and not scope.ended:
+        return scope
+    if scope is None:
+        scope = getattr(threading.current_thread(), _STARTED_IN, None)
+    while scope is not None and scope.ended:
+        scope = scope.parent
+    for state in reversed(_live if scope is not None else _main_live):
+        if state.shared and not state.ended and (scope is None or _within(state, scope)):
             return state
-    return None
+    return scope
+
+
+def _within(state: RunState | None, scope: RunState) -> bool:
+    while state is not None:
+        if state is scope:
+            return True
+        state = state.parent
+    return False
 
 
 def inherited_run_id() -> str | None:
@@ -177,8 +229,16 @@ def attached_state(run_id: str) -> RunState:
     """A state for reporting into a run another process owns (one per run id)."""
     state = _attached.get(run_id)
     if state is None:
-        state = _attached.setdefault(run_id, RunState(run_id=run_id, owned=False))
+        subtask = _inherited_subtask if run_id == _inherited else None
+        state = _attached.setdefault(
+            run_id, RunState(run_id=run_id, owned=False, current_subtask=subtask)
+        )
     return state
+
+
+def inherited_subtask(state: RunState) -> int | None:
+    """The subtask a parent process had open in ``state``'s run when it started this one."""
+    return _inherited_subtask if state.run_id == _inherited and not state.owned else None
 
 
 def _export(value: str | None) -> None:
@@ -187,6 +247,27 @@ def _export(value: str | None) -> None:
         _env_now = value
         # Empty rather than removed: one assignment, and read as "no run" all the same.
         os.environ[RUN_ID_ENV] = value or ""
+
+
+def _export_subtask(number: int | None) -> None:
+    global _subtask_env_now
+    if number != _subtask_env_now:
+        _subtask_env_now = number
+        os.environ[SUBTASK_ENV] = "" if number is None else str(number)
+
+
+def _open_number(state: RunState) -> int | None:
+    for sub in reversed(state.subtasks):
+        if not sub.ended:
+            return int(sub.number)
+    return None
+
+
+def subtasks_changed(state: RunState) -> None:
+    """A subtask of ``state`` opened or closed here: children started from now on inherit
+    the innermost one open, when ``state`` is the run the environment names."""
+    if _main_live and _main_live[-1] is state and threading.get_ident() == _main_ident:
+        _export_subtask(_open_number(state))
 
 
 def push(state: RunState) -> None:
@@ -198,11 +279,65 @@ def push(state: RunState) -> None:
     if threading.get_ident() == _main_ident:
         _main_live.append(state)
         _export(state.run_id)
+        _export_subtask(_open_number(state))
     elif not _subprocess_hooked:
         _hook_subprocess()
+    if not _executors_hooked:
+        _hook_threads()
 
 
 _subprocess_hooked = False
+_threads_hooked = False
+_executors_hooked = False
+
+
+def _hook_threads() -> None:
+    """Let threads started, and thread-pool calls submitted, inside a run work for that run.
+
+    Threads do not inherit context variables, so without this a worker thread would see no
+    run, or whichever run another thread made current. Installed when the first run becomes
+    current (threads started before that know no run anyway): ``Thread.start`` notes the
+    starting context's run on the Thread object, and ``ThreadPoolExecutor.submit`` — which
+    ``map`` and asyncio's ``run_in_executor`` use — wraps the call so that it runs for the
+    submitting context's run, since one pool thread serves many runs in turn. The executor
+    is wrapped once its module has been imported (checked at each run start until then).
+    """
+    global _threads_hooked, _executors_hooked
+    if not _threads_hooked:
+        _threads_hooked = True
+        original_start = threading.Thread.start
+
+        def start(self: threading.Thread) -> None:
+            state = reporting_state()
+            if state is not None:
+                setattr(self, _STARTED_IN, state)
+            original_start(self)
+
+        start.__wrapped__ = original_start  # type: ignore[attr-defined]
+        threading.Thread.start = start  # type: ignore[method-assign]
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    if futures_thread is None:
+        return
+    _executors_hooked = True
+    executor = futures_thread.ThreadPoolExecutor
+    original_submit = executor.submit
+
+    def submit(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        state = reporting_state()
+        if state is None:
+            return original_submit(self, fn, *args, **kwargs)
+        return original_submit(self, _working_for, state, fn, *args, **kwargs)
+
+    submit.__wrapped__ = original_submit  # type: ignore[attr-defined]
+    executor.submit = submit
+
+
+def _working_for(state: RunState, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    token = _submitted.set(state)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _submitted.reset(token)
 
 
 def _hook_subprocess() -> None:
@@ -255,6 +390,7 @@ def pop(run_id: str) -> None:
         # Runs of overlapping asyncio tasks may end in any order: the variable names the
         # innermost run still live, never one restored out of turn.
         _export(_main_live[-1].run_id if _main_live else _inherited)
+        _export_subtask(_open_number(_main_live[-1]) if _main_live else _inherited_subtask)
 
 
 # attach() blocks open in this process, in any thread.
@@ -306,17 +442,26 @@ def after_fork_in_child() -> None:
     # The child's only thread is the one that forked: its own run (or the process's
     # innermost live run) is what the child inherits — more exact than the variable, which
     # names the main thread's run. Exported again so the child's exec children inherit it.
-    global _inherited, _env_now, _main_ident, _entered
+    global _inherited, _env_now, _main_ident, _entered, _forked_with
+    global _inherited_subtask, _subtask_env_now
     _entered = 0
     state = reporting_state()
     if state is not None and _current.get() is None:
         # A thread with no run of its own forked inside a run: the child reports into that
         # run, and into the subtasks open in it at the fork.
         _current.set(state)
+    # Inherited, not entered: a call that carries its own run (a pool reused by a later run)
+    # takes precedence over it (entered_state).
+    _forked_with = _current.get()
     _inherited = state.run_id if state is not None else (os.environ.get(RUN_ID_ENV) or None)
+    _inherited_subtask = (
+        _open_number(state) if state is not None else _number(os.environ.get(SUBTASK_ENV))
+    )
     _live.clear()
     _main_live.clear()
     _attached.clear()
     _main_ident = threading.get_ident()
     _env_now = None
+    _subtask_env_now = None
     _export(_inherited)
+    _export_subtask(_inherited_subtask if _inherited else None)

@@ -250,9 +250,14 @@ def _before_fork() -> None:
     # A forked child may report into the parent's run at once: the run (and its subtasks)
     # must be in the database first. Not from the writer thread itself, which cannot wait
     # for itself.
-    if threading.current_thread().name != "tasker-writer" and RECORDER.writer.pending:
-        RECORDER.writer.flush(timeout=FORK_FLUSH_TIMEOUT)
-    RECORDER.writer.pause()
+    writer = RECORDER.writer
+    # A write already stuck for a while (the database stalls or holds a lock) is not waited
+    # for again at each fork: a pool of N workers would cost N times the bound.
+    # Nor is a database known to be away tried again (each try costs up to connect_timeout).
+    stuck = writer.failing or writer.stalled(FORK_FLUSH_TIMEOUT / 2)
+    if threading.current_thread().name != "tasker-writer" and writer.pending and not stuck:
+        writer.flush(timeout=FORK_FLUSH_TIMEOUT)
+    writer.pause(timeout=0.0 if writer.stalled(FORK_FLUSH_TIMEOUT / 2) else FORK_FLUSH_TIMEOUT)
     for state in list(RECORDER.live_runs):
         state.handed_off = True  # the child may open subtasks of these runs (runs.start_subtask)
     if not _mp_hooked and "multiprocessing" in sys.modules:
@@ -266,10 +271,13 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # Every piece of per-process state is reset here, in this order, and nowhere else: fresh
-    # run ids (siblings must not draw the parent's sequence), the run context the child
-    # inherits (the forking thread's run), the process facts (PID), then the writer and the
-    # store (the parent's connections are the parent's).
+    # Every piece of the runtime's per-process state is reset here, in this order: fresh run
+    # ids (siblings must not draw the parent's sequence), the run context the child inherits
+    # (the forking thread's run), the process facts (PID), then the writer and the store (the
+    # parent's connections are the parent's). Two modules keep hooks of their own: the
+    # store's statement watchdog (store/watchdog.py), which the command line uses without
+    # the runtime, and the Celery integration's execution table (integrations/celery/state.py),
+    # a layer above this one that the runtime must not import. Neither depends on the order.
     ids.reseed()
     context.after_fork_in_child()
     note_fork()

@@ -64,14 +64,18 @@ def make_durable() -> None:
     action until the next call tracks something (see tasker.runtime.signals.uninstall)."""
     try:
         writer = RECORDER.writer
-        # Not while the database is known to be away: each call would wait for a write that
-        # cannot happen; the exit journals what is left.
-        if (
-            writer.pending
-            and not writer.failing
-            and threading.current_thread().name != "tasker-writer"
-        ):
-            writer.flush(WORKER_FLUSH_TIMEOUT)
+        if writer.pending and threading.current_thread().name != "tasker-writer":
+            # Not while the database is known to be away, nor while a write is stuck on it:
+            # each call would wait for a write that cannot happen.
+            written = (
+                not writer.failing
+                and not writer.stalled(WORKER_FLUSH_TIMEOUT / 2)
+                and writer.flush(WORKER_FLUSH_TIMEOUT)
+            )
+            if not written and in_worker_process():
+                # A worker may be killed the moment it returns (Pool.terminate()): what it
+                # could not write goes to its journal now, not at an exit that may not come.
+                writer.journal_now()
         if (
             not any(s.is_local and not s.ended for s in list(RECORDER.live_runs))
             and not context.handed_over_work()
@@ -103,7 +107,13 @@ def write_queued_starts() -> None:
     starts), within HANDOFF_FLUSH_TIMEOUT; never raises."""
     try:
         writer = RECORDER.writer
-        if writer.queued and threading.current_thread().name != "tasker-writer":
+        if (
+            writer.queued
+            and threading.current_thread().name != "tasker-writer"
+            # Not with the database known to be away, or stuck: every call sent would wait.
+            and not writer.failing
+            and not writer.stalled(HANDOFF_FLUSH_TIMEOUT / 2)
+        ):
             writer.flush(HANDOFF_FLUSH_TIMEOUT)
     except Exception:  # tracking never breaks the work it tracks
         pass
@@ -436,6 +446,7 @@ def _opened(
     RECORDER.writer.publish(sub.counter)
     state.subtasks.append(sub)
     state.current_subtask = number
+    context.subtasks_changed(state)
     if not _quiet(quiet):
         console.subtask_start(number, name, message)
     return sub
@@ -479,6 +490,7 @@ def detach_subtask(sub: Subtask, status: Status) -> int:
     RECORDER.writer.withdraw(sub.counter)
     if sub in sub.state.subtasks:
         sub.state.subtasks.remove(sub)
+        context.subtasks_changed(sub.state)
     return sub.counter.take()
 
 

@@ -10,6 +10,7 @@ before the database came back) are looked for once per writer and database, not 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -34,16 +35,19 @@ class Spill:
         self._stats = stats
         self.file: JournalFile | None = None
         self.replayed = False  # waiting journal files replayed since the writer started
+        # The writer thread and a worker's calling thread (Writer.journal_now) may both save.
+        self._lock = threading.Lock()
 
     def save(self, events: list[Event]) -> None:
         """Append ``events`` to this process's journal file, in order (raises when no
         journal can take them)."""
         from tasker.runtime.journal import JournalFile
 
-        if self.file is None:
-            self.file = JournalFile(self._settings())
-        self.file.write(add_log_files(events))
-        self._stats.journaled += len(events)
+        with self._lock:
+            if self.file is None:
+                self.file = JournalFile(self._settings())
+            self.file.write(add_log_files(events))
+            self._stats.journaled += len(events)
 
     def close(self) -> None:
         if self.file is not None:

@@ -106,6 +106,7 @@ class Writer:
         self._in_flight = 0  # events (and counted items) taken and not yet settled
         # The batch inside the current write, and whether an exit flush took it over.
         self._writing: list[Event] | None = None
+        self._write_started = 0.0  # when the current write cycle took the I/O lock (0: none)
         self._abandoned = False
         # The SQLite file written to, and the store that opened it.
         self._file_id: tuple[int, int] | None = None
@@ -222,6 +223,28 @@ class Writer:
             return not self._queue
         return False
 
+    def stalled(self, after: float) -> bool:
+        """True while one write has been in progress for more than ``after`` seconds (the
+        database stalls or holds a lock): callers that would wait for it need not."""
+        started = self._write_started
+        return started > 0 and time.monotonic() - started > after
+
+    def journal_now(self) -> None:
+        """Journal, from the calling thread, what is queued and counted but not written.
+
+        For worker processes while the database is away or stalls: a pool may kill its
+        workers at any moment (``Pool.terminate()`` on leaving its ``with`` block,
+        ``os._exit``), so what a worker tracked must not stay in its memory only. A write in
+        progress is left alone (it may still commit; if it fails its events come back to the
+        queue, for the next call to journal), and so are the counters then, which only the
+        thread holding the I/O lock may take."""
+        idle = self._io_lock.acquire(timeout=0.05)
+        try:
+            self._to_journal(with_counters=idle, at_exit=False)
+        finally:
+            if idle:
+                self._io_lock.release()
+
     def discard_pending(self) -> None:
         """Drop every queued event and counter (after a reset: they belong elsewhere)."""
         self._queue.clear()
@@ -299,7 +322,12 @@ class Writer:
                 mine = self._cycle
             try:
                 with self._io_lock:
-                    self._write_once(forced or closing, closing)
+                    # Connecting, replaying and writing: what a fork or a worker would wait for.
+                    self._write_started = time.monotonic()
+                    try:
+                        self._write_once(forced or closing, closing)
+                    finally:
+                        self._write_started = 0.0
             except BaseException as exc:  # the writer must outlive any failure
                 self._report("tracked events", exc)
             with self._cond:
@@ -408,10 +436,13 @@ class Writer:
         self.last_error = exc
         self._outage.failed(exc)
 
-    def _to_journal(self, *, with_counters: bool, stuck: int = 0) -> None:
+    def _to_journal(
+        self, *, with_counters: bool, stuck: int = 0, at_exit: bool | None = None
+    ) -> None:
         """Move every queued event (and, at exit, the counters' unwritten items) to the
         journal file, in order. ``stuck``: how many of them a write that did not finish in
-        time held (they are journaled all the same: see abandon())."""
+        time held (they are journaled all the same: see abandon()). ``at_exit`` (default:
+        ``with_counters``): the process is ending, so the file is closed and summed up."""
         events = drain(self._queue)
         parked = self._delivery.take_parked()
         if parked:
@@ -427,7 +458,7 @@ class Writer:
                 queue.extendleft(reversed(events))
                 self._report("tracked events to the journal", exc)
                 return
-        if with_counters:
+        if with_counters if at_exit is None else at_exit:
             self._spill.close_at_exit(stuck)
 
     def _replay(self, store: SqlStore, closing: bool) -> bool:

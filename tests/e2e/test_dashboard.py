@@ -24,9 +24,9 @@ import pytest
 
 import tasker
 from tests.conftest import Backend
-from tests.helpers import free_port
+from tests.helpers import free_port, need
 
-uvicorn = pytest.importorskip("uvicorn")
+uvicorn = need("uvicorn")
 XSS = "<img src=x onerror=alert(1)>"
 
 

@@ -14,6 +14,7 @@ import pytest
 import tasker
 from tasker import Status
 from tests.conftest import Backend
+from tests.helpers import need
 
 
 def test_task_start_records_who_where_when(db: Backend) -> None:
@@ -411,7 +412,7 @@ def test_get_task_history_filters_and_orders_newest_first(db: Backend) -> None:
 
 
 def test_queries_as_frames(db: Backend) -> None:
-    pd = pytest.importorskip("pandas")
+    pd = need("pandas")
     tasker.register_task("S", "never")
     run_id = tasker.task_start("S", "T")
     tasker.subtask_start("step", items_total=3)
@@ -452,7 +453,7 @@ def test_register_task_and_reregistration_updates_in_place(db: Backend) -> None:
 
 
 def test_register_tasks_from_a_dataframe(db: Backend) -> None:
-    pd = pytest.importorskip("pandas")
+    pd = need("pandas")
     frame = pd.DataFrame(
         {
             "stage": ["PREREQ", "PREREQ", "STATIC"],

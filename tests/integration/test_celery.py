@@ -29,8 +29,9 @@ import pytest
 
 import tasker
 from tests.conftest import ROOT, Backend
+from tests.helpers import need
 
-celery = pytest.importorskip("celery", reason="the Celery integration's tests need celery")
+celery = need("celery")
 
 from tasker.integrations.celery import install, run_id_for  # noqa: E402
 

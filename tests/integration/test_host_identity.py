@@ -21,7 +21,7 @@ from tasker.models import RunRecord, Status
 from tasker.runtime.capture.process import boot_time, process_info
 from tasker.runtime.recorder import RECORDER
 from tests.conftest import Backend
-from tests.helpers import new_run, start_script, wait_for, write_script
+from tests.helpers import new_run, skip_or_fail, start_script, wait_for, write_script
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="boot ids and PID namespaces")
 
@@ -107,7 +107,7 @@ print(job(sys.argv[1]), flush=True)
 def _unshare_or_skip() -> str:
     unshare = shutil.which("unshare")
     if unshare is None:
-        pytest.skip("needs util-linux's unshare")
+        skip_or_fail("needs util-linux's unshare")
     probe = subprocess.run(
         [unshare, "--pid", "--fork", "--mount-proc", "true"],
         capture_output=True,
@@ -117,7 +117,7 @@ def _unshare_or_skip() -> str:
     )
     if probe.returncode != 0:
         if "not permitted" in probe.stderr.lower():  # EPERM: no CAP_SYS_ADMIN here
-            pytest.skip(f"unshare --pid is not permitted here: {probe.stderr.strip()}")
+            skip_or_fail(f"unshare --pid is not permitted here: {probe.stderr.strip()}")
         pytest.fail(f"unshare --pid failed: {probe.stderr}")
     return unshare
 

@@ -24,7 +24,7 @@ import pytest
 import tasker
 from tasker.runtime import context
 from tests.conftest import ROOT, Backend
-from tests.helpers import run_script, write_script
+from tests.helpers import need, run_script, write_script
 
 EXAMPLES = ROOT / "examples" / "parallel"
 
@@ -91,8 +91,13 @@ def test_multiprocessing_pool_reused_by_two_runs(
     _check_batches(batches, in_processes=True, pool_size=3)
 
 
-def test_process_pool_executor_made_before_the_runs(db: Backend, child_env: dict[str, str]) -> None:
-    _check_batches(_run_example("executor.py", child_env), in_processes=True, pool_size=3)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_process_pool_executor_made_before_the_runs(
+    db: Backend, child_env: dict[str, str], method: str
+) -> None:
+    # fork: the workers start at the first submit, inside the first run, and inherit it.
+    batches = _run_example("executor.py", child_env, method)
+    _check_batches(batches, in_processes=True, pool_size=3)
 
 
 def test_thread_pool_executor(db: Backend, child_env: dict[str, str]) -> None:
@@ -100,20 +105,70 @@ def test_thread_pool_executor(db: Backend, child_env: dict[str, str]) -> None:
 
 
 def test_joblib_loky_reused_by_two_runs(db: Backend, child_env: dict[str, str]) -> None:
-    pytest.importorskip("joblib")
+    need("joblib")
     _check_batches(_run_example("joblib_loky.py", child_env), in_processes=True, pool_size=2)
 
 
 def test_dask_local_cluster_reused_by_two_runs(db: Backend, child_env: dict[str, str]) -> None:
-    pytest.importorskip("distributed")
+    need("distributed")
     _check_batches(_run_example("dask_cluster.py", child_env), in_processes=True, pool_size=2)
 
 
 def test_ray_workers(db: Backend, child_env: dict[str, str]) -> None:
     if db.name == "mysql":
         pytest.skip("engine-specific: SQLite and PostgreSQL cover Ray (one Ray start each)")
-    pytest.importorskip("ray")
+    need("ray")
     _check_batches(_run_example("ray_cluster.py", child_env), in_processes=True)
+
+
+RAY_DIRECT = """
+import json, warnings
+import ray
+import tasker
+
+@tasker.task(stage="S", name="score")
+def score(i):
+    return i
+
+score_remote = ray.remote(score)  # not tasker.integrations.ray.remote
+
+if __name__ == "__main__":
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for n in (1, 2):
+                with tasker.task("S", f"batch {n}"):
+                    calls = [score_remote.remote(i) for i in range(4)]
+                    assert ray.get(calls, timeout=120) == [0, 1, 2, 3]
+    finally:
+        ray.shutdown()
+    print(json.dumps([str(w.message) for w in caught if w.category is tasker.TaskerWarning]))
+"""
+
+
+def test_a_plain_ray_remote_of_a_tracked_function_warns_and_loses_no_run(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Ray pickles a remote function once and reuses the copy for every call: it cannot carry
+    # each call's run. Its runs are then top-level (not filed under the first caller's run
+    # long after it ended), none is lost at ray.shutdown(), and the user is told once.
+    if db.name != "sqlite":
+        pytest.skip("engine-specific: one Ray start covers it")
+    need("ray")
+    result = run_script(write_script(tmp_path, RAY_DIRECT), child_env)
+    assert result.returncode == 0, result.stderr
+    (warning,) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "use tasker.integrations.ray.remote(score) instead" in warning
+    history = tasker.get_task_history()
+    assert (
+        sorted((r.task_name, r.parent_run_id, r.status) for r in history)
+        == [
+            ("batch 1", None, "COMPLETED"),
+            ("batch 2", None, "COMPLETED"),
+        ]
+        + [("score", None, "COMPLETED")] * 8
+    )
 
 
 # ---------------------------------------------------------------------------- fork pools
@@ -149,6 +204,128 @@ def test_a_fork_pool_records_every_run_with_its_own_id(
     assert {r.status for r in children} == {"COMPLETED"}
     assert {r.error_type for r in children} == {None}
     assert tasker.get_run(parent).process_id not in {r.process_id for r in children}
+
+
+FORKED_WORKERS = """
+import json, os, sys, multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+import tasker
+
+@tasker.task(stage="S", name="score")
+def score(i):
+    return os.getpid()
+
+def batch(n, pool_map):
+    with tasker.task("S", f"batch {n}") as run:
+        pids = pool_map(score, range(10))
+    return [run.run_id, pids]
+
+if __name__ == "__main__":
+    kind, fork = sys.argv[1], mp.get_context("fork")
+    out = []
+    if kind == "executor":
+        # Made before the runs; its workers fork at the first submit, inside batch 1.
+        with ProcessPoolExecutor(3, mp_context=fork) as executor:
+            out = [batch(n, lambda f, xs: list(executor.map(f, xs))) for n in (1, 2, 3)]
+    elif kind == "inside":
+        # Made inside batch 1, whose run its workers inherit, then reused by two more runs.
+        pool = None
+        def in_pool(f, xs):
+            global pool
+            pool = pool or fork.Pool(3)
+            return pool.map(f, xs)
+        out = [batch(n, in_pool) for n in (1, 2, 3)]
+        pool.close()
+        pool.join()
+    else:
+        # New workers forked in the middle of each batch.
+        with fork.Pool(2, maxtasksperchild=2) as pool:
+            out = [batch(n, lambda f, xs: pool.map(f, xs, chunksize=1)) for n in (1, 2, 3)]
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["executor", "inside", "maxtasks"])
+def test_forked_workers_report_each_call_into_the_run_that_sent_it(
+    db: Backend, child_env: dict[str, str], tmp_path: Path, kind: str
+) -> None:
+    # A forked worker inherits the run current at the fork and keeps it for life; each call
+    # must still report into the run that sent it, whichever runs came between.
+    result = run_script(write_script(tmp_path, FORKED_WORKERS), child_env, kind)
+    assert result.returncode == 0, result.stderr
+    batches = json.loads(result.stdout)
+    history = tasker.get_task_history(limit=1000)
+    assert len(history) == 33
+    assert sorted(r.task_name for r in history if r.parent_run_id is None) == [
+        "batch 1",
+        "batch 2",
+        "batch 3",
+    ]
+    for batch_id, pids in batches:
+        batch = tasker.get_run(batch_id)
+        children = [r for r in history if r.parent_run_id == batch_id]
+        assert len({r.run_id for r in children}) == 10
+        assert {(r.task_name, r.status) for r in children} == {("score", "COMPLETED")}
+        # Each call's run was recorded by the worker that made it, a child of the program.
+        assert sorted(r.process_id for r in children) == sorted(pids)
+        assert {tasker.get_run(r.run_id).parent_pid for r in children} == {batch.process_id}
+
+
+THREADED_PIPELINES = """
+import json, threading
+from concurrent.futures import ThreadPoolExecutor
+import tasker
+
+@tasker.task(stage="S", name="child")
+def child(i):
+    return tasker.current_run().run_id
+
+def pipeline(name, both_inside, out):
+    with tasker.task("S", name) as run:
+        both_inside.wait(30)  # the two runs overlap from here on
+        with tasker.subtask("work", items_total=8):
+            with ThreadPoolExecutor(2) as pool:
+                seen = list(pool.map(child, range(4)))
+                list(pool.map(lambda _: tasker.subtask_increment(2), range(4)))
+        helper = threading.Thread(target=lambda: out.append((name, tasker.current_run().run_id)))
+        helper.start()
+        helper.join(30)
+        both_inside.wait(30)
+    out.append((run.run_id, seen))
+
+if __name__ == "__main__":
+    out, both_inside = [], threading.Barrier(2)
+    threads = [
+        threading.Thread(target=pipeline, args=(name, both_inside, out)) for name in "AB"
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    print(json.dumps(out))
+"""
+
+
+def test_two_pipelines_in_threads_never_report_into_each_other(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_script(write_script(tmp_path, THREADED_PIPELINES), child_env)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    out = json.loads(result.stdout)
+    helpers = {name: run_id for name, run_id in out if name in ("A", "B")}
+    ends = [(run_id, seen) for run_id, seen in out if run_id not in ("A", "B")]
+    history = tasker.get_task_history(limit=100)
+    assert len(history) == 10
+    pipelines = {r.task_name: r for r in history if r.task_name in ("A", "B")}
+    assert {r.parent_run_id for r in pipelines.values()} == {None}
+    # A plain thread started inside a run works for that run.
+    assert helpers == {name: pipelines[name].run_id for name in "AB"}
+    for run_id, seen in ends:
+        children = [r for r in history if r.parent_run_id == run_id]
+        # Each pool call nested under the run that submitted it, and saw its own run.
+        assert len(children) == 4 and sorted(seen) == sorted(r.run_id for r in children)
+        (sub,) = tasker.get_subtask_progress(run_id)
+        assert (sub.subtask_name, sub.items_complete, sub.status) == ("work", 8, "COMPLETED")
 
 
 OS_EXIT = """
@@ -300,7 +477,7 @@ print(job(7))
 def test_a_main_function_sent_by_value_keeps_its_decorator(
     db: Backend, child_env: dict[str, str], tmp_path: Path
 ) -> None:
-    pytest.importorskip("cloudpickle")
+    need("cloudpickle")
     payload = tmp_path / "payload.pkl"
     sent = run_script(write_script(tmp_path, SENDER, "sender.py"), child_env, str(payload))
     assert sent.returncode == 0, sent.stderr
@@ -350,6 +527,84 @@ def test_attach_hands_a_run_over_to_another_process(
     assert (child.parent_run_id, child.status) == (run_id, "COMPLETED")
 
 
+ATTACHED_ASYNC = """
+import asyncio, json, sys
+import tasker
+
+@tasker.task(stage="S", name="consumed")
+async def consume(message):
+    return message.upper()
+
+async def main(run_id, subtask):
+    async with tasker.attach(run_id, subtask=subtask):
+        handed = tasker.handoff()
+        async for _ in tasker.track(aiter_of(range(12))):
+            pass
+        done = await consume("msg")
+    return handed, done
+
+async def aiter_of(items):
+    for item in items:
+        yield item
+
+print(json.dumps(asyncio.run(main(sys.argv[1], int(sys.argv[2])))))
+"""
+
+
+def test_async_attach_and_handoff_in_another_process(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    with tasker.task("S", "async sender") as run:
+        with tasker.subtask("prepare", items_total=1):
+            pass
+        with tasker.subtask("consume", items_total=12) as sub:
+            handed = tasker.handoff()
+            assert handed == (run.run_id, sub.number) == (run.run_id, 2)
+            result = run_script(
+                write_script(tmp_path, ATTACHED_ASYNC), child_env, *map(str, handed)
+            )
+            assert result.returncode == 0, result.stderr
+    # Inside the attach block, handoff() names the run and subtask it was given.
+    assert json.loads(result.stdout) == [[run.run_id, 2], "MSG"]
+    subs = tasker.get_subtask_progress(run.run_id)
+    assert [(s.subtask_name, s.items_complete) for s in subs] == [("prepare", 0), ("consume", 12)]
+    (child,) = [r for r in tasker.get_task_history() if r.task_name == "consumed"]
+    assert (child.parent_run_id, child.status) == (run.run_id, "COMPLETED")
+    assert child.process_id != tasker.get_run(run.run_id).process_id
+
+
+BOUND_UPDATE = """
+import json, multiprocessing as mp, sys
+import tasker
+
+def report(step):
+    tasker.task_update(message=f"worker says {step}")
+    tasker.subtask_increment(3)
+    return step
+
+if __name__ == "__main__":
+    with tasker.task("S", "bound update") as run:
+        with tasker.subtask("steps", items_total=3):
+            with mp.get_context(sys.argv[1]).Pool(1) as pool:
+                assert pool.apply(tasker.bind(report), ("one",)) == "one"
+        run_id = run.run_id
+    print(json.dumps(run_id))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_bind_carries_task_update_and_increments_to_a_worker(
+    db: Backend, child_env: dict[str, str], tmp_path: Path, method: str
+) -> None:
+    result = run_script(write_script(tmp_path, BOUND_UPDATE), child_env, method)
+    assert result.returncode == 0, result.stderr
+    run = tasker.get_run(json.loads(result.stdout))
+    assert (run.status, run.overall_progress_message) == ("COMPLETED", "worker says one")
+    (sub,) = tasker.get_subtask_progress(run.run_id)
+    assert (sub.subtask_name, sub.items_complete, sub.status) == ("steps", 3, "COMPLETED")
+    assert len(tasker.get_task_history()) == 1
+
+
 def test_attach_checks_what_it_is_given(db: Backend) -> None:
     with pytest.raises(tasker.ValidationError, match="is not a UUID"):
         tasker.attach("run-42")
@@ -394,7 +649,7 @@ class Scorer:
 
 def test_outside_a_run_a_decorated_function_unpickles_as_itself(db: Backend) -> None:
     assert pickle.loads(pickle.dumps(module_level)) is module_level
-    cloudpickle = pytest.importorskip("cloudpickle")
+    cloudpickle = need("cloudpickle")
     assert cloudpickle.loads(cloudpickle.dumps(module_level)) is module_level
     assert module_level.__name__ == "module_level" and module_level(1) == 2
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 import tasker
 from tasker.config import load_config
-from tasker.runtime.recorder import RECORDER
+from tasker.runtime.recorder import FORK_FLUSH_TIMEOUT, RECORDER
 from tasker.store.engine import WATCHDOG, wrap_db_error
 from tasker.store.sql import SqlStore
 from tests.conftest import ROOT, Backend
@@ -284,6 +284,92 @@ def test_a_tracked_program_exits_in_time_when_the_network_stalls(
     assert run.status == "COMPLETED", run
     (sub,) = tasker.get_subtask_progress(run.run_id)
     assert (sub.status, sub.items_complete) == ("COMPLETED", 10)
+
+
+FORK_POOL_AWAY = """
+import sys, time, multiprocessing as mp
+import tasker
+
+@tasker.task(stage="NET", name="work")
+def work(i):
+    return i * 2
+
+@tasker.task(stage="NET", name="main")
+def main():
+    for _ in tasker.track(range(3), name="warm"):
+        pass
+    tasker.flush()
+    print("READY", flush=True)
+    sys.stdin.readline()  # the test stalls or refuses the database, then lets it go on
+    if sys.argv[1] == "mid-write":
+        for i in range(3):
+            work(i)
+        time.sleep(1.0)  # the writer is now stuck writing these over the stalled network
+    started = time.monotonic()
+    with mp.get_context("fork").Pool(4) as pool:  # terminate() on leaving the block
+        created = time.monotonic() - started
+        assert pool.map(work, range(8)) == [i * 2 for i in range(8)]
+    print(f"POOL {created:.2f} {time.monotonic() - started:.2f}", flush=True)
+
+main()
+print("END", flush=True)
+"""
+
+
+@servers
+@pytest.mark.parametrize("fault", ["stall", "refuse", "mid-write"])
+def test_a_fork_pool_loses_no_run_while_the_database_is_away(
+    stalled: Stalled, fault: str, tmp_path: Path
+) -> None:
+    # A pool's workers are killed by Pool.terminate() the moment the with block ends: what
+    # each call tracked must be journaled before it returns, not kept for an exit that never
+    # comes. And neither the forks nor the calls wait at length for a database that is away.
+    script = write_script(tmp_path, FORK_POOL_AWAY)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), fault],
+        env=stalled.env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert _read_line(proc, timeout=60) == "READY", _output(proc)
+        if fault in ("stall", "mid-write"):
+            stalled.proxy.stall()
+        else:
+            stalled.proxy.close()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        try:
+            out, err = proc.communicate(timeout=EXIT_BOUND + 60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the pool's program hung with the database away:\n{_output(proc)}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == 0 and out.strip().endswith("END"), err
+    assert "Traceback" not in err, err
+    (pool_line,) = [line for line in out.splitlines() if line.startswith("POOL")]
+    created, used = map(float, pool_line.split()[1:])
+    # Forking waits for nothing — or, with a write stuck in progress, the first fork waits for
+    # it at most FORK_FLUSH_TIMEOUT and the others not at all; each worker's first call finds
+    # the database away within a connect timeout, and its later calls do not wait again.
+    assert created < (FORK_FLUSH_TIMEOUT + 2.0 if fault == "mid-write" else 2.0), pool_line
+    assert used < CONNECT + STATEMENT + 10.0, pool_line
+    stalled.proxy.resume()
+    files = sorted((tmp_path / "journal").rglob("*.jsonl"))
+    tasker.replay_journal(files)
+    history = tasker.get_task_history(stage="NET")
+    (main_run,) = [r for r in history if r.task_name == "main"]
+    workers = [r for r in history if r.task_name == "work"]
+    assert main_run.status == "COMPLETED", main_run
+    expected = 11 if fault == "mid-write" else 8
+    assert len({r.run_id for r in workers}) == expected, [(r.task_name, r.status) for r in history]
+    assert {(r.status, r.parent_run_id) for r in workers} == {("COMPLETED", main_run.run_id)}
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
