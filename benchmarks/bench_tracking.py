@@ -118,6 +118,22 @@ def memory(items: int) -> None:
     print(f"(c) track() over {items:,} items: resident memory grew {rss_mb() - before:.2f} MB")
 
 
+def run_ids(count: int = 200_000) -> None:
+    """One id per run start: tasker's seeded generator next to str(uuid.uuid4()) (a system
+    call per id), and the reseed every forked child makes once."""
+    import uuid
+
+    from tasker.runtime.ids import new_run_id, reseed
+
+    ours = best_of(lambda: [new_run_id() for _ in range(count)]) / count
+    theirs = best_of(lambda: [str(uuid.uuid4()) for _ in range(count)]) / count
+    fork = best_of(lambda: [reseed() for _ in range(1_000)]) / 1_000
+    print(
+        f"(d) run id {ours * 1e9:5.0f} ns ({ours / theirs:.2f}x str(uuid.uuid4()), "
+        f"{theirs * 1e9:.0f} ns); reseed after a fork {fork * 1e6:.1f} us, once per child"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_database_options(parser)
@@ -132,6 +148,7 @@ def main() -> None:
         per_item(args.items)
         task_calls(args.calls)
         memory(args.memory_items)
+        run_ids()
     finally:
         tasker.flush()
         store.drop_schema()

@@ -32,7 +32,7 @@ __all__ = ["RECORDER", "ProcessHooks", "Recorder"]
 DEFAULT_EXIT_TIMEOUT = 10.0
 # The longest a fork waits for what is queued to be written (a stalled database is not
 # waited for: the child then reports into rows that the writer parks until they appear).
-FORK_FLUSH_TIMEOUT = 5.0
+FORK_FLUSH_TIMEOUT = 5.0  # when no configuration loads; else lock_timeout
 
 
 class ProcessHooks:
@@ -251,13 +251,17 @@ def _before_fork() -> None:
     # must be in the database first. Not from the writer thread itself, which cannot wait
     # for itself.
     writer = RECORDER.writer
+    try:
+        bound = RECORDER.config.lock_timeout  # a write in progress is waited for like a lock
+    except Exception:  # no usable configuration: the writer reports that
+        bound = FORK_FLUSH_TIMEOUT
     # A write already stuck for a while (the database stalls or holds a lock) is not waited
     # for again at each fork: a pool of N workers would cost N times the bound.
     # Nor is a database known to be away tried again (each try costs up to connect_timeout).
-    stuck = writer.failing or writer.stalled(FORK_FLUSH_TIMEOUT / 2)
+    stuck = writer.failing or writer.stalled(bound / 2)
     if threading.current_thread().name != "tasker-writer" and writer.pending and not stuck:
-        writer.flush(timeout=FORK_FLUSH_TIMEOUT)
-    writer.pause(timeout=0.0 if writer.stalled(FORK_FLUSH_TIMEOUT / 2) else FORK_FLUSH_TIMEOUT)
+        writer.flush(timeout=bound)
+    writer.pause(timeout=0.0 if writer.stalled(bound / 2) else bound)
     for state in list(RECORDER.live_runs):
         state.handed_off = True  # the child may open subtasks of these runs (runs.start_subtask)
     if not _mp_hooked and "multiprocessing" in sys.modules:

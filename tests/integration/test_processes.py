@@ -140,6 +140,49 @@ def test_sigterm_cancels_the_run_and_the_process_dies_by_sigterm(
     assert sub.status == "CANCELLED" and sub.items_complete > 5
 
 
+SIGTERM_IN_START = """
+import os, signal, sys
+import tasker
+from tasker.runtime import events, runs
+
+original = runs.write
+when = sys.argv[1]
+
+def write(kind, run_id, args, **kwargs):
+    # SIGTERM arrives in the middle of starting the nested run: just before its start is
+    # queued, or just after (before the run is made current).
+    nested = kind == events.START_RUN and args[0].task == "nested"
+    if nested and when == "before":
+        os.kill(os.getpid(), signal.SIGTERM)
+    result = original(kind, run_id, args, **kwargs)
+    if nested and when == "after":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return result
+
+runs.write = write
+
+with tasker.task("S", "outer"):
+    with tasker.task("S", "nested"):
+        pass
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_sigterm_while_a_run_starts_leaves_no_run_started(
+    db: Backend, child_env: dict[str, str], tmp_path: Path, when: str
+) -> None:
+    result = run_script(write_script(tmp_path, SIGTERM_IN_START), child_env, when)
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    runs = {r.task_name: r for r in tasker.get_task_history()}
+    assert runs["outer"].status == "CANCELLED"
+    # Before its start was queued: the run never existed. After: it is ended with the rest.
+    if when == "before":
+        assert "nested" not in runs
+    else:
+        assert runs["nested"].status == "CANCELLED"
+        assert runs["nested"].parent_run_id == runs["outer"].run_id
+
+
 def test_sigterm_calls_the_programs_own_handler(
     db: Backend, child_env: dict[str, str], tmp_path: Path
 ) -> None:
