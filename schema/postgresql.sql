@@ -1,4 +1,4 @@
--- tasker schema version 3 for postgresql.
+-- tasker schema version 4 for postgresql.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE SCHEMA IF NOT EXISTS tasker;
@@ -91,11 +91,17 @@ CREATE TABLE IF NOT EXISTS tasker.task_runs (
 
 CREATE INDEX ix_task_runs_active ON tasker.task_runs (status, hostname) WHERE status IN ('STARTED', 'RUNNING');
 
+CREATE INDEX ix_task_runs_host_start ON tasker.task_runs (hostname, start_time, run_id);
+
 CREATE INDEX ix_task_runs_parent_run ON tasker.task_runs (parent_run_id);
 
-CREATE INDEX ix_task_runs_start_time ON tasker.task_runs (start_time);
+CREATE INDEX ix_task_runs_start_run ON tasker.task_runs (start_time, run_id, task_id);
+
+CREATE INDEX ix_task_runs_status_start ON tasker.task_runs (status, start_time, run_id);
 
 CREATE INDEX ix_task_runs_task_start ON tasker.task_runs (task_id, start_time, run_id);
+
+CREATE INDEX ix_task_runs_task_status ON tasker.task_runs (task_id, status, start_time, run_id);
 
 CREATE TABLE IF NOT EXISTS tasker.subtask_progress (
 	progress_id BIGSERIAL NOT NULL, 
@@ -166,4 +172,4 @@ CREATE TABLE IF NOT EXISTS tasker.schema_info (
 	PRIMARY KEY (key)
 );
 
-INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '3');
+INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '4');

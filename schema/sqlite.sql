@@ -1,4 +1,4 @@
--- tasker schema version 3 for sqlite.
+-- tasker schema version 4 for sqlite.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE TABLE IF NOT EXISTS journal_replays (
@@ -89,11 +89,17 @@ CREATE TABLE IF NOT EXISTS task_runs (
 
 CREATE INDEX ix_task_runs_active ON task_runs (status, hostname) WHERE status IN ('STARTED', 'RUNNING');
 
+CREATE INDEX ix_task_runs_host_start ON task_runs (hostname, start_time, run_id);
+
 CREATE INDEX ix_task_runs_parent_run ON task_runs (parent_run_id);
 
-CREATE INDEX ix_task_runs_start_time ON task_runs (start_time);
+CREATE INDEX ix_task_runs_start_run ON task_runs (start_time, run_id, task_id);
+
+CREATE INDEX ix_task_runs_status_start ON task_runs (status, start_time, run_id);
 
 CREATE INDEX ix_task_runs_task_start ON task_runs (task_id, start_time, run_id);
+
+CREATE INDEX ix_task_runs_task_status ON task_runs (task_id, status, start_time, run_id);
 
 CREATE TABLE IF NOT EXISTS subtask_progress (
 	progress_id INTEGER NOT NULL, 
@@ -134,4 +140,4 @@ CREATE TABLE IF NOT EXISTS schema_info (
 	PRIMARY KEY ("key")
 );
 
-INSERT INTO schema_info (key, value) VALUES ('schema_version', '3');
+INSERT INTO schema_info (key, value) VALUES ('schema_version', '4');

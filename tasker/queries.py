@@ -222,6 +222,18 @@ def count_runs_by_status() -> dict[str, int]:
     return RECORDER.synced_store().run_counts()
 
 
+def last_successes() -> list[RunRecord]:
+    """Each task's latest COMPLETED run (by start time), newest first; tasks that never
+    completed are left out."""
+    return RECORDER.synced_store().last_successes()
+
+
+def recent_durations(task_ids: Sequence[int], per_task: int) -> dict[int, list[float]]:
+    """By task id, the durations in seconds of each of these tasks' latest ``per_task``
+    COMPLETED runs, newest first (tasks that never completed are left out)."""
+    return RECORDER.synced_store().recent_durations(task_ids, _limit(per_task) or 1)
+
+
 def elapsed(row: TaskStatusRecord | RunRecord, now: datetime) -> float | None:
     """Seconds from the run's start to its end; to ``now`` while it is active."""
     if row.start_time is None:

@@ -7,7 +7,7 @@ import stat
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
@@ -16,16 +16,26 @@ from tasker.models import RunRecord, Status, TaskStatusRecord
 from tasker.queries import (
     count_runs_by_status,
     elapsed,
+    last_successes,
     rate_and_eta,
+    recent_durations,
     run_progress,
     summarize_stages,
 )
 from tasker.run_progress import Progress, of_run, of_status_row, of_subtask
 
-__all__ = ["metrics_text", "overview", "read_log_tail", "run_rows", "typical_durations"]
+__all__ = [
+    "clear_caches",
+    "metrics_text",
+    "overview",
+    "read_log_tail",
+    "run_rows",
+    "typical_durations",
+]
 
-# Past runs looked at for "how long does this task usually take", and for how long.
-HISTORY_SAMPLE = 5000
+# Each task's latest COMPLETED runs looked at for "how long does this task usually take",
+# and for how long.
+TYPICAL_RUNS = 20
 TYPICAL_TTL = 60.0
 REAP_EVERY = 5.0
 
@@ -56,6 +66,10 @@ class _Cached(Generic[T]):
             self._kept = (database, time.monotonic(), value)
         return value
 
+    def clear(self) -> None:
+        with self._lock:
+            self._kept = None
+
 
 def reap_now_and_then() -> None:
     """End lost runs, at most every few seconds (each page refresh would be too often)."""
@@ -66,20 +80,58 @@ def reap_now_and_then() -> None:
         tasker.reap_lost_runs()
 
 
-def _typical_durations() -> dict[tuple[str, str], float]:
-    samples: dict[tuple[str, str], list[float]] = {}
-    for run in tasker.get_task_history(status="COMPLETED", limit=HISTORY_SAMPLE):
-        if run.duration is not None:
-            samples.setdefault((run.stage_name, run.task_name), []).append(run.duration)
-    return {key: statistics.median(values) for key, values in samples.items()}
+class _Typical:
+    """Each task's typical duration (the median of its latest ``TYPICAL_RUNS`` COMPLETED
+    runs), kept per task for ``ttl`` seconds (forgotten when the configuration points at
+    another database). Only the tasks asked for are read: the overview asks for those with
+    an active run, the only ones an ETA is shown for."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._database: object = None
+        self._kept: dict[int, tuple[float, float | None]] = {}
+
+    def get(self, task_ids: Iterable[int]) -> dict[int, float]:
+        config = tasker.get_config()
+        database = (config.url, config.db_schema)
+        asked = list(dict.fromkeys(task_ids))
+        now = time.monotonic()
+        with self._lock:
+            if self._database != database:
+                self._database, self._kept = database, {}
+            kept = {i: self._kept[i] for i in asked if i in self._kept}
+        stale = [i for i in asked if i not in kept or now - kept[i][0] >= self._ttl]
+        if stale:
+            samples = recent_durations(stale, TYPICAL_RUNS)
+            for task_id in stale:
+                values = samples.get(task_id)
+                kept[task_id] = (now, statistics.median(values) if values else None)
+            with self._lock:
+                if self._database == database:
+                    self._kept.update((i, kept[i]) for i in stale)
+        return {i: v for i, (_, v) in kept.items() if v is not None}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept = {}
 
 
-_TYPICAL = _Cached(TYPICAL_TTL, _typical_durations)
+_TYPICAL = _Typical(TYPICAL_TTL)
 
 
-def typical_durations() -> dict[tuple[str, str], float]:
-    """Median duration of each task's recent COMPLETED runs (cached for a minute)."""
-    return _TYPICAL.get()
+def typical_durations(task_ids: Iterable[int]) -> dict[int, float]:
+    """By task id, the median duration of each of these tasks' latest ``TYPICAL_RUNS``
+    COMPLETED runs (a bounded read through an index per task; each kept for a minute);
+    tasks that never completed are left out."""
+    return _TYPICAL.get(task_ids)
+
+
+def clear_caches() -> None:
+    """Forget the typical durations and run counts read so far (the next call reads them
+    again)."""
+    _TYPICAL.clear()
+    _RUN_COUNTS.clear()
 
 
 def _eta(row: TaskStatusRecord, now: datetime, typical: float | None) -> dict[str, Any]:
@@ -95,14 +147,14 @@ def overview(stage: str | None = None) -> dict[str, Any]:
     """Stages with their derived status, and every task with its latest run, ETAs included."""
     reap_now_and_then()
     rows = tasker.get_task_status(stage=stage)
-    typical = typical_durations()
+    typical = typical_durations(r.task_id for r in rows if Status(r.status).is_active)
     now = datetime.now(timezone.utc)
     tasks = []
     for row in rows:
         item = row.as_dict()
         item["status"] = str(row.status)
         item["duration"] = elapsed(row, now)
-        item.update(_eta(row, now, typical.get((row.stage_name, row.task_name))))
+        item.update(_eta(row, now, typical.get(row.task_id)))
         item["progress"] = _shown(of_status_row(row))
         tasks.append(item)
     return {"generated_at": now.isoformat(), "stages": summarize_stages(rows), "tasks": tasks}
@@ -236,7 +288,8 @@ def _read_at(fd: int, size: int, offset: int) -> bytes:
     return os.read(fd, size)  # pragma: no cover
 
 
-# Counting every run scans the whole history: once per COUNTS_TTL is enough for scrapes.
+# Counting every run reads the whole of an index (if not the table): once per COUNTS_TTL
+# is enough for scrapes.
 COUNTS_TTL = 10.0
 _RUN_COUNTS = _Cached(COUNTS_TTL, count_runs_by_status)
 
@@ -274,12 +327,10 @@ def metrics_text() -> str:
         "# TYPE tasker_last_success_timestamp_seconds gauge",
     ]
     durations = []
-    seen: set[tuple[str, str]] = set()
-    for run in tasker.get_task_history(status="COMPLETED", limit=HISTORY_SAMPLE):
-        key = (run.stage_name, run.task_name)
-        if key in seen or run.end_time is None:
+    for run in last_successes():
+        if run.end_time is None:
             continue
-        seen.add(key)
+        key = (run.stage_name, run.task_name)
         labels = f'stage="{_label(key[0])}",task="{_label(key[1])}"'
         lines.append(
             f"tasker_last_success_timestamp_seconds{{{labels}}} {run.end_time.timestamp()}"

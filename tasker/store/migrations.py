@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import Connection, inspect
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from tasker.store.schema import Tables, dialect_for, pg_touch_function, view_statements
 
@@ -68,4 +68,35 @@ def _to_3(conn: Connection, dialect: str, t: Tables) -> None:
         _exec(conn, dialect, f"ALTER TABLE {t.qualified(runs.name)} ADD COLUMN {name} {kind}")
 
 
-UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3}
+# Version 3's index on start_time alone: ix_task_runs_start_run (start_time, run_id, task_id)
+# serves everything it did.
+_RETIRED_INDEXES = ("ix_task_runs_start_time",)
+
+
+def _to_4(conn: Connection, dialect: str, t: Tables) -> None:
+    """Version 4: the indexes that keep every read of the history index-driven however long
+    it grows (see tasker.store.selects): (start_time, run_id, task_id), (status, start_time,
+    run_id), (hostname, start_time, run_id) and (task_id, status, start_time, run_id) on
+    task_runs; version 3's index on start_time alone goes. Each index is built unless it is
+    there already; on a long history building them takes a while (minutes at ten million
+    runs), under the schema lock."""
+    runs = t.task_runs
+    have = {i["name"] for i in inspect(conn).get_indexes(runs.name, schema=runs.schema)}
+    compiler = dialect_for(dialect)
+    for index in sorted(runs.indexes, key=lambda i: str(i.name)):
+        if index.name in have:  # a fresh schema, or a step run before (MySQL DDL is not undone)
+            continue
+        create = CreateIndex(index).compile(
+            dialect=compiler, compile_kwargs={"literal_binds": True}
+        )
+        _exec(conn, dialect, str(create))
+    for name in _RETIRED_INDEXES:
+        if name not in have:
+            continue
+        if dialect == "mysql":
+            _exec(conn, dialect, f"DROP INDEX {name} ON {t.qualified(runs.name)}")
+        else:  # a PostgreSQL index lives in its table's schema
+            _exec(conn, dialect, f"DROP INDEX IF EXISTS {t.qualified(name)}")
+
+
+UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3, 3: _to_4}

@@ -1,5 +1,6 @@
 """The queries: task status, active runs, history, one run, its subtasks, tasks and stages,
-read into tasker.models records."""
+read into tasker.models records. Their statements are built in :mod:`tasker.store.selects`
+(where each one's index is explained)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, String, and_, bindparam, case, cast, func, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, select
 
 from tasker.models import (
+    STATUS_VALUES,
     RunRecord,
     StageRecord,
     Status,
@@ -20,19 +21,28 @@ from tasker.models import (
     TaskStatusRecord,
 )
 from tasker.store.core import StoreCore
-from tasker.store.schema import (
-    active_tasks_select,
-    current_task_status_select,
-    record_columns,
-    run_select,
+from tasker.store.schema import record_columns
+from tasker.store.selects import (
+    active_runs_select,
+    current_subtasks_select,
+    history_select,
+    last_successes_select,
+    ordered,
+    prefix_bounds,
+    recent_completed_select,
+    run_counts_select,
+    run_ids_in_range_select,
+    run_ids_like_select,
+    run_select_by_id,
+    subtasks_select,
+    task_ids_select,
+    task_status_select,
 )
 
 __all__ = ["Reads"]
 
-
-def _ordered(col: Any) -> Any:
-    """NULLs last on every backend (MySQL has no NULLS LAST)."""
-    return case((col.is_(None), 1), else_=0)
+# Tasks whose recent runs one statement reads (recent_durations): one UNION ALL arm each.
+_TASKS_PER_STATEMENT = 100
 
 
 class Reads(StoreCore):
@@ -44,34 +54,14 @@ class Reads(StoreCore):
         task: str | None = None,
         status: Sequence[str] | None = None,
     ) -> list[TaskStatusRecord]:
-        view = current_task_status_select(self.t).subquery("current_task_status")
-        stmt = select(view)
-        if stage is not None:
-            stmt = stmt.where(view.c.stage_name == stage)
-        if task is not None:
-            stmt = stmt.where(view.c.task_name == task)
-        if status:
-            stmt = stmt.where(view.c.status.in_(list(status)))
-        stmt = stmt.order_by(
-            _ordered(view.c.stage_order),
-            view.c.stage_order,
-            view.c.stage_name,
-            _ordered(view.c.task_order),
-            view.c.task_order,
-            view.c.task_name,
+        stmt, params = task_status_select(self.t, stage=stage, task=task, status=status)
+        rows = self._run(
+            "reading task status", lambda c: c.execute(stmt, params).all(), write=False
         )
-        rows = self._run("reading task status", lambda c: c.execute(stmt).all(), write=False)
         return [_task_status_record(r) for r in rows]
 
     def active_runs(self) -> list[RunRecord]:
-        sel = active_tasks_select(self.t).subquery("active_tasks")
-        stmt = select(sel).order_by(
-            _ordered(sel.c.stage_order),
-            sel.c.stage_order,
-            _ordered(sel.c.task_order),
-            sel.c.task_order,
-            sel.c.start_time,
-        )
+        stmt = active_runs_select(self.t)
         rows = self._run("reading active runs", lambda c: c.execute(stmt).all(), write=False)
         return [_run_record(r) for r in rows]
 
@@ -87,34 +77,35 @@ class Reads(StoreCore):
         limit: int | None = 100,
         offset: int = 0,
     ) -> list[RunRecord]:
-        runs = self.t.task_runs
-        stmt = run_select(self.t)
-        conds: list[ColumnElement[bool]] = []
-        if stage is not None:
-            conds.append(self.t.stages.c.stage_name == stage)
-        if task is not None:
-            conds.append(self.t.tasks.c.task_name == task)
-        if status:
-            conds.append(runs.c.status.in_(list(status)))
-        if hostname is not None:
-            conds.append(runs.c.hostname == hostname)
-        if since is not None:
-            conds.append(runs.c.start_time >= since)
-        if until is not None:
-            conds.append(runs.c.start_time < until)
-        if conds:
-            stmt = stmt.where(*conds)
-        stmt = stmt.order_by(runs.c.start_time.desc(), runs.c.run_id.desc()).offset(offset)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        rows = self._run("reading run history", lambda c: c.execute(stmt).all(), write=False)
+        def read(conn: Connection) -> list[Any]:
+            task_ids = None
+            if stage is not None or task is not None:
+                # The stage and task filters as task ids, so that the runs are read from an
+                # index of task_runs alone (tasker.store.selects.history_select).
+                found = task_ids_select(self.t, stage=stage, task=task)
+                task_ids = list(conn.execute(found).scalars())
+                if not task_ids:
+                    return []
+            stmt, params = history_select(
+                self.t,
+                task_ids=task_ids,
+                status=status,
+                hostname=hostname,
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+            )
+            return list(conn.execute(stmt, params).all())
+
+        rows = self._run("reading run history", read, write=False)
         return [_run_record(r) for r in rows]
 
     def get_run(self, run_id: str) -> RunRecord:
-        stmt = run_select(self.t).where(self.t.task_runs.c.run_id == run_id)
+        stmt = run_select_by_id(self.t)
 
         def read(conn: Connection) -> RunRecord:
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt, {"x_run_id": run_id}).first()
             if row is None:
                 raise self._missing_run(conn, run_id)
             return _run_record(row)
@@ -122,38 +113,31 @@ class Reads(StoreCore):
         return self._run("reading a run", read, write=False)
 
     def run_counts(self) -> dict[str, int]:
-        """How many runs there are of each status."""
-        runs = self.t.task_runs
-        stmt = select(runs.c.status, func.count()).group_by(runs.c.status)
-        rows = self._run("counting runs", lambda c: c.execute(stmt).all(), write=False)
-        return {str(status): int(n) for status, n in rows}
+        """How many runs there are of each status (the statuses that have runs)."""
+        stmt = run_counts_select(self.t)
+        row = self._run("counting runs", lambda c: c.execute(stmt).one(), write=False)
+        return {status: int(n) for status, n in zip(STATUS_VALUES, row, strict=True) if n}
 
     def run_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        """Run ids starting with ``prefix`` (at most ``limit``)."""
-        runs = self.t.task_runs
-        stmt = (
-            select(runs.c.run_id)
-            .where(cast(runs.c.run_id, String(36)).like(bindparam("x_prefix")))
-            .order_by(runs.c.run_id)
-            .limit(limit)
-        )
+        """Run ids starting with ``prefix`` (at most ``limit``), in order."""
+        # SQLite's LIKE ignores the case of ASCII letters; the others' compare exactly.
+        bounds = prefix_bounds(prefix.lower() if self.dialect == "sqlite" else prefix)
+        if bounds is not None:
+            stmt = run_ids_in_range_select(self.t, limit)
+            params = {"x_low": bounds[0], "x_high": bounds[1]}
+        else:  # no canonical id starts so (tasker validates what it finds): every id read
+            stmt = run_ids_like_select(self.t, limit)
+            params = {"x_prefix": prefix + "%"}
         rows = self._run(
-            "finding a run",
-            lambda c: c.execute(stmt, {"x_prefix": prefix + "%"}).scalars().all(),
-            write=False,
+            "finding a run", lambda c: c.execute(stmt, params).scalars().all(), write=False
         )
         return [str(r) for r in rows]
 
     def subtasks(self, run_id: str) -> list[SubtaskRecord]:
-        sp = self.t.subtask_progress
-        stmt = (
-            select(*record_columns(SubtaskRecord, {c.name: c for c in sp.c}))
-            .where(sp.c.run_id == run_id)
-            .order_by(sp.c.subtask_number)
-        )
+        stmt = subtasks_select(self.t)
 
         def read(conn: Connection) -> list[SubtaskRecord]:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(stmt, {"x_run_id": run_id}).all()
             if not rows and not self._run_exists(conn, run_id):
                 raise self._missing_run(conn, run_id)
             return [_subtask_record(r) for r in rows]
@@ -163,31 +147,41 @@ class Reads(StoreCore):
     def current_subtasks(self, run_ids: Sequence[str]) -> dict[str, SubtaskRecord]:
         """Each run's current subtask (the one its ``current_subtask`` names), by run id;
         runs without one are left out. Read in chunks, so any number of runs may be asked."""
-        runs, sp = self.t.task_runs, self.t.subtask_progress
-        columns = record_columns(SubtaskRecord, {c.name: c for c in sp.c})
         found: dict[str, SubtaskRecord] = {}
         wanted = list(dict.fromkeys(run_ids))
+        stmt = current_subtasks_select(self.t)
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            stmt = (
-                select(*columns)
-                .select_from(
-                    sp.join(
-                        runs,
-                        and_(
-                            runs.c.run_id == sp.c.run_id,
-                            runs.c.current_subtask == sp.c.subtask_number,
-                        ),
-                    )
-                )
-                .where(sp.c.run_id.in_(chunk))
-            )
+            chunk = {"x_run_ids": wanted[start : start + 500]}
 
-            def read(conn: Connection, query: Any = stmt) -> list[Any]:
-                return list(conn.execute(query).all())
+            def read(conn: Connection, given: Any = chunk) -> list[Any]:
+                return list(conn.execute(stmt, given).all())
 
             rows = self._run("reading current subtasks", read, write=False)
             found.update((r.run_id, _subtask_record(r)) for r in rows)
+        return found
+
+    def last_successes(self) -> list[RunRecord]:
+        """Each task's latest COMPLETED run (by start time), newest first."""
+        stmt = last_successes_select(self.t)
+        rows = self._run("reading the last successes", lambda c: c.execute(stmt).all(), write=False)
+        return [_run_record(r) for r in rows]
+
+    def recent_durations(self, task_ids: Sequence[int], per_task: int) -> dict[int, list[float]]:
+        """The durations in seconds of each of ``task_ids``' latest ``per_task`` COMPLETED
+        runs, newest first, by task id (tasks without one are left out)."""
+        wanted = list(dict.fromkeys(task_ids))
+        found: dict[int, list[float]] = {}
+        for start in range(0, len(wanted), _TASKS_PER_STATEMENT):
+            chunk = wanted[start : start + _TASKS_PER_STATEMENT]
+            stmt = recent_completed_select(self.t, len(chunk), per_task)
+            params = {f"x_task_{i}": task_id for i, task_id in enumerate(chunk)}
+
+            def read(conn: Connection, query: Any = stmt, given: Any = params) -> list[Any]:
+                return list(conn.execute(query, given).all())
+
+            for task_id, started, ended in self._run("reading recent durations", read, write=False):
+                if started is not None and ended is not None:
+                    found.setdefault(int(task_id), []).append((ended - started).total_seconds())
         return found
 
     def tasks(self, stage: str | None = None) -> list[TaskRecord]:
@@ -199,10 +193,10 @@ class Reads(StoreCore):
         if stage is not None:
             stmt = stmt.where(st.c.stage_name == stage)
         stmt = stmt.order_by(
-            _ordered(st.c.stage_order),
+            ordered(st.c.stage_order),
             st.c.stage_order,
             st.c.stage_name,
-            _ordered(tk.c.task_order),
+            ordered(tk.c.task_order),
             tk.c.task_order,
             tk.c.task_name,
         )
@@ -212,7 +206,7 @@ class Reads(StoreCore):
     def stages(self) -> list[StageRecord]:
         st = self.t.stages
         stmt = select(*record_columns(StageRecord, {c.name: c for c in st.c})).order_by(
-            _ordered(st.c.stage_order), st.c.stage_order, st.c.stage_name
+            ordered(st.c.stage_order), st.c.stage_order, st.c.stage_name
         )
         rows = self._run("reading stages", lambda c: c.execute(stmt).all(), write=False)
         return [_stage_record(r) for r in rows]

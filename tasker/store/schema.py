@@ -45,7 +45,7 @@ from tasker.models import STATUS_VALUES, RunRecord, TaskStatusRecord
 __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
 
 # Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DIALECT_NAMES = ("postgresql", "sqlite", "mysql")
 ACTIVE_STATUS_VALUES = ("STARTED", "RUNNING")
 
@@ -280,7 +280,15 @@ def build_tables(schema: str | None = None, dialect: str | None = None) -> Table
         _status_check("task_runs"),
         # A task's runs by time: its history, and finding its latest run again.
         Index("ix_task_runs_task_start", "task_id", "start_time", "run_id"),
-        Index("ix_task_runs_start_time", "start_time"),
+        # Version 4: every read of the history walks one of these in (start_time, run_id)
+        # order, newest first, and stops at its limit (tasker.store.selects): the whole
+        # history, or since/until, and runs of several tasks (task_id, so that the filter
+        # reads the index alone); a status; a host; a task's runs of one status (its latest
+        # success, its recent durations).
+        Index("ix_task_runs_start_run", "start_time", "run_id", "task_id"),
+        Index("ix_task_runs_status_start", "status", "start_time", "run_id"),
+        Index("ix_task_runs_host_start", "hostname", "start_time", "run_id"),
+        Index("ix_task_runs_task_status", "task_id", "status", "start_time", "run_id"),
         Index("ix_task_runs_parent_run", "parent_run_id"),
         # Active runs: a partial index stays tiny however long the history grows. MySQL has
         # no partial indexes; its plain index on status serves the same range scan.

@@ -7,7 +7,8 @@ engine, tables and transactions they share):
 - :mod:`tasker.store.ddl`: creating, upgrading, checking and dropping the schema;
 - :mod:`tasker.store.tasks` and :mod:`tasker.store.runs`: stage, task and run writes;
 - :mod:`tasker.store.subtasks`: subtask writes;
-- :mod:`tasker.store.reads`: the queries;
+- :mod:`tasker.store.reads`: the queries, whose statements :mod:`tasker.store.selects`
+  builds;
 - :mod:`tasker.store.replay`: journal replay.
 """
 
