@@ -50,11 +50,13 @@ def cmd_config(args: argparse.Namespace) -> int:
             print(f"\nconfiguration file: {config.config_file}")
     if args.check:
         from tasker.runtime.recorder import RECORDER
+        from tasker.store.ddl import no_tables
 
         read_only()  # a check that creates what it checks would prove nothing
         version = RECORDER.raw_store.schema_version()
-        state = f"schema version {version}" if version else "no tasker schema yet (tasker init)"
-        print(f"\nconnected to {config.url}: {state}", file=sys.stderr)
+        if version is None:
+            raise no_tables(config)  # connected, but nothing there to use: a failed check
+        print(f"\nconnected to {config.url}: schema version {version}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -85,6 +87,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_reap(args: argparse.Namespace) -> int:
     import tasker
 
+    read_only()  # no tables, no runs to reap: creating them would only hide the mistake
     replay_waiting()
     lost = tasker.reap_lost_runs(stale_after=args.stale_after)
     for run in lost:

@@ -36,7 +36,8 @@ def run_id_of(args: argparse.Namespace) -> str:
     or more), else ``--run-id``, else ``$TASKER_RUN_ID``.
 
     A whole run id is taken as it is (no database read: a script goes on while the database
-    is away, its events journaled); a prefix is looked up."""
+    is away, its events journaled); a prefix is looked up, in the database or, while it is
+    away, among the shell runs this machine started."""
     given = getattr(args, "run_id", None)
     option = getattr(args, "run_id_option", None)
     if given and option and given != option:
@@ -50,7 +51,7 @@ def run_id_of(args: argparse.Namespace) -> str:
                 "TASKER_RUN_ID, as `export TASKER_RUN_ID=$(tasker start STAGE TASK)` does"
             )
     from tasker import validate
-    from tasker.errors import ValidationError
+    from tasker.errors import DatabaseError, ValidationError
 
     try:
         return validate.run_id(text, "RUN_ID")
@@ -58,7 +59,24 @@ def run_id_of(args: argparse.Namespace) -> str:
         pass
     from tasker.queries import find_run
 
-    return find_run(text).run_id
+    try:
+        return find_run(text).run_id
+    except DatabaseError as exc:
+        if not exc.unavailable:
+            raise
+        # The database is away: a run a shell script of this machine started is known here
+        # too (tasker.runtime.shell_runs), so the script goes on and its events are journaled.
+        from tasker.runtime import shell_runs
+
+        known = shell_runs.with_prefix(text.strip().lower())
+        if len(known) != 1:
+            raise DatabaseError(
+                f"cannot tell which run {text!r} is the start of: {exc} (while the database is "
+                "away, give the whole run id, or the prefix of a run a shell script started "
+                "on this machine)",
+                unavailable=True,
+            ) from None
+        return known[0]
 
 
 def read_only() -> None:

@@ -419,16 +419,19 @@ def serve(host: str = "127.0.0.1", port: int = 8787, token: str | None = None) -
     """Serve the dashboard until interrupted. Off the loopback address a token is required
     (one is made up and printed when none is given).
 
-    The dashboard never creates a database: an SQLite file that is not there is an error
-    now, not an empty database made up for it. An address that cannot be listened on (the
-    port in use, say) is a ConfigError before anything is printed; the URL is printed once
-    the socket listens."""
+    The dashboard never creates a database, schema or table: an SQLite file that is not
+    there, or a database without tasker's tables, is an error now, not an empty database
+    made up for it. An address that cannot be listened on (the port in use, say) is a
+    ConfigError before anything is printed; the URL is printed once the socket listens."""
     import uvicorn
 
+    from tasker.runtime.recorder import RECORDER
     from tasker.store.engine import existing_databases_only, missing_database
 
     with existing_databases_only():
-        missing = missing_database(tasker.get_config())
+        # One error now rather than a dashboard whose every page says so (a database that
+        # cannot be reached yet is no reason not to start: the pages say so until it is back).
+        missing = missing_database(tasker.get_config()) or RECORDER.raw_store.missing_tables()
         if missing is not None:
             raise missing
         _serve(uvicorn, host, port, token)

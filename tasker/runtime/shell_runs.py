@@ -22,7 +22,14 @@ from pathlib import Path
 
 from tasker.config import user_state_dir
 
-__all__ = ["current_subtask", "forget", "next_subtask", "note_subtask", "remember"]
+__all__ = [
+    "current_subtask",
+    "forget",
+    "next_subtask",
+    "note_subtask",
+    "remember",
+    "with_prefix",
+]
 
 # Files of runs a script never ended are removed after this long.
 KEEP_SECONDS = 30 * 24 * 3600
@@ -119,3 +126,20 @@ def forget(run_id: str) -> None:
     """The shell run ended."""
     with contextlib.suppress(OSError, ValueError):
         _path(run_id).unlink()
+
+
+def with_prefix(prefix: str) -> list[str]:
+    """The shell runs this machine keeps state for whose id starts with ``prefix``: how a
+    run id prefix is known while the database, which would look it up, is away."""
+    try:
+        names = [entry.name for entry in _folder().iterdir()]
+    except OSError:
+        return []
+    return sorted(name for name in names if name.startswith(prefix) and _is_run_id(name))
+
+
+def _is_run_id(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False

@@ -1,5 +1,5 @@
-"""The schema's life: creating it (safely from many processes at once), upgrading it in
-place, checking its version, dropping it."""
+"""The schema's life: creating it (safely from many processes at once, never for read
+commands: see tasker.store.creation), upgrading it in place, checking its version, dropping it."""
 
 from __future__ import annotations
 
@@ -9,16 +9,40 @@ from typing import TypeVar
 from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from tasker.config import Config
 from tasker.errors import DatabaseError, SchemaVersionError
 from tasker.store.core import StoreCore
+from tasker.store.creation import creating_allowed
+from tasker.store.engine import describe_target
 from tasker.store.schema import SCHEMA_VERSION, ddl_statements
 
-__all__ = ["SchemaDdl"]
+__all__ = ["SchemaDdl", "no_tables"]
 
 T = TypeVar("T")
 
 # A lock id every tasker process agrees on, for serialising schema creation.
 _PG_LOCK_KEY = 0x7A5C3E1
+
+
+def no_tables(config: Config) -> DatabaseError:
+    """The error of a read command (or the dashboard) that finds no tasker tables where
+    ``config`` points, which it may not create (see tasker.store.creation): one line saying
+    where it looked and how to create them."""
+    where = describe_target(config)
+    if config.db_schema:
+        source = config.sources.get("schema", "default")
+        place = f"schema {config.db_schema!r} (from {source}) of the {where}"
+        other = "TASKER_DB_SCHEMA or database.schema at the schema"
+    elif config.driver == "sqlite":
+        place = f"the {where}"
+        other = "TASKER_DB_URL or database.path at the file"
+    else:
+        place = f"the {where}"
+        other = "TASKER_DB_URL or database.dbname at the database"
+    return DatabaseError(
+        f"there are no tasker tables in {place} yet: create them with `tasker init` (or by "
+        f"running a tracked task) with this configuration, or point {other} that has them"
+    )
 
 
 class SchemaDdl(StoreCore):
@@ -47,6 +71,15 @@ class SchemaDdl(StoreCore):
         # Another process created the schema between the two looks: read it now (a real
         # error, of a schema that was there all along, is raised by this second read).
         return self._run("reading the schema version", read, write=False)
+
+    def missing_tables(self) -> DatabaseError | None:
+        """The error of :func:`no_tables` when the database answers and has no tasker tables;
+        None when it has them, or cannot be reached now (the caller decides what then)."""
+        try:
+            version = self.schema_version()
+        except DatabaseError:
+            return None
+        return no_tables(self.config) if version is None else None
 
     def create_schema(self) -> bool:
         """Create every table, index, view and trigger unless they exist; True if created.
@@ -160,8 +193,12 @@ class SchemaDdl(StoreCore):
         if self._schema_checked:  # another thread did it while this one waited
             return
         version = self.schema_version()
+        if version is None and not creating_allowed():
+            # A read command: creating the schema (PostgreSQL) or the tables would answer
+            # from an empty database made up for it, and leave it behind.
+            raise no_tables(self.config)
         if version is None or version < SCHEMA_VERSION:
-            self.create_schema()  # creates, or upgrades in place
+            self.create_schema()  # creates, or upgrades in place (an existing schema)
         else:
             self._check_version(version)
         self._schema_checked = True

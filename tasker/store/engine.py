@@ -31,6 +31,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasker.config import Config
 from tasker.errors import ConfigError, DatabaseError
+from tasker.store.creation import (
+    creating_allowed,
+    existing_databases_only,
+    never_create_databases,
+)
 from tasker.store.errors import (
     CONNECTION_GONE,
     PACKET_TOO_LARGE,
@@ -41,17 +46,13 @@ from tasker.store.errors import (
     statement_size,
     timed_out,
 )
-from tasker.store.sqlite import (
-    existing_databases_only,
-    missing_database,
-    never_create_databases,
-    sqlite_engine,
-)
+from tasker.store.sqlite import missing_database, sqlite_engine
 from tasker.store.timeouts import ANSWER_GRACE_S, bound_mysql_sessions, mysql_args, postgres_args
 from tasker.store.watchdog import WATCHDOG, guard_psycopg
 
 __all__ = [
     "WATCHDOG",
+    "creating_allowed",
     "describe_target",
     "existing_databases_only",
     "is_transient",
@@ -64,6 +65,10 @@ __all__ = [
     "timed_out",
     "wrap_db_error",
 ]
+
+
+# MySQL/MariaDB: "Unknown database" when connecting to one that is not there.
+_UNKNOWN_DATABASE = 1049
 
 
 def make_engine(config: Config) -> Engine:
@@ -148,6 +153,12 @@ def wrap_db_error(exc: BaseException, config: Config, doing: str) -> DatabaseErr
             f"{ANSWER_GRACE_S:g} s), so tasker closed the connection: the network or the "
             f"server stalls ({first_line})"
         )
+    elif _no_such_database(exc, config, first_line):
+        # Never created by tasker (it needs rights a tracked program should not have).
+        first_line = (
+            f"there is no database {config.dbname!r} on that server ({first_line}): create it "
+            f"(CREATE DATABASE {config.dbname}), then its tables with `tasker init`"
+        )
     elif timed_out(exc):
         first_line = (
             f"{first_line}: no answer within connect_timeout ({config.connect_timeout:g} s) or "
@@ -156,6 +167,17 @@ def wrap_db_error(exc: BaseException, config: Config, doing: str) -> DatabaseErr
     return DatabaseError(
         _scrub(f"{doing} failed on {describe_target(config)}: {first_line}", config),
         unavailable=refused is None and (is_unavailable(exc) or expired is not None),
+    )
+
+
+def _no_such_database(exc: BaseException, config: Config, first_line: str) -> bool:
+    """Did connecting fail because the database the configuration names is not there?
+    MySQL/MariaDB say so with error 1049; libpq only in its message (no SQLSTATE before the
+    connection is made)."""
+    if config.driver == "mysql":
+        return _UNKNOWN_DATABASE in mysql_codes(exc)
+    return config.driver == "postgresql" and f'database "{config.dbname}" does not exist' in (
+        first_line
     )
 
 

@@ -3,10 +3,8 @@ busy timeout, WAL, and transactions that take the write lock up front."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,40 +15,16 @@ from sqlalchemy.pool import StaticPool
 
 from tasker.config import Config
 from tasker.errors import ConfigError, DatabaseError
+from tasker.store.creation import creating_allowed
 from tasker.store.errors import is_transient
 
-__all__ = ["existing_databases_only", "missing_database", "never_create_databases", "sqlite_engine"]
-
-# Read commands and the dashboard must never create a database that is not there (see
-# never_create_databases()); tracking and `tasker init` do create it.
-_create_missing = True
-
-
-def never_create_databases(enabled: bool = True) -> bool:
-    """From now on (in this process) open only SQLite files that exist, and never create a
-    folder for one: for read commands and the dashboard. ``enabled=False`` restores the
-    default, in which the first use creates the file and its folder. Returns the previous
-    state (True when databases were not created)."""
-    global _create_missing
-    before = not _create_missing
-    _create_missing = not enabled
-    return before
-
-
-@contextlib.contextmanager
-def existing_databases_only() -> Iterator[None]:
-    """never_create_databases() for the duration of a block."""
-    before = never_create_databases()
-    try:
-        yield
-    finally:
-        never_create_databases(before)
+__all__ = ["missing_database", "sqlite_engine"]
 
 
 def missing_database(config: Config) -> DatabaseError | None:
     """The error to raise when ``config`` names an SQLite file that does not exist and
     databases may not be created here (see never_create_databases()); else None."""
-    if _create_missing or config.driver != "sqlite":
+    if creating_allowed() or config.driver != "sqlite":
         return None
     path = config.path or ":memory:"
     if path == ":memory:" or path.startswith("file:") or Path(path).expanduser().is_file():
@@ -70,7 +44,7 @@ def sqlite_engine(config: Config) -> Engine:
     missing = missing_database(config)
     if missing is not None:
         raise missing
-    if not memory and _create_missing:
+    if not memory and creating_allowed():
         try:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -82,7 +56,7 @@ def sqlite_engine(config: Config) -> Engine:
     connect_args: dict[str, Any] = {"timeout": config.lock_timeout, "check_same_thread": False}
     if not memory:
         full = str(Path(path).expanduser())
-        if _create_missing:
+        if creating_allowed():
             url = url.set(database=full)
         else:
             # mode=rw: read and write (the reaper writes) a file that exists, never create

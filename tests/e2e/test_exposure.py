@@ -6,20 +6,24 @@ devices); the dashboard to pages of other sites (Host header) or to odd tokens (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 import tasker
 from tasker.config import load_config, mask_url
 from tasker.runtime.recorder import RECORDER
+from tasker.store.engine import describe_target
 from tests.conftest import ROOT, Backend
 from tests.e2e.test_dashboard import Served
 from tests.helpers import free_port, run_script, tasker_cli, write_script
@@ -27,28 +31,62 @@ from tests.helpers import free_port, run_script, tasker_cli, write_script
 # ---------------------------------------------------------------------------- passwords
 
 # Two halves of one password, so that a URL that splits it at an unencoded "@" can be
-# checked for either half.
+# checked for either half; and a password of digits, which a URL without "@" shows as a port.
 HALF_A, HALF_B = "Zq9xW", "SECRETpw7"
 PASSWORD = HALF_A + HALF_B
+DIGITS = "8675309123"
 
 
 def _shapes(port: int) -> dict[str, str]:
-    """URLs that hold PASSWORD (or its halves), one per shape that used to leak it."""
+    """URLs that hold PASSWORD (or its halves, or DIGITS), one per shape that used to leak it."""
     return {
         "one slash": f"postgresql:/tracker:{PASSWORD}@127.0.0.1:{port}/pipes",
         "no dialect": f"tracker:{PASSWORD}@127.0.0.1:{port}/pipes",
         "unencoded @": f"postgresql://tracker:{HALF_A}@{HALF_B}@127.0.0.1:{port}/pipes",
         "unencoded @ and /": f"mysql://tracker:{HALF_A}@/{HALF_B}@127.0.0.1:{port}/pipes",
         "query parameter": f"postgresql://tracker@127.0.0.1:{port}/pipes?password={PASSWORD}",
+        "percent-encoded": f"postgresql://tracker:{HALF_A}%40{HALF_B}@127.0.0.1:{port}/pipes",
+        "percent-encoded key": f"postgresql://tracker@127.0.0.1:{port}/pipes?pass%77ord={PASSWORD}",
+        "no user": f"postgresql://:{PASSWORD}@127.0.0.1:{port}/pipes",
+        "a blank in it": f"postgresql://tracker:{HALF_A} {HALF_B}@127.0.0.1:{port}/pipes",
+        # No "@" at all: nothing says where the password ends, so all of it after the user's
+        # ":" is masked.
+        "no host": f"postgresql://tracker:{PASSWORD}",
+        "no host, a database": f"postgresql://tracker:{PASSWORD}/pipes",
+        "no host, MariaDB": f"mysql://root:{PASSWORD}",
+        "no host, a port": f"postgresql://tracker:{PASSWORD}:{port}/pipes",
+        "no host, no dialect": f"tracker:{PASSWORD}",
+        "no host, one slash": f"postgresql:/tracker:{PASSWORD}",
+        "no host, percent-encoded": f"postgresql://tracker:{HALF_A}%2F{HALF_B}",
+        "no host, digits": f"postgresql://tracker:{DIGITS}/pipes",
+        "one slash, a parameter": (
+            f"postgresql:/tracker@127.0.0.1:{port}/pipes?sslpassword={PASSWORD}"
+        ),
+        "an open bracket": f"postgresql://tracker:{PASSWORD}@[::1:{port}/pipes",
+        "blanks around": f" postgresql://tracker:{PASSWORD}@127.0.0.1:{port}/pipes ",
     }
 
 
 # The shapes that are not URLs at all: they are refused, with the password masked.
-MALFORMED = ("one slash", "no dialect")
+MALFORMED = (
+    "one slash",
+    "no dialect",
+    "no host",
+    "no host, a database",
+    "no host, MariaDB",
+    "no host, a port",
+    "no host, no dialect",
+    "no host, one slash",
+    "no host, percent-encoded",
+    "no host, digits",
+    "one slash, a parameter",
+    "an open bracket",
+    "blanks around",
+)
 
 
 def _assert_no_password(text: str, where: str) -> None:
-    for part in (HALF_A, HALF_B):
+    for part in (HALF_A, HALF_B, DIGITS):
         assert part not in text, f"{where} shows part of the password:\n{text}"
 
 
@@ -59,9 +97,44 @@ def port() -> int:
 
 @pytest.mark.parametrize("shape", list(_shapes(1)))
 def test_mask_url_masks_every_shape(shape: str) -> None:
-    masked = mask_url(_shapes(5432)[shape])
+    url = _shapes(5432)[shape]
+    masked = mask_url(url)
     _assert_no_password(masked, "mask_url")
-    assert "***" in masked and "127.0.0.1" in masked
+    assert "***" in masked
+    if "@127.0.0.1" in url:  # where the database is stays readable
+        assert "127.0.0.1" in masked
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u:PW", "postgresql://u:***"),
+        ("postgresql://u:PW/db", "postgresql://u:***"),
+        ("mysql://root:PW", "mysql://root:***"),
+        ("postgresql://u:PW:5432/db", "postgresql://u:***"),
+        ("postgresql://u:12%40W", "postgresql://u:***"),
+        ("postgresql://:PW", "postgresql://:***"),
+        ("postgresql:/u:PW", "postgresql:/u:***"),
+        ("u:PW", "u:***"),
+        ("postgresql:u:PW@h/db", "postgresql:***@h/db"),
+        ("postgresql://u:99999/db", "postgresql://u:***"),
+        ("postgresql://u:PW@h:notaport/db", "postgresql://u:***@h:notaport/db"),
+        ("postgresql://u@h/db?password=PW&x=1", "postgresql://u@h/db?password=***&x=1"),
+        ("postgresql://u@h/db?pass%77ord=P%40W", "postgresql://u@h/db?password=***"),
+        ("postgresql:/u@h/db?Pass%77ord=PW", "postgresql:/u@h/db?Pass%77ord=***"),
+        (
+            "postgresql://u:PW@h/db?sslpassword=a;b&x=1",
+            "postgresql://u:***@h/db?sslpassword=***&x=1",
+        ),
+        ("host=h password='P W' dbname=d", "host=h password=*** dbname=d"),
+        # Nothing to mask: a URL without a password is shown as it is.
+        ("postgresql://db.example:5432/pipes", "postgresql://db.example:5432/pipes"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_mask_url_masks_after_the_user_when_in_doubt(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
 
 
 @pytest.mark.parametrize("shape", list(_shapes(1)))
@@ -115,16 +188,20 @@ def _child_env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("shape", list(_shapes(1)))
-def test_tasker_config_hides_the_password(shape: str, port: int, tmp_path: Path) -> None:
+def test_tasker_config_and_status_hide_the_password(shape: str, port: int, tmp_path: Path) -> None:
     env = _child_env(tmp_path, _shapes(port)[shape])
-    for args in (("config",), ("config", "--json"), ("config", "--check")):
+    for args in (("config",), ("config", "--json"), ("config", "--check"), ("status",)):
         done = tasker_cli(env, *args)
         _assert_no_password(done.stdout + done.stderr, f"tasker {' '.join(args)} ({shape})")
         assert "Traceback" not in done.stderr
         if shape in MALFORMED:
-            assert done.returncode == 1 and "is not a database URL" in done.stderr
-        elif args[-1] != "--check":
+            assert done.returncode == 1, done.stderr
+            (line,) = done.stderr.splitlines()  # one line, the masked URL in it
+            assert "is not a database URL" in line and "***" in line, line
+        elif args[0] == "config" and args[-1] != "--check":
             assert done.returncode == 0 and "***" in done.stdout, done.stderr
+        else:  # connects: refused, saying where (never with what password)
+            assert done.returncode == 1 and f"127.0.0.1:{port}" in done.stderr, done.stderr
 
 
 JOB = """
@@ -156,9 +233,10 @@ def test_warnings_journals_and_tracebacks_hide_the_password(
     else:
         assert files, done.stderr
         header = json.loads(files[0].read_text(encoding="utf-8").splitlines()[0])
-        assert header["database"] == f"postgresql database 'pipes' at 127.0.0.1:{port} as " + (
-            "user 'tracker'"
-        ) or header["database"].startswith("mysql database 'pipes' at 127.0.0.1")
+        dialect = _shapes(port)[shape].partition(":")[0]
+        assert header["database"].startswith(
+            f"{dialect} database 'pipes' at 127.0.0.1:{port} as user "
+        ), header
         for file in files:
             _assert_no_password(file.read_text(encoding="utf-8"), f"journal {file.name}")
     strict = run_script(script, _child_env(tmp_path, _shapes(port)[shape], TASKER_STRICT="true"))
@@ -449,3 +527,106 @@ def test_writes_still_create_the_database(cli_env: dict[str, str], tmp_path: Pat
     assert ran.returncode == 0 and other.is_file(), ran.stderr
     history = tasker_cli({**cli_env, "TASKER_DB_PATH": str(other)}, "history", "--json")
     assert history.returncode == 0 and json.loads(history.stdout)[0]["status"] == "COMPLETED"
+
+
+def _tasker_objects(db: Backend, sqlite_path: Path) -> int:
+    """What exists where tasker would put its tables: on PostgreSQL the test's schema and
+    anything in it, on MariaDB the tables of the test's database, on SQLite the file's."""
+    if db.name == "postgresql":
+        tag = db.settings["schema"]
+        return int(
+            db.scalar(
+                f"SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{tag}'"
+            )
+        ) + int(
+            db.scalar(
+                f"SELECT count(*) FROM information_schema.tables WHERE table_schema = '{tag}'"
+            )
+        )
+    if db.name == "mysql":
+        return int(
+            db.scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE()"
+            )
+        )
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(sqlite_path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
+
+
+def test_read_commands_never_create_a_schema_or_tables(
+    db: Backend, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A PostgreSQL schema that is not there (the test's own, never created), a MariaDB
+    database and an SQLite file that are there but empty: no read command creates the
+    schema or a table; each says so in one line, exit status 1."""
+    sqlite_path = tmp_path / "empty.db"
+    env = dict(child_env)
+    if db.name == "sqlite":
+        sqlite_path.touch()  # there, but empty (a file made by hand, or by another program)
+        env["TASKER_DB_PATH"] = str(sqlite_path)
+        config = db.configure(path=str(sqlite_path))
+        place = f"the SQLite database {sqlite_path}"
+        other = "TASKER_DB_URL or database.path at the file"
+    else:
+        config = db.configure()
+        where = describe_target(config)
+        if db.name == "postgresql":
+            place = (
+                f"schema {db.settings['schema']!r} (from environment variable TASKER_DB_SCHEMA)"
+                f" of the {where}"
+            )
+            other = "TASKER_DB_SCHEMA or database.schema at the schema"
+        else:
+            place = f"the {where}"
+            other = "TASKER_DB_URL or database.dbname at the database"
+    expected = (
+        f"tasker: error: there are no tasker tables in {place} yet: create them with `tasker "
+        f"init` (or by running a tracked task) with this configuration, or point {other} that "
+        "has them"
+    )
+    before = _tasker_objects(db, sqlite_path)
+    assert before == 0
+    for args in (*READ_COMMANDS, ("reap",), ("dashboard", "--port", str(free_port()))):
+        done = tasker_cli(env, *args)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert done.stderr.splitlines() == [expected], args
+        assert _tasker_objects(db, sqlite_path) == 0, args
+    # Writes still create them (and the fixture drops what they created).
+    assert tasker_cli(env, "init").returncode == 0
+    status = tasker_cli(env, "status")
+    assert status.returncode == 0 and "no tasks registered yet" in status.stdout, status.stderr
+    assert _tasker_objects(db, sqlite_path) > 0
+
+
+def test_a_database_that_is_not_there_is_named_and_never_created(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    """A server database that is not there: one line naming it and how to create it; tasker
+    never creates a database on a server."""
+    if db.name == "sqlite":
+        pytest.skip("SQLite: test_read_commands_never_create_a_database")
+    name = "nodb" + uuid.uuid4().hex[:10]
+    url = make_url(db.settings["url"]).set(database=name).render_as_string(hide_password=False)
+    env = {**child_env, "TASKER_DB_URL": url}
+    config = tasker.configure(url=url, console="false")
+    where = describe_target(config)
+    for args in (("status",), ("history",), ("config", "--check")):
+        done = tasker_cli(env, *args)
+        assert done.returncode == 1, (args, done.stderr)
+        (line,) = done.stderr.splitlines()
+        # The driver's own reason in the middle, in parentheses.
+        assert line.startswith(
+            f"tasker: error: looking for the schema failed on {where}: there is no database "
+            f"{name!r} on that server ("
+        ), line
+        assert line.endswith(
+            f"): create it (CREATE DATABASE {name}), then its tables with `tasker init`"
+        ), line
+    db.configure()
+    if db.name == "postgresql":
+        query = f"SELECT count(*) FROM pg_database WHERE datname = '{name}'"
+    else:
+        query = f"SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{name}'"
+    assert db.scalar(query) == 0

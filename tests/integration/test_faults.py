@@ -300,6 +300,143 @@ def test_a_set_e_shell_script_runs_through_while_the_database_is_away(
     check_shell_pipeline(result.stderr)
 
 
+def _away_env(child_env: dict[str, str]) -> dict[str, str]:
+    """child_env with the database replaced by a port nothing listens on."""
+    away = {**child_env, "TASKER_DB_URL": f"postgresql://nobody@127.0.0.1:{_closed_port()}/gone"}
+    away.pop("TASKER_DB_PATH", None)
+    away.pop("TASKER_DB_SCHEMA", None)
+    return away
+
+
+def test_every_shell_call_exits_0_while_the_database_is_away_and_replays_exactly(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    """Each recording command a shell script may call (update, fail, subtask start, update,
+    increment, complete and fail, a run named by a prefix, an ending given as update's
+    status) exits 0 while the database is away and journals its event; replayed, the runs
+    hold exactly those values."""
+    away = _away_env(child_env)
+
+    def call(env: dict[str, str], *args: str) -> str:
+        done = tasker_cli(env, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        return done.stdout.strip()
+
+    run_id = call(away, "start", "S", "away", "--total-subtasks", "3", "--message", "begun")
+    env = {**away, "TASKER_RUN_ID": run_id}
+    call(env, "update", "--status", "RUNNING", "--percent", "10", "--message", "warming up")
+    assert call(env, "subtask", "start", "load", "--items", "5") == "1"
+    call(env, "subtask", "update", "--items-complete", "2", "--message", "two in")
+    call(env, "subtask", "increment", "--by", "2")
+    call(env, "subtask", "fail", "--message", "bad row")
+    # A prefix of the run's id: known on this machine, without the database.
+    assert call(away, "subtask", "start", run_id[:8], "check") == "2"
+    call(away, "subtask", "update", run_id[:8], "--status", "RUNNING", "--percent", "40")
+    call(env, "subtask", "complete", "--message", "checked")
+    call(env, "update", "--percent", "60", "--message", "two of three")
+    assert call(env, "subtask", "start", "publish", "--number", "3", "--items", "1") == "3"
+    call(env, "subtask", "update", "--number", "3", "--percent", "50")
+    call(env, "fail", "--message", "broke", "--exit-code", "3")
+    # A second run, ended by update's status.
+    other = call(away, "start", "S", "ended by update")
+    call(away, "subtask", "start", other, "copy", "--items", "3")
+    call(away, "subtask", "increment", other, "--by", "3", "--number", "1")
+    call(away, "subtask", "complete", other, "--items-complete", "3")
+    call(away, "update", other, "--status", "COMPLETED", "--message", "copied")
+
+    journals = sorted(Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl"))
+    assert len(journals) == 18  # one file per call: each recorded one event
+    replayed = tasker.replay_journal(journals)
+    assert (replayed.failed, replayed.files, replayed.events) == (0, 18, 18)
+
+    run = tasker.get_run(run_id)
+    assert (run.task_name, run.task_type, run.status, run.exit_code, run.error_message) == (
+        "away",
+        "sh",
+        "FAILED",
+        3,
+        "broke",
+    )
+    assert (
+        run.total_subtasks,
+        run.current_subtask,
+        run.overall_percent_complete,
+        run.overall_progress_message,
+    ) == (3, 3, 60.0, "two of three")
+    subtasks = [
+        (
+            s.subtask_number,
+            s.subtask_name,
+            s.status,
+            s.items_complete,
+            s.items_total,
+            s.percent_complete,
+            s.progress_message,
+            s.error_message,
+        )
+        for s in tasker.get_subtask_progress(run_id)
+    ]
+    assert subtasks == [
+        (1, "load", "FAILED", 4, 5, 80.0, "two in", "bad row"),
+        (2, "check", "COMPLETED", 0, None, 100.0, "checked", None),
+        (3, "publish", "FAILED", 0, 1, 50.0, None, "ended FAILED with its run"),
+    ]
+    second = tasker.get_run(other)
+    assert (second.status, second.overall_progress_message, second.error_message) == (
+        "COMPLETED",
+        "copied",
+        None,
+    )
+    ((number, status, done, total),) = [
+        (s.subtask_number, s.status, s.items_complete, s.items_total)
+        for s in tasker.get_subtask_progress(other)
+    ]
+    assert (number, status, done, total) == (1, "COMPLETED", 3, 3)
+
+
+def test_a_usage_error_while_the_database_is_away_still_exits_2(
+    db: Backend, child_env: dict[str, str]
+) -> None:
+    away = _away_env(child_env)
+    start = tasker_cli(away, "start", "S", "usage")
+    assert start.returncode == 0, start.stderr
+    run_id = start.stdout.strip()
+    env = {**away, "TASKER_RUN_ID": run_id}
+    usage_errors: list[tuple[dict[str, str], tuple[str, ...], str]] = [
+        (env, ("update", "--percent", "500"), "overall_percent must be a number from 0 to 100"),
+        (env, ("update", "--status", "BOGUS"), "argument --status: invalid choice: 'BOGUS'"),
+        (env, ("fail", "--exit-code", "x"), "argument --exit-code: invalid int value: 'x'"),
+        (env, ("subtask", "start"), "the following arguments are required: NAME"),
+        (env, ("subtask", "update", "--percent", "abc"), "argument --percent: expected a number"),
+        (env, ("subtask", "increment", "--by", "-1"), "--by must be 0 or more, got -1"),
+        (env, ("subtask", "fail", "abc"), "a prefix of at least 4 of its characters, got 'abc'"),
+        (away, ("complete",), "no run named: give RUN_ID"),
+        (away, ("subtask", "update", "--items-complete", "2"), "no run named: give RUN_ID"),
+    ]
+    for call_env, args, message in usage_errors:
+        done = tasker_cli(call_env, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr.splitlines()[-1], (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    # A prefix no run of this machine has cannot be resolved while the database is away:
+    # a failure (1), saying so, not a usage error.
+    unknown = tasker_cli(away, "update", "0000", "--message", "x")
+    assert unknown.returncode == 1
+    (line,) = unknown.stderr.splitlines()
+    assert line.startswith("tasker: error: cannot tell which run '0000' is the start of: ")
+    assert line.endswith(
+        "(while the database is away, give the whole run id, or the prefix of a run a shell "
+        "script started on this machine)"
+    )
+    # Only the start was journaled: the refused calls recorded nothing.
+    journals = sorted(Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl"))
+    assert tasker.replay_journal(journals).events == 1
+    run = tasker.get_run(run_id)
+    assert (run.status, run.overall_percent_complete, run.exit_code) == ("STARTED", None, None)
+    assert tasker.get_subtask_progress(run_id) == []
+
+
 # ---------------------------------------------------------------------------- the file
 
 

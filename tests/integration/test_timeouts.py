@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -128,13 +129,37 @@ def test_the_bounds_reach_every_driver(db: Backend) -> None:
             dbapi = conn.connection.dbapi_connection
             params = dbapi.info.get_parameters()  # type: ignore[union-attr]
             assert params["connect_timeout"] == "2" and params["keepalives"] == "1"
-            assert "tcp_user_timeout" in params and "keepalives_idle" in params
+            # Probed after connect_timeout idle, every third of it, given up after 3 probes.
+            keepalive = ("keepalives_idle", "keepalives_interval", "keepalives_count")
+            assert [params[k] for k in keepalive] == ["2", "1", "3"]
+            assert params["tcp_user_timeout"] == "3000"  # statement_timeout + 1 s, in ms
         elif db.name == "mysql":
-            lock = conn.exec_driver_sql("SELECT @@innodb_lock_wait_timeout").scalar()
-            assert int(lock) == 1
-            assert float(conn.exec_driver_sql("SELECT @@max_statement_time").scalar()) == 2.0
-            dbapi = conn.connection.dbapi_connection
-            assert dbapi._read_timeout == STATEMENT + 1  # type: ignore[union-attr]
+            # The server's own session settings, read back from it.
+            row = conn.exec_driver_sql(
+                "SELECT @@innodb_lock_wait_timeout, @@lock_wait_timeout, @@max_statement_time"
+            ).one()
+            assert (int(row[0]), int(row[1]), float(row[2])) == (1, 1, 2.0)
+            # PyMySQL's bounds on each read and write, and on connecting.
+            dbapi: Any = conn.connection.dbapi_connection
+            assert (dbapi._read_timeout, dbapi._write_timeout, dbapi.connect_timeout) == (
+                STATEMENT + 1,
+                STATEMENT + 1,
+                CONNECT,
+            )
+            # ...as the socket has them, with TCP keepalive as for PostgreSQL (Linux names).
+            sock: socket.socket = dbapi._sock
+            assert sock.gettimeout() == STATEMENT + 1
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            tcp = [
+                sock.getsockopt(socket.IPPROTO_TCP, option)
+                for option in (
+                    socket.TCP_KEEPIDLE,
+                    socket.TCP_KEEPINTVL,
+                    socket.TCP_KEEPCNT,
+                    socket.TCP_USER_TIMEOUT,
+                )
+            ]
+            assert tcp == [2, 1, 3, 3000]
         else:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1000
 
