@@ -76,11 +76,7 @@ def make_durable() -> None:
             # Not while the database is known to be away, nor while a write is stuck on it:
             # each call would wait for a write that cannot happen.
             bound = _setting("exit_timeout", WORKER_FLUSH_TIMEOUT)
-            written = (
-                not writer.failing
-                and not writer.stalled(bound / 2)
-                and writer.flush(bound)
-            )
+            written = not writer.failing and not writer.stalled(bound / 2) and writer.flush(bound)
             if not written and in_worker_process():
                 # A worker may be killed the moment it returns (Pool.terminate()): what it
                 # could not write goes to its journal now, not at an exit that may not come.
