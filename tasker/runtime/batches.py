@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from tasker.errors import TaskerError
 from tasker.models import NewRun
 from tasker.runtime import console
 from tasker.runtime import events as ev
@@ -114,8 +115,20 @@ def whole_runs(events: list[Event]) -> tuple[list[Event], list[Any]]:
     return [e for e in events if e[1] not in whole], rows
 
 
-def write_batch(store: SqlStore, batch: list[Event], heartbeat: Heartbeat | None) -> None:
-    """Write ``batch`` (and the heartbeat) in one transaction: all of it, or none."""
+class BatchAbandoned(TaskerError):
+    """The process's exit gave up on this write and journaled its events meanwhile: the
+    write must not commit too, or replaying the journal would apply them twice."""
+
+
+def write_batch(
+    store: SqlStore,
+    batch: list[Event],
+    heartbeat: Heartbeat | None,
+    abandoned: Callable[[], bool] = lambda: False,
+) -> None:
+    """Write ``batch`` (and the heartbeat) in one transaction: all of it, or none — none,
+    too, when ``abandoned()`` has become true by the time the statements are done (a
+    write that waited on a lock or a stalled network past the exit's deadline)."""
     rest, whole = whole_runs(batch)
     ops: list[Callable[[], object]] = []
     if whole:
@@ -123,7 +136,13 @@ def write_batch(store: SqlStore, batch: list[Event], heartbeat: Heartbeat | None
     ops.extend(_bind(store, e) for e in rest)
     if heartbeat is not None:
         ops.append(lambda: store.heartbeat(*heartbeat))
+    ops.append(lambda: _still_wanted(abandoned))  # last, just before the commit
     store.batch(ops)
+
+
+def _still_wanted(abandoned: Callable[[], bool]) -> None:
+    if abandoned():
+        raise BatchAbandoned("the exit journaled this batch while its write waited")
 
 
 def _bind(store: SqlStore, event: Event) -> Callable[[], object]:

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING
 
 from tasker.errors import UnknownRunError, UnknownSubtaskError
 from tasker.runtime import events as ev
-from tasker.runtime.batches import Heartbeat, add_log_files, storable, write_batch
+from tasker.runtime.batches import (
+    BatchAbandoned,
+    Heartbeat,
+    add_log_files,
+    storable,
+    write_batch,
+)
 from tasker.runtime.counters import WriterStats
 from tasker.runtime.events import START_RUN, Event
 from tasker.runtime.outage import Outage, unreachable
@@ -57,12 +63,14 @@ class Delivery:
         outage: Outage,
         report: Callable[[str, BaseException], None],
         closing: Callable[[], bool],
+        abandoned: Callable[[], bool] = lambda: False,
     ):
         self._settings = settings
         self._stats = stats
         self._outage = outage
         self._report = report
         self._closing = closing
+        self._abandoned = abandoned
         # (event, deadline on the monotonic clock), in the order they were parked.
         self.parked: list[tuple[Event, float]] = []
         # The deadlines of the parked events in the batch being written, by id(event).
@@ -90,7 +98,9 @@ class Delivery:
         batch = add_log_files(pending)
         started = time.perf_counter()
         try:
-            write_batch(store, batch, heartbeat)
+            write_batch(store, batch, heartbeat, self._abandoned)
+        except BatchAbandoned as exc:
+            return exc  # rolled back: the journal has the events
         except Exception as exc:
             if unreachable(store, exc):
                 return exc
@@ -100,7 +110,9 @@ class Delivery:
                 self._one_by_one(store, batch, heartbeat)
             else:
                 try:
-                    write_batch(store, cleaned, heartbeat)
+                    write_batch(store, cleaned, heartbeat, self._abandoned)
+                except BatchAbandoned as again:
+                    return again
                 except Exception as again:
                     if unreachable(store, again):
                         return again
@@ -120,6 +132,8 @@ class Delivery:
         deadlines = self._deadlines
         now = time.monotonic()
         for event in events:
+            if self._abandoned():
+                return  # the exit journaled the batch: what is left here is its to replay
             try:
                 ev.apply(store, event)
             except (UnknownRunError, UnknownSubtaskError) as exc:

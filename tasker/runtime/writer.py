@@ -128,7 +128,12 @@ class Writer:
         # process's run whose writer has not written it: a worker is quicker than its parent's
         # flush), retried every cycle until their deadline.
         self._delivery = Delivery(
-            self._settings, self.stats, self._outage, self._report, lambda: self._closing
+            self._settings,
+            self.stats,
+            self._outage,
+            self._report,
+            lambda: self._closing,
+            lambda: self._abandoned,
         )
 
     # ------------------------------------------------------------------ caller side
