@@ -96,6 +96,11 @@ def spec_from_mapping(row: Mapping[str, Any], where: str) -> TaskSpec:
             _text_or_none(values.get("log_path"), f"{where}: log_path"),
             _text_or_none(values.get("log_filename"), f"{where}: log_filename"),
         )
+
+        def storable(value: str | None, field: str) -> str | None:
+            # Escaped, then cut to its column (a warning each): the database refuses neither.
+            return validate.optional_text(value, f"{where}: {field}", validate.WIDTHS.get(field))
+
         return TaskSpec(
             stage=validate.name(
                 str(values["stage"]).strip(), f"{where}: stage", validate.STAGE_NAME_MAX
@@ -103,17 +108,20 @@ def spec_from_mapping(row: Mapping[str, Any], where: str) -> TaskSpec:
             name=validate.name(
                 str(values["name"]).strip(), f"{where}: name", validate.TASK_NAME_MAX
             ),
-            task_type=_text_or_none(values.get("type"), f"{where}: type"),
+            task_type=storable(_text_or_none(values.get("type"), f"{where}: type"), "task_type"),
             stage_order=_int_or_none(values.get("stage_order"), f"{where}: stage_order"),
             task_order=_int_or_none(values.get("task_order"), f"{where}: task_order"),
-            description=_text_or_none(values.get("description"), f"{where}: description"),
-            stage_description=_text_or_none(
-                values.get("stage_description"), f"{where}: stage_description"
+            description=storable(
+                _text_or_none(values.get("description"), f"{where}: description"), "description"
             ),
-            script_path=script_path,
-            script_filename=script_filename,
-            log_path=log_path,
-            log_filename=log_filename,
+            stage_description=storable(
+                _text_or_none(values.get("stage_description"), f"{where}: stage_description"),
+                "stage_description",
+            ),
+            script_path=storable(script_path, "script_path"),
+            script_filename=storable(script_filename, "script_filename"),
+            log_path=storable(log_path, "log_path"),
+            log_filename=storable(log_filename, "log_filename"),
         )
     except RegistrationError:
         raise

@@ -6,29 +6,57 @@ import math
 import uuid
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 from tasker.errors import TaskerWarning, ValidationError
 
 __all__ = [
     "COUNT_MAX",
     "NUMBER_MAX",
+    "WIDTHS",
+    "TextBudget",
     "clamped_count",
     "count",
+    "cut_to_size",
+    "fit_text",
     "name",
     "optional_text",
     "percent",
     "positive_int",
     "positive_int32",
     "run_id",
+    "sent_size",
     "split_path",
     "storable_text",
     "unicode_text",
 ]
 
-# Column widths of the schema; longer values are cut with a warning rather than failing.
-STAGE_NAME_MAX = 100
-TASK_NAME_MAX = 255
-SUBTASK_NAME_MAX = 500
+# The widths (in characters) of the schema's short text columns, by the field that fills
+# them; longer values are cut with a warning rather than failing. tasker.store.schema
+# declares the same widths (tests/unit/test_fitting.py holds the two equal). Every other
+# text column is long text, bounded only by what the database takes in one statement.
+WIDTHS: dict[str, int] = {
+    "stage": 100,
+    "task": 255,
+    "task_type": 20,
+    "subtask_name": 500,
+    "status": 20,
+    "hostname": 255,
+    "user_name": 100,
+    "python_version": 50,
+    "script_filename": 255,
+    "log_filename": 255,
+    "version": 100,
+    "git_commit": 64,
+    "git_branch": 255,
+    "environment": 100,
+    "error_type": 255,
+    "boot_id": 64,
+    "pid_namespace": 64,
+}
+STAGE_NAME_MAX = WIDTHS["stage"]
+TASK_NAME_MAX = WIDTHS["task"]
+SUBTASK_NAME_MAX = WIDTHS["subtask_name"]
 SHORT_TEXT_MAX = 255
 
 
@@ -68,6 +96,62 @@ def storable_text(value: str) -> tuple[str, str | None]:
     if "\x00" in fixed:
         fixed, problem = fixed.replace("\x00", "\ufffd"), problem or "NUL"
     return fixed, problem
+
+
+def fit_text(value: str, what: str, width: int | None = None) -> tuple[str, list[str]]:
+    """``value`` made storable (see ``storable_text``) and cut to ``width`` characters, with
+    a sentence naming ``what`` for each change (none: nothing changed). Cut after escaping:
+    an escape takes four characters of the column."""
+    fixed, problem = storable_text(value)
+    said = []
+    if problem == "NUL":
+        said.append(f"{what} contains NUL characters; they are stored as U+FFFD")
+    elif problem is not None:
+        said.append(f"{what} contains {problem} (lone surrogates); they are stored as \\x escapes")
+    if width is not None and len(fixed) > width:
+        said.append(f"{what} is {len(fixed)} characters long; only the first {width} are stored")
+        fixed = fixed[:width]
+    return fixed, said
+
+
+# What a MySQL/MariaDB string literal escapes, each with one more byte (a backslash): the
+# most any driver adds to a text it sends.
+_ESCAPED = ("\\", "'", '"', "\n", "\r", "\x1a", "\x00")
+_ESCAPED_BYTES = tuple(c.encode("ascii") for c in _ESCAPED)
+
+
+class TextBudget(NamedTuple):
+    """What a database takes of text in one statement: ``size`` bytes (as ``sent_size``
+    counts them), and where that bound comes from, for warnings."""
+
+    size: int
+    source: str
+
+
+def sent_size(value: str) -> int:
+    """The bytes ``value`` takes in a statement: its UTF-8 encoding, plus one for each
+    character a MySQL string literal escapes. (PostgreSQL and SQLite take the text as it
+    is: for them this is a little more than it takes.)"""
+    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    return size + sum(map(value.count, _ESCAPED))
+
+
+def cut_to_size(value: str, limit: int) -> str:
+    """The longest start of ``value`` whose ``sent_size`` is at most ``limit`` (whole
+    characters only)."""
+    if sent_size(value) <= limit:
+        return value
+    data = value.encode("utf-8", "surrogatepass")
+    keep = min(limit, len(data))
+    while True:
+        head = data[:keep]
+        excess = keep + sum(map(head.count, _ESCAPED_BYTES)) - limit
+        if excess <= 0:
+            # A character cut in the middle is left out (it only makes the text smaller).
+            return head.decode("utf-8", "ignore")
+        # Each byte left out saves one or two: leaving out half the excess never leaves out
+        # more than needed, and the loop ends within a few rounds.
+        keep -= (excess + 1) // 2
 
 
 def _clean(value: str, what: str) -> str:

@@ -52,15 +52,29 @@ def subtask_start(
     """Start the next numbered subtask of a run (1, 2, 3 …) and return its number.
 
     The run becomes RUNNING. Passing an existing ``subtask_number`` restarts that subtask.
+    A run that has ended takes no new subtask: the call is refused with a TaskerWarning and
+    returns 0 (a RunEndedError under ``strict``).
     """
     name = validate.name(name, "subtask name", validate.SUBTASK_NAME_MAX)
     total = validate.count(items_total, "items_total")
     msg = validate.optional_text(message, "message")
     number = validate.positive_int32(subtask_number)
     rid = resolve_run_id(run_id)
-    sub = runs.start_subtask(
-        _state_for(rid), name, sync=True, items_total=total, message=msg, number=number, quiet=quiet
-    )
+    try:
+        sub = runs.start_subtask(
+            _state_for(rid),
+            name,
+            sync=True,
+            items_total=total,
+            message=msg,
+            number=number,
+            quiet=quiet,
+        )
+    except RunEndedError as exc:  # the run has ended: it takes no new subtask
+        if RECORDER.config.strict:
+            raise
+        warnings.warn(str(exc), TaskerWarning, stacklevel=2)
+        return 0
     return sub.number
 
 

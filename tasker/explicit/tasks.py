@@ -126,7 +126,9 @@ def task_update(
     """Update a run: status, overall percent (0 to 100), current subtask, message.
 
     A terminal status (COMPLETED, FAILED, SKIPPED, CANCELLED) ends the run: its end time is
-    set, it stops being current, and its unfinished subtasks end with the same status.
+    set, it stops being current, and its unfinished subtasks end with the same status. A run
+    that has ended stays as it ended: the update is refused with a TaskerWarning (a
+    RunEndedError under ``strict``).
     """
     st = parse_status(status, allowed=_RUN_STATUSES)
     values: dict[str, Any] = {}
@@ -149,7 +151,13 @@ def task_update(
     if st.is_terminal:
         end_run_by_id(rid, st, values, msg or err, quiet)
         return
-    runs.write(ev.UPDATE_RUN, rid, ({"status": st.value, **values}, now()), sync=True)
+    try:
+        runs.write(ev.UPDATE_RUN, rid, ({"status": st.value, **values}, now()), sync=True)
+    except RunEndedError as exc:  # ended already: it stays as it ended
+        if RECORDER.config.strict:
+            raise
+        warnings.warn(str(exc), TaskerWarning, stacklevel=2)
+        return
     if not is_quiet(quiet):
         console.task_update(rid, st.value, msg)
 

@@ -66,7 +66,7 @@ class Run:
             values["overall_percent_complete"] = pct
         if msg is not None:
             values["overall_progress_message"] = msg
-        if not values:
+        if not values or self._state.ended:  # an ended run (run.fail()) stays as it ended
             return
         values["status"] = Status.RUNNING.value
         guarded("a run update", runs.update_run, self.run_id, values)

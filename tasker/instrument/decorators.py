@@ -32,6 +32,8 @@ from tasker.instrument.blocks import (
 from tasker.instrument.carry import Carried, Sendable, reduce_function, sent_handoff
 from tasker.runtime import context
 from tasker.runtime.recorder import RECORDER
+from tasker.runtime.storable import fitted
+from tasker.validate import WIDTHS
 
 __all__ = [
     "Run",
@@ -137,6 +139,7 @@ class TaskScope(TaskBlock):
 
     def __call__(self, func: F) -> F:
         name = self.name or getattr(func, "__qualname__", None) or repr(func)
+        name = fitted(name, "task", WIDTHS["task"])  # once, not at every call
         script = _source_file(func)
         scope = self
 

@@ -3,27 +3,22 @@
 A batch is what one write cycle drained: the queued events in order, with the items the
 counters moved as increments, and the log file of runs that start in it. Runs that start and
 end within one batch, with nothing else about them, become one finished row each, inserted
-together. When the database refuses a batch for its text, :func:`storable` makes a copy that
-every driver can take; the usual batch never pays for that.
+together, unless their texts together might be more than the server takes in one statement.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tasker.errors import TaskerError
-from tasker.models import NewRun
-from tasker.runtime import console
 from tasker.runtime import events as ev
 from tasker.runtime.capture.process import active_log_file
 from tasker.runtime.counters import Counter
 from tasker.runtime.events import END_RUN, END_SUBTASK, INCREMENT_SUBTASK, START_RUN, Event
-from tasker.validate import storable_text
 
 if TYPE_CHECKING:
     from tasker.store.sql import SqlStore
@@ -32,7 +27,6 @@ __all__ = [
     "Heartbeat",
     "add_log_files",
     "drain",
-    "storable",
     "whole_runs",
     "with_counts",
     "write_batch",
@@ -99,15 +93,16 @@ def add_log_files(events: list[Event]) -> list[Event]:
     return out
 
 
-def whole_runs(events: list[Event]) -> tuple[list[Event], list[Any]]:
+def whole_runs(events: list[Event], apart: Collection[str] = ()) -> tuple[list[Event], list[Any]]:
     """Split off the runs whose start and end are both in ``events`` with nothing else
-    about them: each becomes one finished row, inserted together with the others."""
+    about them: each becomes one finished row, inserted together with the others. Not the
+    runs ``apart`` (too much text for one statement)."""
     starts = {e[1]: e for e in events if e[0] == START_RUN}
     if not starts:
         return events, []
     ends = {e[1]: e for e in events if e[0] == END_RUN and e[1] in starts}
     busy = {e[1] for e in events if e[0] != START_RUN and e[0] != END_RUN}
-    whole = {rid for rid in ends if rid not in busy}
+    whole = {rid for rid in ends if rid not in busy and rid not in apart}
     if not whole:
         return events, []
     # (run, status, values, end time): the end's subtask message has no subtask to go to.
@@ -124,12 +119,15 @@ def write_batch(
     store: SqlStore,
     batch: list[Event],
     heartbeat: Heartbeat | None,
+    apart: Collection[str] = (),
+    *,
     abandoned: Callable[[], bool] = lambda: False,
 ) -> None:
     """Write ``batch`` (and the heartbeat) in one transaction: all of it, or none — none,
     too, when ``abandoned()`` has become true by the time the statements are done (a
-    write that waited on a lock or a stalled network past the exit's deadline)."""
-    rest, whole = whole_runs(batch)
+    write that waited on a lock or a stalled network past the exit's deadline). The runs
+    ``apart`` are written as their start and their end, not as one row."""
+    rest, whole = whole_runs(batch, apart)
     ops: list[Callable[[], object]] = []
     if whole:
         ops.append(lambda: store.insert_whole_runs(whole))
@@ -147,59 +145,3 @@ def _still_wanted(abandoned: Callable[[], bool]) -> None:
 
 def _bind(store: SqlStore, event: Event) -> Callable[[], object]:
     return lambda: ev.apply(store, event)
-
-
-def storable(events: list[Event]) -> tuple[list[Event], bool]:
-    """``events`` with every text made storable — lone surrogates (an argv element or a file
-    name that was not UTF-8, an exception message holding one) escaped, NUL replaced — so
-    that no driver refuses a run for its text; and whether anything changed. Used when the
-    database refused a write: the usual write pays nothing for it."""
-    out: list[Event] = []
-    changed = False
-    for kind, run_id, args in events:
-        fixed = _scrubbed(args, kind, run_id)
-        changed = changed or fixed != args
-        out.append((kind, run_id, fixed))
-    return out, changed
-
-
-_SCRUB_WARNED: set[str] = set()
-
-
-def _scrubbed(value: Any, field: str, run_id: str) -> Any:
-    if type(value) is str:
-        if value.isascii() and "\x00" not in value:
-            return value
-        fixed, problem = storable_text(value)
-        if problem is not None and field not in _SCRUB_WARNED:
-            _SCRUB_WARNED.add(field)
-            console.problem(
-                "tasker: %s of run %s held %s; it is stored with escapes (told once per field)",
-                field,
-                run_id,
-                problem,
-            )
-        return fixed
-    if isinstance(value, dict):
-        return {k: _scrubbed(v, str(k), run_id) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(_scrubbed(v, field, run_id) for v in value)
-    if isinstance(value, NewRun):
-        texts = _run_texts(value)
-        if all(type(t) is not str or (t.isascii() and "\x00" not in t) for t in texts):
-            return value  # nearly always: one pass, no copy
-        changes = {}
-        for f in _RUN_TEXT_FIELDS:
-            text = getattr(value, f)
-            if text is not None:
-                fixed = _scrubbed(text, f, run_id)
-                if fixed is not text:
-                    changes[f] = fixed
-        return dataclasses.replace(value, **changes) if changes else value
-    return value
-
-
-_RUN_TEXT_FIELDS = tuple(
-    f.name for f in dataclasses.fields(NewRun) if "str" in str(f.type) and f.name != "run_id"
-)
-_run_texts = operator.attrgetter(*_RUN_TEXT_FIELDS)

@@ -6,10 +6,12 @@ the whole batch goes back to the writer's queue, in order, for the next attempt.
 the database refused the batch for what it holds, and one bad event must not hold up the
 others, now or on every later attempt:
 
-1. Text no driver can encode (a lone surrogate from a non-UTF-8 argv, a NUL) is the usual
-   reason. The batch is made storable (:func:`tasker.runtime.batches.storable`) and written
-   whole again; when nothing in it needed that, this retry is skipped, as it would only fail
-   the same way.
+1. Values are made storable before they are queued (:mod:`tasker.runtime.storable`), and a
+   batch holding long texts is fitted to the server's limit before it is written; a value
+   that still reaches the database unfitted (text no driver can encode, wider than its
+   column, beyond ``max_allowed_packet``) would be the reason. The batch is made storable
+   and written whole again; when nothing in it needed that, this retry is skipped, as it
+   would only fail the same way.
 2. Still refused: each event is written on its own, so that everything that can be written
    is. An event about a run or subtask that is not in the database *yet* is parked (another
    process's writer may not have written that run: a pool worker is often quicker than its
@@ -28,16 +30,11 @@ from typing import TYPE_CHECKING
 
 from tasker.errors import UnknownRunError, UnknownSubtaskError
 from tasker.runtime import events as ev
-from tasker.runtime.batches import (
-    BatchAbandoned,
-    Heartbeat,
-    add_log_files,
-    storable,
-    write_batch,
-)
+from tasker.runtime.batches import BatchAbandoned, Heartbeat, add_log_files, write_batch
 from tasker.runtime.counters import WriterStats
 from tasker.runtime.events import START_RUN, Event
 from tasker.runtime.outage import Outage, unreachable
+from tasker.runtime.storable import fit_batch
 
 if TYPE_CHECKING:
     from tasker.config import Config
@@ -90,27 +87,48 @@ class Delivery:
         return [e for e, _ in parked]
 
     def write(
-        self, store: SqlStore, pending: list[Event], heartbeat: Heartbeat | None
+        self,
+        store: SqlStore,
+        pending: list[Event],
+        heartbeat: Heartbeat | None,
+        *,
+        fit: bool = False,
     ) -> BaseException | None:
         """Write ``pending`` (and the heartbeat) in one transaction. Returns the error when
         the database is unreachable (then nothing was written); refused events are dealt
-        with here (see the module's description)."""
+        with here (see the module's description). ``fit``: the batch may hold more text than
+        the server takes in one statement, and is fitted to its limit first."""
         batch = add_log_files(pending)
         started = time.perf_counter()
+        apart: set[str] = set()
+        if fit:
+            try:
+                batch, apart = fit_batch(batch, store.text_budget())
+            except Exception as exc:
+                if unreachable(store, exc):
+                    return exc
+                self._report("the server's limit on a statement", exc)
         try:
-            write_batch(store, batch, heartbeat, self._abandoned)
+            write_batch(store, batch, heartbeat, apart, abandoned=self._abandoned)
         except BatchAbandoned as exc:
             return exc  # rolled back: the journal has the events
         except Exception as exc:
             if unreachable(store, exc):
                 return exc
-            # Made storable only now, so the usual batch costs nothing.
-            cleaned, changed = storable(batch)
-            if not changed:
+            # Made storable only now (escaped, cut to the columns and the server's limit),
+            # so the usual batch costs nothing; not again when it was already.
+            cleaned = batch
+            if not fit:
+                try:
+                    cleaned, apart = fit_batch(batch, store.text_budget())
+                except Exception as again:
+                    if unreachable(store, again):
+                        return again
+            if all(c is b for c, b in zip(cleaned, batch, strict=True)):
                 self._one_by_one(store, batch, heartbeat)
             else:
                 try:
-                    write_batch(store, cleaned, heartbeat, self._abandoned)
+                    write_batch(store, cleaned, heartbeat, apart, abandoned=self._abandoned)
                 except BatchAbandoned as again:
                     return again
                 except Exception as again:

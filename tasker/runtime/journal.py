@@ -20,9 +20,11 @@ deletion failed) changes nothing. No file blocks the others:
 - a last line cut short (the process died while writing it) is ignored;
 - a damaged, empty or foreign file (not a tasker journal) is moved, unreplayed, to the
   ``quarantine/`` folder beside it, named in one warning with the reason;
-- an event the database refuses (a value it cannot hold, e.g. beyond MySQL/MariaDB's
-  ``max_allowed_packet``) is set aside with the reason in a file of the same name in the
-  ``rejected/`` folder beside it, and the rest of its file replays.
+- its events are made storable for the database first (:mod:`tasker.runtime.storable`:
+  text cut to the columns and to what the server takes in one statement, e.g. MySQL/MariaDB's
+  ``max_allowed_packet``); an event the database refuses all the same is set aside with
+  the reason in a file of the same name in the ``rejected/`` folder beside it, and the rest
+  of its file replays.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 from tasker.models import JournalFileReplay, ReplayResult
 from tasker.runtime import console
 from tasker.runtime import events as ev
+from tasker.runtime.storable import fit_event
 
 if TYPE_CHECKING:
     from tasker.config import Config
@@ -396,12 +399,14 @@ def replay_path(store: SqlStore, path: Path, result: ReplayResult) -> None:
 
         hostname = header.get("hostname")
         process_id = header.get("process_id")
+        # Journaled before the server's limit was known (the database was away): fitted now.
+        budget = store.text_budget()
         try:
             done = store.replay_journal(
                 str(header["journal_id"]),
                 hostname[:255] if isinstance(hostname, str) else None,
                 process_id if type(process_id) is int and 0 <= process_id < 2**31 else None,
-                [_bound(store, e) for e in parsed.events],
+                [_bound(store, fit_event(e, budget)[0]) for e in parsed.events],
                 set_aside,
             )
         except OSError as err:  # from set_aside: nothing was committed, the file waits

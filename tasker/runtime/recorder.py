@@ -147,6 +147,14 @@ class Recorder:
             _flush_at_multiprocessing_exit_once()
         self.writer.submit(event)
 
+    def submit_long(self, event: Event) -> None:
+        """Queue a write whose texts the writer checks against the server's limit first
+        (see tasker.runtime.storable)."""
+        if not self._signals_installed:
+            self.install_signal_handlers()
+            _flush_at_multiprocessing_exit_once()
+        self.writer.submit_long(event)
+
     def synced_store(self) -> SqlStore:
         """The store, after the writer has written everything queued before this call: for
         synchronous calls that must see (and follow) the automatic layer's events."""

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from tasker.config import Config
 from tasker.errors import DatabaseError, UnknownRunError, UnknownSubtaskError
 from tasker.models import NewRun, Status
 from tasker.runtime import console, context
 from tasker.runtime import events as ev
-from tasker.runtime.batches import storable
 from tasker.runtime.capture.git import git_info
 from tasker.runtime.capture.process import (
     active_log_file,
@@ -33,11 +33,15 @@ from tasker.runtime.capture.process import (
 )
 from tasker.runtime.context import RunState
 from tasker.runtime.counters import Counter
+from tasker.runtime.dispatch import apply_now, write
 from tasker.runtime.ids import new_run_id
 from tasker.runtime.recorder import RECORDER
+from tasker.runtime.storable import LONG_BYTES, fit_values, fitted
+from tasker.validate import WIDTHS
 
 __all__ = [
     "Subtask",
+    "apply_now",
     "await_parent",
     "end_run",
     "end_subtask",
@@ -46,6 +50,7 @@ __all__ = [
     "remote_subtask",
     "start_run",
     "start_subtask",
+    "write",
 ]
 
 T = TypeVar("T")
@@ -156,50 +161,6 @@ def _ended(run_id: str) -> bool:
         return False
 
 
-def write(kind: str, run_id: str, args: tuple[Any, ...], *, sync: bool, default: Any = None) -> Any:
-    """Write one event: now (``sync``, or in ``strict`` mode, so errors reach the caller),
-    else through the background writer.
-
-    A synchronous write that finds the database unreachable is queued instead (unless
-    ``strict``): like everything queued it is retried, and journaled at exit if need be, and
-    the call returns ``default`` rather than failing the program.
-    """
-    event = (kind, run_id, args)
-    if RECORDER.disabled:  # tracking turned off: nothing is written anywhere
-        return default
-    strict = RECORDER.config.strict
-    if not (sync or strict):
-        RECORDER.submit(event)
-        return None
-    writer = RECORDER.writer
-    if not strict and writer.failing:
-        RECORDER.submit(event)  # no waiting on a database known to be away
-        return default
-    try:
-        return _apply_storable(event)
-    except DatabaseError as exc:
-        if strict or not exc.unavailable:
-            raise
-        writer.mark_failing(exc)
-        RECORDER.submit(event)
-        return default
-
-
-def _apply_storable(event: ev.Event) -> Any:
-    """Write ``event`` now; refused for text no driver can encode, once more with that text
-    made storable (see tasker.runtime.writer.storable)."""
-    store = RECORDER.synced_store()
-    try:
-        return ev.apply(store, event)
-    except (DatabaseError, UnicodeError, ValueError) as exc:
-        if isinstance(exc, DatabaseError) and exc.unavailable:
-            raise
-        (cleaned,), changed = storable([event])
-        if not changed:
-            raise
-        return ev.apply(store, cleaned)
-
-
 def start_run(
     stage: str,
     task: str,
@@ -245,6 +206,9 @@ def start_run(
         parent_run_id = context.current_run_id()
     if run_id is None:
         run_id = new_run_id()
+    if len(stage) > WIDTHS["stage"] or len(task) > WIDTHS["task"]:  # names from elsewhere
+        stage, task = _wide_name(stage, "stage"), _wide_name(task, "task")
+    settings = _settings(config)
     new = NewRun(
         run_id=run_id,
         stage=stage,
@@ -266,11 +230,11 @@ def start_run(
         script_filename=script_file,
         log_path=log_path,
         log_filename=log_filename,
-        version=version or config.version,
+        version=version or settings[0],
         git_commit=git_commit if git is None else git.commit,
         git_branch=None if git is None else git.branch,
         git_dirty=None if git is None else git.dirty,
-        environment=config.environment,
+        environment=settings[1],
         total_subtasks=total_subtasks,
         overall_progress_message=message,
         # This process's, also for on_behalf_of: the shell runs on this host and namespace.
@@ -290,8 +254,10 @@ def start_run(
         if not RECORDER._signals_installed:
             RECORDER.install_signal_handlers()
         RECORDER.live_runs.add(state)
+    # The process's facts and the names came storable; only the message may be long.
+    long = info.long_texts or (message is not None and 4 * len(message) > LONG_BYTES)
     try:
-        write(ev.START_RUN, run_id, (new,), sync=sync)
+        write(ev.START_RUN, run_id, (new,), sync=sync, long=long)
     except BaseException:
         RECORDER.live_runs.discard(state)
         raise
@@ -303,10 +269,37 @@ def start_run(
     return state
 
 
+_settings_of: tuple[Config | None, tuple[str | None, str | None]] = (None, (None, None))
+_ENV_WIDTH = WIDTHS["environment"]
+
+
+def _settings(config: Config) -> tuple[str | None, str | None]:
+    """The configuration's version and environment, made storable once per configuration."""
+    global _settings_of
+    if _settings_of[0] is not config:
+        version, environment = config.version, config.environment
+        _settings_of = (
+            config,
+            (
+                None if version is None else fitted(version, "version", WIDTHS["version"]),
+                None if environment is None else fitted(environment, "environment", _ENV_WIDTH),
+            ),
+        )
+    return _settings_of[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _wide_name(name: str, field: str) -> str:
+    """A name too wide for its column (from the configuration, an engine), cut once."""
+    return fitted(name, field, WIDTHS[field])
+
+
 @functools.lru_cache(maxsize=1024)
 def _split(path: str) -> tuple[str, str]:
+    """A script's path as (folder, file name), made storable once per path."""
     folder, _, name = path.rpartition(os.sep)
-    return folder or os.sep, name
+    folder = fitted(folder or os.sep, "script_path")
+    return folder, fitted(name, "script_filename", WIDTHS["script_filename"])
 
 
 def ended_with_run(status: Status) -> str | None:
@@ -334,6 +327,9 @@ def end_run(
     if state.ended:
         return
     state.ended = True
+    size = 0
+    if values:  # what the caller gives (an exception's text, say) made storable
+        values, size = fit_values(values, lambda: f"run {state.run_id}")
     values = dict(values or {})
     ended_with = ended_with_run(status)
     for sub in list(reversed(state.subtasks)):
@@ -346,7 +342,8 @@ def end_run(
     when = now()
     run_id = state.run_id
     try:
-        write(ev.END_RUN, run_id, (status, values, when, ended_with), sync=sync)
+        args = (status, values, when, ended_with)
+        write(ev.END_RUN, run_id, args, sync=sync, long=size > LONG_BYTES)
     finally:
         context.pop(run_id)
         RECORDER.live_runs.discard(state)
@@ -408,7 +405,7 @@ def start_subtask(
         got = None
         if not RECORDER.writer.failing:
             try:
-                got = _apply_storable(
+                got = apply_now(
                     (ev.START_SUBTASK, run_id, (None, name, items_total, message, when))
                 )
             except (DatabaseError, UnknownRunError):

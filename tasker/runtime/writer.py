@@ -57,7 +57,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from tasker.runtime import console
-from tasker.runtime.batches import Heartbeat, drain, storable, with_counts
+from tasker.runtime.batches import Heartbeat, drain, with_counts
 from tasker.runtime.counters import Counter, WriterStats
 from tasker.runtime.delivery import Delivery
 from tasker.runtime.events import Event
@@ -68,8 +68,8 @@ if TYPE_CHECKING:
     from tasker.config import Config
     from tasker.store.sql import SqlStore
 
-# Counter and storable live in their own modules and are still importable from here.
-__all__ = ["Counter", "Writer", "WriterStats", "storable"]
+# Counter lives in its own module and is still importable from here.
+__all__ = ["Counter", "Writer", "WriterStats"]
 
 # How long the last writes retry a busy database when the process is ending.
 CLOSING_RETRY_SECONDS = 2.0
@@ -99,6 +99,8 @@ class Writer:
         # Reentrant: a signal handler may flush while this thread is inside flush() already.
         self._cond = threading.Condition(threading.RLock())
         self._wake = False
+        # Events with long texts are queued: fit the next batch to the server's limit.
+        self._fit_next = False
         self._forced = False  # a flush asked: try the database even while backing off
         self._closing = False  # the process is ending: journal what cannot be written
         self._cycle = 0  # write cycles started
@@ -145,6 +147,19 @@ class Writer:
             self._start()
         elif len(queue) > self._limit:
             self._nudge()  # the database is away: let the writer move events to the journal
+
+    def submit_long(self, event: Event) -> None:
+        """Queue an event whose texts may be more than the server takes in one statement:
+        the batch holding it is fitted to the server's limit first (see
+        tasker.runtime.storable). Under the lock the writer drains with, so that the batch
+        that takes the event is the one fitted."""
+        with self._cond:
+            self._queue.append(event)
+            self._fit_next = True
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        elif len(self._queue) > self._limit:
+            self._nudge()
 
     def ensure_started(self) -> None:
         """Start the writer thread (it heartbeats live runs) if it is not running."""
@@ -381,7 +396,9 @@ class Writer:
         # was queued, so that event is in this drain or an earlier one. Parked events go
         # first: they are older than anything drained now.
         moved = [(c, c.take()) for c in list(self._counters) if c.count != c.written]
-        events = drain(self._queue)
+        with self._cond:
+            fit, self._fit_next = self._fit_next, False
+            events = drain(self._queue)
         parked = self._delivery.retry_parked()
         if parked:
             events = parked + events
@@ -394,7 +411,7 @@ class Writer:
         # Visible to an exit flush that gives up on this write (see abandon()).
         self._writing = pending
         try:
-            lost = self._delivery.write(store, pending, heartbeat)
+            lost = self._delivery.write(store, pending, heartbeat, fit=fit)
             if lost is None and heartbeat is not None:
                 self._last_heartbeat = time.monotonic()
         finally:
@@ -406,7 +423,9 @@ class Writer:
             return
         if lost is not None:
             # The database went away meanwhile: everything goes back, in order, for later.
-            queue.extendleft(reversed(pending))
+            with self._cond:
+                queue.extendleft(reversed(pending))
+                self._fit_next = self._fit_next or fit
         self._in_flight = 0
         if lost is not None:
             self._outage_found(lost, closing)

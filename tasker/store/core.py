@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -18,16 +19,39 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ClauseElement
 
 from tasker.config import Config
-from tasker.errors import TaskerError, UnknownRunError
-from tasker.store.engine import make_engine, wrap_db_error
+from tasker.errors import RunEndedError, TaskerError, UnknownRunError
+from tasker.store.engine import make_engine, packet_limit, wrap_db_error
 from tasker.store.errors import is_transient
 from tasker.store.expressions import Expressions
 from tasker.store.schema import Tables, UTCDateTime, build_tables
+from tasker.validate import TextBudget
 
 __all__ = ["StoreCore"]
 
 T = TypeVar("T")
 _RETRY_SECONDS = 60.0
+# What a statement holds besides its long texts (its SQL, every short value, the protocol's
+# framing): far more than the largest INSERT of a run takes.
+_STATEMENT_RESERVE = 64 * 1024
+# PostgreSQL holds at most 1 GB in one value, and takes at most that in one message.
+_PG_LIMIT = 2**30 - 1
+# SQLite's length limit holds each value and each whole row (SQLITE_MAX_LENGTH's default).
+_SQLITE_LIMIT = 1_000_000_000
+# The long text columns of task_runs, which one row holds together on SQLite.
+_RUN_LONG_TEXTS = 6
+
+
+@functools.cache
+def _sqlite_limit() -> int:
+    """SQLite's length limit as this build of it has it (Python 3.11 can ask)."""
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    try:
+        getlimit = getattr(conn, "getlimit", None)
+        return int(getlimit(0)) if getlimit is not None else _SQLITE_LIMIT  # LIMIT_LENGTH
+    finally:
+        conn.close()
 
 
 class StoreCore:
@@ -55,6 +79,35 @@ class StoreCore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def text_budget(self) -> TextBudget:
+        """What this database takes of text in one statement (see tasker.runtime.storable).
+
+        MySQL/MariaDB: the sessions' ``max_allowed_packet``, read once per session as it
+        connects (connecting now if no session has yet); PostgreSQL: 1 GB; SQLite: a sixth
+        of its length limit, which holds a whole row with its six long texts. Each less a
+        reserve for the rest of the statement."""
+        if self.dialect == "mysql":
+            limit = packet_limit(self.engine)
+            if limit is None:
+                self.ping()  # the first session reads it
+                limit = packet_limit(self.engine) or _STATEMENT_RESERVE * 2
+            return TextBudget(
+                max(limit - _STATEMENT_RESERVE, _STATEMENT_RESERVE),
+                f"the server's max_allowed_packet of {limit:,} bytes, less "
+                f"{_STATEMENT_RESERVE:,} for the rest of the statement",
+            )
+        if self.dialect == "postgresql":
+            return TextBudget(
+                _PG_LIMIT - _STATEMENT_RESERVE,
+                "PostgreSQL's 1 GB bound on a value and on a message, less "
+                f"{_STATEMENT_RESERVE:,} for the rest of the statement",
+            )
+        limit = _sqlite_limit()
+        return TextBudget(
+            (limit - _STATEMENT_RESERVE) // _RUN_LONG_TEXTS,
+            f"a sixth of SQLite's length limit of {limit:,} bytes, which holds a whole row",
+        )
 
     def file_identity(self) -> tuple[int, int] | None:
         """The SQLite file's (device, inode) as it is on disk now; None for a server
@@ -136,6 +189,22 @@ class StoreCore:
         return UnknownRunError(
             f"no run with run_id {run_id!r} in {self.config.driver} database: expected the "
             "run_id returned by task_start()"
+        )
+
+    def _ended_or_missing(self, conn: Connection, run_id: str, doing: str) -> TaskerError:
+        """Why a write of an ended run (``doing`` it) matched no row: the run ended (a
+        RunEndedError), or there is no such run."""
+        runs = self.t.task_runs
+        row = conn.execute(
+            select(runs.c.status, runs.c.end_time).where(runs.c.run_id == run_id)
+        ).first()
+        if row is None:
+            return self._missing_run(conn, run_id)
+        end = row.end_time
+        when = f" at {end:%Y-%m-%d %H:%M:%S}" if isinstance(end, datetime) else ""
+        return RunEndedError(
+            f"run {run_id} already ended {row.status}{when}; {doing} is refused (the first "
+            "ending is kept)"
         )
 
     def _run_exists(self, conn: Connection, run_id: str) -> bool:

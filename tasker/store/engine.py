@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -61,6 +62,7 @@ __all__ = [
     "might_be_oversized",
     "missing_database",
     "never_create_databases",
+    "packet_limit",
     "refused_for_size",
     "timed_out",
     "wrap_db_error",
@@ -107,7 +109,35 @@ def make_engine(config: Config) -> Engine:
         guard_psycopg(engine, config)
     elif engine.dialect.driver == "pymysql":
         bound_mysql_sessions(engine, config)
+        _read_packet_limits(engine)
     return engine
+
+
+# The smallest max_allowed_packet of the sessions each MySQL/MariaDB engine opened: a session
+# keeps the server's value of when it connected, so the smallest is what every one takes.
+_PACKET_LIMITS: WeakKeyDictionary[Engine, int] = WeakKeyDictionary()
+
+
+def _read_packet_limits(engine: Engine) -> None:
+    """Read max_allowed_packet once per new session (one statement as it connects)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SELECT @@session.max_allowed_packet")
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        if row and row[0]:
+            known = _PACKET_LIMITS.get(engine)
+            _PACKET_LIMITS[engine] = int(row[0]) if known is None else min(known, int(row[0]))
+
+
+def packet_limit(engine: Engine) -> int | None:
+    """The max_allowed_packet of ``engine``'s sessions (MySQL/MariaDB); None before its first
+    connection, and on other backends."""
+    return _PACKET_LIMITS.get(engine)
 
 
 def describe_target(config: Config) -> str:

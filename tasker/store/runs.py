@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 
-from tasker.errors import DatabaseError, RunEndedError, TaskerError
+from tasker.errors import DatabaseError
 from tasker.models import NewRun, Status
 from tasker.store.expressions import LOST_SUBTASK, RUN_ERRORS
 from tasker.store.schema import ACTIVE_STATUS_VALUES
@@ -160,12 +160,16 @@ class RunWrites(TaskRegistration):
 
         def apply(conn: Connection) -> None:
             sets: list[tuple[str, Any]] = []
+            where: list[Any] = [("run_id", run_id)]
             if "status" in values:
                 # A new status from the run's process: it lives, whatever the reaper said.
                 sets += self._unlost(values, ("end_time", *RUN_ERRORS))
+                # An ended run stays ended: no status brings it back (the reaper's end is
+                # not one: the process that reports was alive after all).
+                where.append(self._x.run_endable)
             sets += [("last_update", now), *values.items()]
-            if self._update(conn, runs, [("run_id", run_id)], sets) == 0:
-                raise self._missing_run(conn, run_id)
+            if self._update(conn, runs, where, sets) == 0:
+                raise self._ended_or_missing(conn, run_id, f"updating it as {values['status']}")
 
         self._run("updating a run", apply)
 
@@ -200,7 +204,7 @@ class RunWrites(TaskRegistration):
                 *final.items(),
             ]
             if self._update(conn, runs, [("run_id", run_id), self._x.run_endable], sets) == 0:
-                raise self._ended_or_missing(conn, run_id, status)
+                raise self._ended_or_missing(conn, run_id, f"ending it again as {status.value}")
             sub_values: list[tuple[str, Any]] = [
                 ("status", status.value),
                 ("end_time", now),
@@ -216,20 +220,6 @@ class RunWrites(TaskRegistration):
             self._update(conn, sp, [("run_id", run_id), self._x.sub_open_or_reaped], sub_values)
 
         self._run("recording the end of a run", apply)
-
-    def _ended_or_missing(self, conn: Connection, run_id: str, status: Status) -> TaskerError:
-        runs = self.t.task_runs
-        row = conn.execute(
-            select(runs.c.status, runs.c.end_time).where(runs.c.run_id == run_id)
-        ).first()
-        if row is None:
-            return self._missing_run(conn, run_id)
-        end = row.end_time
-        when = f" at {end:%Y-%m-%d %H:%M:%S}" if isinstance(end, datetime) else ""
-        return RunEndedError(
-            f"run {run_id} already ended {row.status}{when}; ending it again as "
-            f"{status.value} is refused (the first ending is kept)"
-        )
 
     def purge_runs(self, ended_before: datetime, *, dry_run: bool = False) -> int:
         """Delete runs that ended before ``ended_before`` (never an active one), with their

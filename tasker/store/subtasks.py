@@ -66,14 +66,15 @@ class SubtaskWrites(StoreCore):
         def apply(conn: Connection) -> int:
             # Touching the run first both checks it exists and, on PostgreSQL and MySQL,
             # locks its row, so concurrent auto-numbering of one run is serialised.
+            # A run that has ended takes no new subtask (a reaped one does: its process lives).
             touched = self._update(
                 conn,
                 runs,
-                [("run_id", run_id)],
+                [("run_id", run_id), self._x.run_endable],
                 [("status", self._x.run_running), ("last_update", now)],
             )
             if touched == 0:
-                raise self._missing_run(conn, run_id)
+                raise self._ended_or_missing(conn, run_id, "starting a subtask in it")
             n = number
             if n is None:
                 n = (
@@ -129,10 +130,11 @@ class SubtaskWrites(StoreCore):
     ) -> int:
         """Set fields of a subtask (the run's current one when ``number`` is None).
 
-        A subtask that has ended stays ended: ending it again is refused (RunEndedError),
-        unless ``reend`` (the automatic layer correcting a loop's status)."""
+        A subtask that has ended stays ended: ending it again, or giving it a status again,
+        is refused (RunEndedError), unless ``reend`` (the automatic layer correcting a loop's
+        status)."""
         runs, sp = self.t.task_runs, self.t.subtask_progress
-        ending = values.get("status") in _TERMINAL and not reend
+        ending = "status" in values and not reend
 
         def apply(conn: Connection) -> int:
             n = number if number is not None else self._current_subtask(conn, run_id)
@@ -175,8 +177,9 @@ class SubtaskWrites(StoreCore):
                 select(sp.c.status).where(sp.c.run_id == run_id, sp.c.subtask_number == n)
             ).first()
             if row is not None:
+                again = "ending it again" if values["status"] in _TERMINAL else "updating it"
                 return RunEndedError(
-                    f"subtask {n} of run {run_id} already ended {row.status}; ending it again "
+                    f"subtask {n} of run {run_id} already ended {row.status}; {again} "
                     f"as {values['status']} is refused (the first ending is kept)"
                 )
         return self._missing_subtask(conn, run_id, n)

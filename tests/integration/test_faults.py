@@ -165,6 +165,12 @@ def test_an_argument_that_is_not_utf8_loses_no_run(
     reads = [r for r in history if r.task_name == "reads a file"]
     assert len(reads) == 10 and {r.status for r in reads} == {"COMPLETED"}
     assert all("caf\\xe9.csv" in (r.command_line or "") for r in reads), reads[0].command_line
+    # The decorated runs' command line was escaped before it was queued, and said so once.
+    told = [ln for ln in result.stderr.splitlines() if "TaskerWarning: command_line" in ln]
+    assert [ln.split("TaskerWarning: ", 1)[1] for ln in told] == [
+        "command_line (of this process) contains text that is not valid Unicode (lone "
+        "surrogates); they are stored as \\x escapes"
+    ], result.stderr
     (explicit,) = [r for r in history if r.task_name.startswith("explicit")]
     assert explicit.task_name == "explicit caf\\xe9.csv"
     assert (explicit.status, explicit.error_message) == ("FAILED", "cannot open caf\\xe9.csv")
@@ -477,3 +483,48 @@ def test_an_ended_subtask_stays_ended(db: Backend) -> None:
     tasker.subtask_increment(1, subtask_number=1)  # late counts still count
     (sub,) = tasker.get_subtask_progress(run_id)
     assert (sub.status, sub.error_message, sub.items_complete) == ("FAILED", "disk full", 5)
+
+
+def test_under_strict_a_subtask_ended_again_raises(db: Backend) -> None:
+    db.configure(strict=True)
+    run_id = tasker.task_start("S", "strict subtask ends once")
+    tasker.subtask_start("step", items_total=4)
+    tasker.subtask_fail("disk full")
+    refused = r"subtask 1 of run .* already ended FAILED; {} as {} is refused"
+    with pytest.raises(tasker.RunEndedError, match=refused.format("ending it again", "COMPLETED")):
+        tasker.subtask_complete(subtask_number=1)
+    with pytest.raises(tasker.RunEndedError, match=refused.format("updating it", "RUNNING")):
+        tasker.subtask_update("RUNNING", subtask_number=1, message="back")
+    tasker.task_complete()
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert (sub.status, sub.error_message, sub.progress_message) == ("FAILED", "disk full", None)
+    with pytest.raises(tasker.RunEndedError, match=r"already ended COMPLETED.*updating it as"):
+        tasker.task_update("RUNNING", message="again", run_id=run_id)
+    with pytest.raises(tasker.RunEndedError, match="starting a subtask in it is refused"):
+        tasker.subtask_start("late", run_id=run_id)
+
+
+def test_an_ended_run_takes_no_update_and_no_new_subtask(db: Backend) -> None:
+    """task_update with a status, or subtask_start, aimed at a run that ended used to bring
+    it back (RUNNING) or grow it; now refused with a warning, the run kept as it ended."""
+    run_id = tasker.task_start("S", "stays ended")
+    tasker.subtask_start("step", items_total=2)
+    tasker.subtask_fail("bad input")
+    tasker.task_complete("done")
+    before = tasker.get_run(run_id)
+    with pytest.warns(tasker.TaskerWarning, match=r"already ended COMPLETED.*updating it as"):
+        tasker.task_update("RUNNING", overall_percent=5, message="again", run_id=run_id)
+    with pytest.warns(tasker.TaskerWarning, match="starting a subtask in it is refused"):
+        assert tasker.subtask_start("late", run_id=run_id) == 0
+    with pytest.warns(tasker.TaskerWarning, match=r"subtask 1 .* updating it as RUNNING"):
+        tasker.subtask_update("RUNNING", subtask_number=1, message="back", run_id=run_id)
+    tasker.subtask_increment(2, subtask_number=1, run_id=run_id)  # late counts still count
+    after = tasker.get_run(run_id)
+    assert (after.status, after.end_time, after.overall_progress_message) == (
+        "COMPLETED",
+        before.end_time,
+        "done",
+    )
+    assert after.overall_percent_complete == before.overall_percent_complete
+    (sub,) = tasker.get_subtask_progress(run_id)
+    assert (sub.status, sub.error_message, sub.items_complete) == ("FAILED", "bad input", 2)

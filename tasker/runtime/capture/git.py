@@ -9,6 +9,9 @@ import os
 import struct
 from pathlib import Path
 
+from tasker.runtime.storable import fitted
+from tasker.validate import WIDTHS
+
 __all__ = ["GitInfo", "git_info"]
 
 
@@ -108,6 +111,11 @@ def _info_for(git_dir: Path) -> GitInfo:
         dirty = _dirty(git_dir, work_tree)
     except (OSError, ValueError, struct.error):
         dirty = None
+    # Made storable once per repository (a branch name may hold anything but a NUL).
+    if commit is not None:
+        commit = fitted(commit, "git_commit", WIDTHS["git_commit"])
+    if branch is not None:
+        branch = fitted(branch, "git_branch", WIDTHS["git_branch"])
     return GitInfo(commit, branch, dirty)
 
 

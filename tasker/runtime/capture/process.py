@@ -8,12 +8,17 @@ run must not cost a system call per field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import os
 import shlex
 import socket
 import sys
 from pathlib import Path
+from typing import Any
+
+from tasker.runtime.storable import LONG_BYTES, warn
+from tasker.validate import WIDTHS, fit_text
 
 __all__ = ["ProcessInfo", "boot_time", "in_worker_process", "note_fork", "process_info"]
 
@@ -36,6 +41,42 @@ class ProcessInfo:
     # these match its own (None where unknown: not Linux, or /proc not readable).
     boot_id: str | None = None
     pid_namespace: str | None = None
+    # The command line and script path may be more than every server takes in one
+    # statement: a run's start is then fitted to the server's limit (tasker.runtime.storable).
+    long_texts: bool = False
+
+
+# The facts made storable (escaped, cut to their columns' widths) as they are read, once per
+# process; each change is told once, also across forks.
+_FACT_FIELDS = (
+    "hostname",
+    "user_name",
+    "python_version",
+    "command_line",
+    "script_path",
+    "script_filename",
+    "boot_id",
+    "pid_namespace",
+)
+_told: set[str] = set()
+
+
+def _storable(info: ProcessInfo) -> ProcessInfo:
+    changes: dict[str, Any] = {}
+    for field in _FACT_FIELDS:
+        value = getattr(info, field)
+        if value is None:
+            continue
+        fixed, said = fit_text(value, f"{field} (of this process)", WIDTHS.get(field))
+        if fixed != value:
+            changes[field] = fixed
+        if said and field not in _told:
+            _told.add(field)
+            for sentence in said:
+                warn(sentence)
+    fixed_info = dataclasses.replace(info, **changes) if changes else info
+    size = 4 * (len(fixed_info.command_line) + len(fixed_info.script_path or ""))
+    return dataclasses.replace(fixed_info, long_texts=True) if size > LONG_BYTES else fixed_info
 
 
 def _user() -> str | None:
@@ -165,18 +206,21 @@ def process_info() -> ProcessInfo:
     pid = os.getpid()
     if _cached is None or _cached.process_id != pid:
         script_path, script_filename = _script()
-        _cached = ProcessInfo(
-            hostname=socket.gethostname(),
-            process_id=pid,
-            parent_pid=os.getppid() if hasattr(os, "getppid") else None,
-            process_start_time=process_start_time(pid),
-            user_name=_user(),
-            python_version=sys.version.split()[0],
-            command_line=_command_line(),
-            script_path=script_path,
-            script_filename=script_filename,
-            boot_id=_boot_id(),
-            pid_namespace=_pid_namespace(),
+        # Cached only once storable (a warning turned into an error leaves nothing cached).
+        _cached = _storable(
+            ProcessInfo(
+                hostname=socket.gethostname(),
+                process_id=pid,
+                parent_pid=os.getppid() if hasattr(os, "getppid") else None,
+                process_start_time=process_start_time(pid),
+                user_name=_user(),
+                python_version=sys.version.split()[0],
+                command_line=_command_line(),
+                script_path=script_path,
+                script_filename=script_filename,
+                boot_id=_boot_id(),
+                pid_namespace=_pid_namespace(),
+            )
         )
     return _cached
 
@@ -194,9 +238,19 @@ def active_log_file() -> tuple[str | None, str | None]:
     for lg in loggers:
         for handler in lg.handlers:
             if isinstance(handler, logging.FileHandler) and handler.baseFilename != os.devnull:
-                path = Path(handler.baseFilename)
-                return str(path.parent), path.name
+                return _log_file(handler.baseFilename)
     return None, None
+
+
+@functools.lru_cache(maxsize=64)
+def _log_file(name: str) -> tuple[str, str]:
+    """A log file's (folder, file name), made storable once per file."""
+    path = Path(name)
+    folder, said = fit_text(str(path.parent), "log_path (of this process)")
+    filename, more = fit_text(path.name, "log_filename (of this process)", WIDTHS["log_filename"])
+    for sentence in said + more:
+        warn(sentence)
+    return folder, filename
 
 
 if sys.platform != "win32":
