@@ -181,24 +181,6 @@ def process_info() -> ProcessInfo:
     return _cached
 
 
-def active_log_file() -> tuple[str | None, str | None]:
-    """(folder, file name) of the first logging FileHandler configured in this process."""
-    import logging
-
-    loggers: list[logging.Logger] = [logging.getLogger()]
-    loggers += [
-        lg
-        for lg in list(logging.Logger.manager.loggerDict.values())
-        if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for handler in lg.handlers:
-            if isinstance(handler, logging.FileHandler) and handler.baseFilename != os.devnull:
-                path = Path(handler.baseFilename)
-                return str(path.parent), path.name
-    return None, None
-
-
 if sys.platform != "win32":
     from resource import RUSAGE_SELF, getrusage
 
