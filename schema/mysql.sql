@@ -1,4 +1,4 @@
--- tasker schema version 4 for mysql.
+-- tasker schema version 5 for mysql.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE TABLE IF NOT EXISTS journal_replays (
@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS task_runs (
 	error_detail LONGTEXT, 
 	boot_id VARCHAR(64), 
 	pid_namespace VARCHAR(64), 
+	log_tail LONGTEXT, 
 	PRIMARY KEY (run_id), 
 	CONSTRAINT ck_task_runs_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
 	CONSTRAINT fk_task_runs_task FOREIGN KEY(task_id) REFERENCES tasks (task_id) ON DELETE CASCADE
@@ -136,4 +137,4 @@ CREATE TABLE IF NOT EXISTS schema_info (
 	PRIMARY KEY (`key`)
 )ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
-INSERT INTO schema_info (`key`, value) VALUES ('schema_version', '4');
+INSERT INTO schema_info (`key`, value) VALUES ('schema_version', '5');

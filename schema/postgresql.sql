@@ -1,4 +1,4 @@
--- tasker schema version 4 for postgresql.
+-- tasker schema version 5 for postgresql.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE SCHEMA IF NOT EXISTS tasker;
@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS tasker.task_runs (
 	error_detail TEXT, 
 	boot_id VARCHAR(64), 
 	pid_namespace VARCHAR(64), 
+	log_tail TEXT, 
 	PRIMARY KEY (run_id), 
 	CONSTRAINT ck_task_runs_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
 	CONSTRAINT fk_task_runs_task FOREIGN KEY(task_id) REFERENCES tasker.tasks (task_id) ON DELETE CASCADE
@@ -172,4 +173,4 @@ CREATE TABLE IF NOT EXISTS tasker.schema_info (
 	PRIMARY KEY (key)
 );
 
-INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '4');
+INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '5');

@@ -1,4 +1,4 @@
--- tasker schema version 4 for sqlite.
+-- tasker schema version 5 for sqlite.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE TABLE IF NOT EXISTS journal_replays (
@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS task_runs (
 	error_detail TEXT, 
 	boot_id VARCHAR(64), 
 	pid_namespace VARCHAR(64), 
+	log_tail TEXT, 
 	PRIMARY KEY (run_id), 
 	CONSTRAINT ck_task_runs_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
 	CONSTRAINT fk_task_runs_task FOREIGN KEY(task_id) REFERENCES tasks (task_id) ON DELETE CASCADE
@@ -140,4 +141,4 @@ CREATE TABLE IF NOT EXISTS schema_info (
 	PRIMARY KEY ("key")
 );
 
-INSERT INTO schema_info (key, value) VALUES ('schema_version', '4');
+INSERT INTO schema_info (key, value) VALUES ('schema_version', '5');

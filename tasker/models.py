@@ -208,6 +208,11 @@ class RunRecord(_Record):
     # only when both are its own.
     boot_id: str | None = None
     pid_namespace: str | None = None
+    # The end of the run's log file, shipped by its process with the run's end (at most
+    # tracking.log_tail_bytes; schema version 5). Read with one run (get_run, tasker show,
+    # the dashboard's run page): lists of runs (history, active runs) leave it None, so that
+    # a page of a hundred runs does not carry a hundred logs.
+    log_tail: str | None = None
 
     @property
     def duration(self) -> float | None:

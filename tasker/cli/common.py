@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from tasker.formatting import json_default
@@ -15,6 +16,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "UsageError",
+    "log_tail_of",
     "print_json",
     "read_only",
     "replay_waiting",
@@ -99,3 +101,23 @@ def replay_waiting() -> None:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, default=json_default, indent=2))
+
+
+def log_tail_of(path: str | None, *, say: bool = True) -> str | None:
+    """The end of the log file ``--log`` names, as the run's end ships it (at most
+    ``log_tail_bytes``), or None. A file that cannot be read is said on stderr (``say``)
+    and the run ends all the same: a shell script's exit status never depends on
+    tracking."""
+    if path is None:
+        return None
+    import tasker
+    from tasker.runtime.capture.logs import file_tail
+
+    limit = tasker.get_config().log_tail_bytes
+    tail = file_tail(os.path.abspath(path), limit)
+    if tail is None and limit > 0 and say:
+        print(
+            f"tasker: no log tail shipped: {path} is no readable regular file, or empty",
+            file=sys.stderr,
+        )
+    return tail

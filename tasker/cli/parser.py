@@ -109,6 +109,14 @@ def build() -> argparse.ArgumentParser:
             "--run-id", dest="run_id_option", metavar="RUN_ID", help="the same as RUN_ID"
         )
 
+    def _log_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--log",
+            metavar="FILE",
+            help="ship the end of the script's log FILE with the run's end "
+            "(at most log_tail_bytes; shown by the dashboard and tasker show)",
+        )
+
     def as_json(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print JSON (raw values) instead")
 
@@ -299,7 +307,11 @@ def build() -> argparse.ArgumentParser:
     )
     p.add_argument("--stage", required=True, help="the task's stage")
     p.add_argument("--name", help="the task's name (default: the command's name)")
-    p.add_argument("--log", metavar="FILE", help="also append the output to FILE (recorded)")
+    p.add_argument(
+        "--log",
+        metavar="FILE",
+        help="also append the output to FILE (recorded; its end is shipped with the run)",
+    )
     p.add_argument("--quiet", action="store_true", help="no [TASK ...] lines on stderr")
     p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS", help="the command to run"
@@ -344,6 +356,7 @@ def build() -> argparse.ArgumentParser:
     )
     run_id(p)
     p.add_argument("--message", help="a closing message")
+    _log_option(p)
     p = add(
         "fail",
         "end a run FAILED",
@@ -353,6 +366,7 @@ def build() -> argparse.ArgumentParser:
     run_id(p)
     p.add_argument("--message", help="the error message")
     p.add_argument("--exit-code", type=int, metavar="N", help="the exit status to record")
+    _log_option(p)
 
     subtask = sub.add_parser(
         "subtask",

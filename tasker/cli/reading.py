@@ -176,6 +176,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     return _print_runs(args, _history(args, args.limit), "no runs")
 
 
+# The lines of a run's shipped log tail `tasker show` prints (--json has all of it).
+SHOW_LOG_LINES = 20
+
+
 # How `tasker show` prints a field for people (--json keeps the raw values).
 def _shown_value(key: str, value: Any) -> str:
     if isinstance(value, datetime):
@@ -214,7 +218,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     (shown,) = run_progress([run])
     lines: list[tuple[str, str]] = []
     for key, value in fields.items():
-        if value is not None and key != "error_detail":
+        if value is not None and key not in ("error_detail", "log_tail"):
             lines.append((key, _shown_value(key, value)))
             if key == "end_time" or (key == "start_time" and fields.get("end_time") is None):
                 took = elapsed(run, datetime.now(timezone.utc))
@@ -256,7 +260,28 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run.error_detail:
         print()
         print(run.error_detail.rstrip())
+    if run.log_tail:
+        lines_shipped = run.log_tail.rstrip("\n").split("\n")
+        shown_lines = lines_shipped[-SHOW_LOG_LINES:]
+        cut = len(lines_shipped) - len(shown_lines)
+        print()
+        print(
+            f"log (the end shipped by the run's process; last {len(shown_lines)} lines"
+            + (f", {cut} earlier ones in --json" if cut else "")
+            + "):"
+        )
+        print("\n".join(_inert(line) for line in shown_lines))
     return EXIT_OK
+
+
+def _inert(line: str) -> str:
+    """A line from the database as a terminal shows it without obeying it: control
+    characters (escape sequences that move the cursor or retitle the window) escaped."""
+    if line.isprintable():
+        return line
+    return "".join(
+        c if c.isprintable() or c == "\t" else c.encode("unicode_escape").decode() for c in line
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from tasker.cli.common import EXIT_OK, run_id_of
+from tasker.cli.common import EXIT_OK, log_tail_of, run_id_of
 
 __all__ = [
     "cmd_complete",
@@ -68,7 +68,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     run_id = run_id_of(args)
     # A run that has ended already is refused (exit 1), never ended a second time.
-    tasker.task_complete(args.message, run_id=run_id, quiet=True, _refuse_ended=True)
+    tasker.task_complete(
+        args.message,
+        run_id=run_id,
+        quiet=True,
+        _refuse_ended=True,
+        _log_tail=log_tail_of(args.log),
+    )
     shell_runs.forget(run_id)
     return EXIT_OK
 
@@ -84,6 +90,7 @@ def cmd_fail(args: argparse.Namespace) -> int:
         run_id=run_id,
         quiet=True,
         _refuse_ended=True,
+        _log_tail=log_tail_of(args.log),
     )
     shell_runs.forget(run_id)
     return EXIT_OK

@@ -133,22 +133,32 @@ def run_command(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return _record(run_id, argv, code, received, b"".join(tail), quiet)
+        return _record(run_id, argv, code, received, b"".join(tail), quiet, log_path)
     finally:
         if log is not None:
             log.close()
 
 
 def _record(
-    run_id: str, argv: list[str], code: int, received: list[int], tail: bytes, quiet: bool
+    run_id: str,
+    argv: list[str],
+    code: int,
+    received: list[int],
+    tail: bytes,
+    quiet: bool,
+    log_path: str | None,
 ) -> int:
     import tasker
+    from tasker.cli.common import log_tail_of
 
     detail = tail.decode("utf-8", errors="replace") or None
     command = " ".join(argv)
-    values: dict[str, Any] = {"run_id": run_id, "quiet": quiet}
+    # The --log copy of the output (written and flushed chunk by chunk) ends with the run;
+    # a command that printed nothing leaves nothing to ship, which is not worth a word.
+    shipped = log_tail_of(log_path, say=False)
+    values: dict[str, Any] = {"run_id": run_id, "quiet": quiet, "_log_tail": shipped}
     if code == 0 and not received:
-        tasker.task_complete(run_id=run_id, quiet=quiet)
+        tasker.task_complete(**values)
         return 0
     if code < 0 or received:
         signum = -code if code < 0 else received[-1]

@@ -87,6 +87,25 @@ def _timeout(value: object, what: str) -> float:
     return number
 
 
+# A log tail is one value of a run's row, written with the run's end (and with other runs'
+# rows in one statement): far below any server's packet limit (MariaDB's max_allowed_packet
+# is 16 MiB by default, older MySQL's 4 MiB).
+MAX_LOG_TAIL_BYTES = 1 << 20
+
+
+def _byte_count(value: object, what: str) -> int:
+    expected = f"expected a whole number of bytes from 0 to {MAX_LOG_TAIL_BYTES}"
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: {expected}, got {value!r}") from None
+    if not 0 <= number <= MAX_LOG_TAIL_BYTES:
+        raise ConfigError(f"{what}: {expected}, got {value!r}")
+    return number
+
+
 def _items(value: object, what: str, separator: str) -> tuple[str, ...]:
     """A list from YAML, or one string holding ``separator``-separated items (variables)."""
     if isinstance(value, str):
@@ -199,6 +218,7 @@ KEYS: dict[str, Key] = {
     "statement_timeout": Key("tracking", _timeout, "TASKER_STATEMENT_TIMEOUT"),
     "lock_timeout": Key("tracking", _timeout, "TASKER_LOCK_TIMEOUT"),
     "exit_timeout": Key("tracking", _timeout, "TASKER_EXIT_TIMEOUT"),
+    "log_tail_bytes": Key("tracking", _byte_count, "TASKER_LOG_TAIL_BYTES"),
     "log_roots": Key("dashboard", _log_roots, "TASKER_DASHBOARD_LOG_ROOTS"),
     "allowed_hosts": Key("dashboard", _allowed_hosts, "TASKER_DASHBOARD_ALLOWED_HOSTS"),
 }
@@ -221,4 +241,5 @@ DEFAULTS: dict[str, Any] = {
     "statement_timeout": 30.0,
     "lock_timeout": 5.0,
     "exit_timeout": 10.0,
+    "log_tail_bytes": 16 * 1024,
 }

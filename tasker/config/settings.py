@@ -52,6 +52,9 @@ class Config:
     # The most a database that does not answer may delay the program's exit: what is not
     # written by then goes to the journal.
     exit_timeout: float = 10.0
+    # A run's end ships at most this much of the end of the process's log file (0: none),
+    # so that the dashboard shows it without reading files named by the database.
+    log_tail_bytes: int = 16 * 1024
     # The dashboard reads log files only inside these directories (none by default).
     log_roots: tuple[str, ...] = ()
     # Host header values the dashboard accepts besides the address it is bound to.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import statistics
 import threading
 import time
@@ -23,6 +22,7 @@ from tasker.queries import (
     summarize_stages,
 )
 from tasker.run_progress import Progress, of_run, of_status_row, of_subtask
+from tasker.runtime.capture.logs import OPEN_FLAGS, read_tail
 
 __all__ = [
     "clear_caches",
@@ -30,6 +30,7 @@ __all__ = [
     "overview",
     "read_log_tail",
     "run_rows",
+    "shown_log",
     "typical_durations",
 ]
 
@@ -191,7 +192,7 @@ def run_row(run: RunRecord) -> dict[str, Any]:
 
 
 def run_detail(run: RunRecord) -> dict[str, Any]:
-    """A run with its subtasks and the end of its log file."""
+    """A run with its subtasks and the end of its log (see shown_log)."""
     data = run_row(run)
     current = None
     subtasks = []
@@ -208,22 +209,16 @@ def run_detail(run: RunRecord) -> dict[str, Any]:
         subtasks.append(item)
     data["subtasks"] = subtasks
     data["progress"] = _shown(of_run(run, current))
-    data["log_tail"], data["log_note"] = read_log_tail(run, tasker.get_config().log_roots)
+    data.update(shown_log(run, tasker.get_config().log_roots))
     return data
 
 
 # The end of a log file shown on a run's page: enough for the last screens of output, and a
 # bound on what one request reads, whatever the file.
 LOG_TAIL_BYTES = 64 * 1024
-# Opening never blocks (a FIFO), never follows a link in the last step, never takes a
-# terminal as the controlling one.
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
+# As the tracked process opens its own log (never blocking on a FIFO), and never following
+# a link in the last step: the name comes from the database.
+_OPEN_FLAGS = OPEN_FLAGS | getattr(os, "O_NOFOLLOW", 0)
 
 
 def _inside(path: str, roots: list[str]) -> bool:
@@ -234,6 +229,24 @@ def _inside(path: str, roots: list[str]) -> bool:
         except ValueError:  # another drive (Windows)
             continue
     return False
+
+
+def shown_log(run: RunRecord, log_roots: tuple[str, ...]) -> dict[str, str | None]:
+    """What a run's page shows of its log: ``log_tail``, where it came from
+    (``log_source``: "shipped" by the run's process with its end, or read from the "file"
+    inside ``dashboard.log_roots``), and ``log_note``, why there is none or where it is from.
+
+    A shipped tail wins: the dashboard then opens no file at all. The file is read only for
+    runs that shipped none (still running, or recorded before schema version 5, or with
+    ``log_tail_bytes: 0``)."""
+    if run.log_tail is not None:
+        return {
+            "log_tail": run.log_tail,
+            "log_source": "shipped",
+            "log_note": "shipped by the run's process when the run ended",
+        }
+    text, note = read_log_tail(run, log_roots)
+    return {"log_tail": text, "log_source": None if text is None else "file", "log_note": note}
 
 
 def read_log_tail(
@@ -262,30 +275,18 @@ def read_log_tail(
     except OSError:
         return None, "the log file cannot be read"
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # a FIFO, a device (/dev/zero), a folder
-            return None, refused
         # What was opened is what was checked (no folder on the way swapped for a link).
         opened = f"/proc/self/fd/{fd}"
         if os.path.islink(opened) and not _inside(os.path.realpath(opened), roots):
             return None, refused
-        start = max(0, info.st_size - max_bytes)
-        data = _read_at(fd, max_bytes, start)
+        text = read_tail(fd, max_bytes)  # None for a FIFO, a device (/dev/zero), a folder
     except OSError:
         return None, "the log file cannot be read"
     finally:
         os.close(fd)
-    text = data.decode("utf-8", errors="replace")
-    if start > 0:
-        text = text.split("\n", 1)[-1]  # start at a whole line
+    if text is None:
+        return None, refused
     return text, None
-
-
-def _read_at(fd: int, size: int, offset: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, size, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
-    return os.read(fd, size)  # pragma: no cover
 
 
 # Counting every run reads the whole of an index (if not the table): once per COUNTS_TTL

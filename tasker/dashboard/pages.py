@@ -166,7 +166,13 @@ def run_fragment(run: dict[str, Any]) -> str:
     if run.get("error_detail"):
         out.append(f'<h2>Error</h2><pre class="traceback">{esc(run["error_detail"])}</pre>')
     if run.get("log_tail"):
-        out.append(f'<h2>Log (end)</h2><pre class="log">{esc(run["log_tail"])}</pre>')
+        # Say where it comes from: shipped by the run's process, or read from the file now.
+        source = (
+            f'<p class="message log-source">{esc(run["log_note"])}</p>'
+            if run.get("log_source") == "shipped" and run.get("log_note")
+            else ""
+        )
+        out.append(f'<h2>Log (end)</h2>{source}<pre class="log">{esc(run["log_tail"])}</pre>')
     elif run.get("log_note"):
         out.append(f'<h2>Log</h2><p class="message">{esc(run["log_note"])}</p>')
     return "".join(out)

@@ -21,7 +21,7 @@ def configure(config_file: str | os.PathLike[str] | None = None, **settings: Any
     ``stale_after``, ``flush_interval``, ``console`` (auto/true/false), ``quiet``, ``strict``,
     ``enabled``, ``environment``, ``version``, ``default_stage``, ``journal_dir``,
     ``max_queued``, ``connect_timeout``, ``statement_timeout``, ``lock_timeout``,
-    ``exit_timeout``, ``log_roots``, ``allowed_hosts``.
+    ``exit_timeout``, ``log_tail_bytes``, ``log_roots``, ``allowed_hosts``.
     """
     return RECORDER.configure(settings, None if config_file is None else os.fspath(config_file))
 

@@ -122,6 +122,7 @@ def task_update(
     error_detail: str | None = None,
     run_id: str | None = None,
     quiet: bool | None = None,
+    _log_tail: str | None = None,
 ) -> None:
     """Update a run: status, overall percent (0 to 100), current subtask, message.
 
@@ -149,6 +150,7 @@ def task_update(
         values["error_detail"] = detail
     rid = resolve_run_id(run_id)
     if st.is_terminal:
+        _with_log_tail(values, _log_tail)
         end_run_by_id(rid, st, values, msg or err, quiet)
         return
     try:
@@ -160,6 +162,13 @@ def task_update(
         return
     if not is_quiet(quiet):
         console.task_update(rid, st.value, msg)
+
+
+def _with_log_tail(values: dict[str, Any], tail: str | None) -> None:
+    """The end of a log the command line read for the run (``--log FILE``), shipped with
+    its end; else the run's own process ships its log file's (tasker.runtime.runs)."""
+    if tail is not None:
+        values["log_tail"] = validate.optional_text(tail, "log_tail")
 
 
 def end_run_by_id(
@@ -201,13 +210,15 @@ def task_complete(
     run_id: str | None = None,
     quiet: bool | None = None,
     _refuse_ended: bool = False,
+    _log_tail: str | None = None,
 ) -> None:
     """End a run COMPLETED at 100%; its unfinished subtasks are completed too.
 
     A run that has ended already keeps its first ending: this one is refused with a
     TaskerWarning (a RunEndedError under ``strict``)."""
     msg = validate.optional_text(message, "message")
-    values = {"overall_progress_message": msg} if msg is not None else {}
+    values: dict[str, Any] = {"overall_progress_message": msg} if msg is not None else {}
+    _with_log_tail(values, _log_tail)
     end_run_by_id(
         resolve_run_id(run_id), Status.COMPLETED, values, msg, quiet, refuse_ended=_refuse_ended
     )
@@ -222,6 +233,7 @@ def task_fail(
     run_id: str | None = None,
     quiet: bool | None = None,
     _refuse_ended: bool = False,
+    _log_tail: str | None = None,
 ) -> None:
     """End a run FAILED; its unfinished subtasks end FAILED too.
 
@@ -253,6 +265,7 @@ def task_fail(
                 f"exit_code must be a whole number (a process's exit status), got {exit_code!r}"
             )
         values["exit_code"] = exit_code
+    _with_log_tail(values, _log_tail)
     end_run_by_id(
         resolve_run_id(run_id), Status.FAILED, values, msg, quiet, refuse_ended=_refuse_ended
     )

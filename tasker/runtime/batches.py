@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tasker.errors import TaskerError
 from tasker.runtime import events as ev
-from tasker.runtime.capture.process import active_log_file
+from tasker.runtime.capture.logs import active_log_file
 from tasker.runtime.counters import Counter
 from tasker.runtime.events import END_RUN, END_SUBTASK, INCREMENT_SUBTASK, START_RUN, Event
 

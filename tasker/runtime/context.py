@@ -86,6 +86,9 @@ class RunState:
     shared: bool = True
     # Work was sent from this run to other processes (see tasker.runtime.runs.start_subtask).
     handed_off: bool = False
+    # Where the process's log file stood when this outermost run started (device, inode,
+    # size): its end ships what was logged from there on (tasker.runtime.capture.logs).
+    log_from: tuple[int, int, int] | None = None
     _next_number: int = 0
 
     @property

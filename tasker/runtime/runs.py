@@ -23,8 +23,8 @@ from tasker.models import NewRun, Status
 from tasker.runtime import console, context
 from tasker.runtime import events as ev
 from tasker.runtime.capture.git import git_info
+from tasker.runtime.capture.logs import active_log_file, log_position, shipped_tail
 from tasker.runtime.capture.process import (
-    active_log_file,
     command_of,
     in_worker_process,
     peak_memory_mb,
@@ -264,6 +264,11 @@ def start_run(
     if state.owned:
         context.push(state)
         RECORDER.writer.ensure_started()  # it heartbeats the run
+        if config.log_tail_bytes and _outermost(state):
+            # An outermost run ships what is logged from here on (end_run): a program that
+            # calls a top-level task for each of thousands of items stores each call's own
+            # lines, not the same end of the file thousands of times.
+            state.log_from = log_position()
     if not _quiet(quiet):
         console.task_start(stage, task, run_id)
     return state
@@ -292,6 +297,13 @@ def _settings(config: Config) -> tuple[str | None, str | None]:
 def _wide_name(name: str, field: str) -> str:
     """A name too wide for its column (from the configuration, an engine), cut once."""
     return fitted(name, field, WIDTHS[field])
+
+
+def _outermost(state: RunState) -> bool:
+    """No run of this process around it: none in its context, nor one its thread works for
+    (a thread-pool call's run nests under the submitting run: see context.push, ``shared``)."""
+    parent = state.parent
+    return state.shared if parent is None else not parent.is_local
 
 
 @functools.lru_cache(maxsize=1024)
@@ -334,11 +346,19 @@ def end_run(
     ended_with = ended_with_run(status)
     for sub in list(reversed(state.subtasks)):
         end_subtask(sub, status, sync=sync, error=ended_with, quiet=True)
+    parent = state.parent
     if state.is_local:
         values.setdefault("cpu_seconds", max(0.0, time.process_time() - state.cpu_start))
         peak = peak_memory_mb()
         if peak is not None:
             values.setdefault("peak_memory_mb", peak)
+        # The end of the process's log file goes with the run's end: for the process's
+        # outermost runs and for every failure, not for each nested call that succeeded
+        # (each would store the same bytes again, and pay a read for them).
+        if "log_tail" not in values and (status is Status.FAILED or _outermost(state)):
+            tail = shipped_tail(RECORDER.config.log_tail_bytes, state.log_from)
+            if tail is not None:
+                values["log_tail"] = tail
     when = now()
     run_id = state.run_id
     try:
@@ -349,7 +369,6 @@ def end_run(
         RECORDER.live_runs.discard(state)
     if not _quiet(quiet):
         console.task_update(run_id, status.value, line)
-    parent = state.parent
     # The outermost run of this process ended. In a worker, or under a run handed over from
     # elsewhere, the process may be ended without warning once the call returns.
     if (

@@ -57,10 +57,15 @@ def _to_3(conn: Connection, dialect: str, t: Tables) -> None:
     whether a run's PID belongs to its own kernel boot and PID namespace (a hostname alone
     does not); active_tasks shows them (see refresh_views). Older rows keep NULL there and
     are judged by hostname, as before."""
+    _add_run_columns(conn, dialect, t, ("boot_id", "pid_namespace"))
+
+
+def _add_run_columns(conn: Connection, dialect: str, t: Tables, names: tuple[str, ...]) -> None:
+    """Add the nullable columns ``names`` to task_runs, those it has not got yet."""
     runs = t.task_runs
     have = {c["name"] for c in inspect(conn).get_columns(runs.name, schema=runs.schema)}
     compiler = dialect_for(dialect)
-    for name in ("boot_id", "pid_namespace"):
+    for name in names:
         if name in have:  # a fresh schema, or a step run before (MySQL DDL is not undone)
             continue
         column = runs.c[name]
@@ -99,4 +104,11 @@ def _to_4(conn: Connection, dialect: str, t: Tables) -> None:
             _exec(conn, dialect, f"DROP INDEX IF EXISTS {t.qualified(name)}")
 
 
-UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3, 3: _to_4}
+def _to_5(conn: Connection, dialect: str, t: Tables) -> None:
+    """Version 5: task_runs.log_tail, the end of the run's log file that its process ships
+    with the run's end (tasker.runtime.capture.logs). Not in the views. Older rows keep
+    NULL there: the dashboard reads their log file inside dashboard.log_roots, as before."""
+    _add_run_columns(conn, dialect, t, ("log_tail",))
+
+
+UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3, 3: _to_4, 4: _to_5}

@@ -34,6 +34,7 @@ from sqlalchemy import (
     case,
     literal,
     literal_column,
+    null,
     select,
 )
 from sqlalchemy.engine import Dialect
@@ -45,7 +46,7 @@ from tasker.models import STATUS_VALUES, RunRecord, TaskStatusRecord
 __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
 
 # Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DIALECT_NAMES = ("postgresql", "sqlite", "mysql")
 ACTIVE_STATUS_VALUES = ("STARTED", "RUNNING")
 
@@ -277,6 +278,9 @@ def build_tables(schema: str | None = None, dialect: str | None = None) -> Table
         # tasker.runtime.capture.process.ProcessInfo.
         Column("boot_id", String(64)),
         Column("pid_namespace", String(64)),
+        # Version 5: the end of the run's log file, shipped by its process with the run's
+        # end (tasker.runtime.capture.logs), so that the dashboard opens no file a row names.
+        Column("log_tail", _long_text()),
         _status_check("task_runs"),
         # A task's runs by time: its history, and finding its latest run again.
         Index("ix_task_runs_task_start", "task_id", "start_time", "run_id"),
@@ -388,14 +392,23 @@ def current_task_status_select(t: Tables) -> Select[Any]:
     )
 
 
-def run_select(t: Tables) -> Select[Any]:
-    """Runs joined with their task and stage: the shape of a RunRecord."""
+def run_columns(t: Tables, *, log_tail: bool) -> dict[str, Any]:
+    """What RunRecord's fields are read from: the run's columns, its task's and stage's.
+    ``log_tail`` (up to tracking.log_tail_bytes a run) only when asked, for one run; else
+    NULL in its place, so that a list of runs reads no log."""
     runs = t.task_runs
-    available = {
+    return {
         **{c.name: c for c in t.stages.c},
         **{c.name: c for c in t.tasks.c},
         **{c.name: c for c in runs.c},  # the run's own script and log paths win
+        "log_tail": runs.c.log_tail if log_tail else null().label("log_tail"),
     }
+
+
+def run_select(t: Tables, *, log_tail: bool = False) -> Select[Any]:
+    """Runs joined with their task and stage: the shape of a RunRecord (see run_columns)."""
+    runs = t.task_runs
+    available = run_columns(t, log_tail=log_tail)
     return select(*record_columns(RunRecord, available)).select_from(
         runs.join(t.tasks, t.tasks.c.task_id == runs.c.task_id).join(
             t.stages, t.stages.c.stage_id == t.tasks.c.stage_id
@@ -417,8 +430,11 @@ def active_condition(t: Tables) -> Any:
 
 
 def active_tasks_select(t: Tables) -> Select[Any]:
-    """Runs that are STARTED or RUNNING."""
-    return run_select(t).where(active_condition(t))
+    """Runs that are STARTED or RUNNING: every RunRecord column but log_tail, which a run
+    ships only when it ends (views only ever gain columns at their end)."""
+    stmt = run_select(t)
+    shown = [c for c in stmt.selected_columns if c.name != "log_tail"]
+    return stmt.with_only_columns(*shown).where(active_condition(t))
 
 
 VIEWS = {

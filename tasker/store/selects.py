@@ -49,6 +49,7 @@ from tasker.store.schema import (
     active_condition,
     current_task_status_select,
     record_columns,
+    run_columns,
     run_select,
 )
 
@@ -89,11 +90,7 @@ def _record_of_runs(t: Tables, picked: Subquery, *, order: Sequence[Any]) -> Sel
     """RunRecord columns of the runs ``picked`` names (its ``run_id``), each joined with its
     task and stage by primary key, in ``order``."""
     runs = t.task_runs
-    available = {
-        **{c.name: c for c in t.stages.c},
-        **{c.name: c for c in t.tasks.c},
-        **{c.name: c for c in runs.c},  # the run's own script and log paths win
-    }
+    available = run_columns(t, log_tail=False)  # lists of runs read no log (RunRecord)
     return (
         select(*record_columns(RunRecord, available))
         .select_from(
@@ -277,9 +274,11 @@ def active_runs_select(t: Tables) -> Select[Any]:
 
 @functools.lru_cache(maxsize=_SHAPES)
 def run_select_by_id(t: Tables) -> Select[Any]:
-    """One run (``:x_run_id``) with its task and stage, by primary key."""
+    """One run (``:x_run_id``) with its task and stage, by primary key, its log tail too."""
     runs = t.task_runs
-    return run_select(t).where(runs.c.run_id == bindparam("x_run_id", type_=runs.c.run_id.type))
+    return run_select(t, log_tail=True).where(
+        runs.c.run_id == bindparam("x_run_id", type_=runs.c.run_id.type)
+    )
 
 
 @functools.lru_cache(maxsize=_SHAPES)

@@ -177,8 +177,13 @@ def test_latest_run_is_the_one_started_last(db: Backend) -> None:
     assert tasker.get_task_status()[0].run_id == late
 
 
-# What each version added to task_runs (and so to the active_tasks view), newest last.
-_ADDED_RUN_COLUMNS = {2: ("process_start_time",), 3: ("boot_id", "pid_namespace")}
+# What each version added to task_runs (and, but for log_tail, to the active_tasks view),
+# newest last.
+_ADDED_RUN_COLUMNS = {
+    2: ("process_start_time",),
+    3: ("boot_id", "pid_namespace"),
+    5: ("log_tail",),
+}
 
 
 def _make_older(db: Backend, version: int) -> None:
@@ -281,3 +286,68 @@ def test_a_schema_created_by_another_process_between_two_looks_is_read(
 
     monkeypatch.setattr(store, "_run", first_read_finds_nothing)
     assert store.schema_version() == SCHEMA_VERSION and failed
+
+
+def _run_columns(db: Backend) -> list[str]:
+    from sqlalchemy import inspect
+
+    store = RECORDER.raw_store
+    runs = store.t.task_runs
+    with store.engine.connect() as conn:
+        return [c["name"] for c in inspect(conn).get_columns(runs.name, schema=runs.schema)]
+
+
+def _view_columns(db: Backend) -> list[str]:
+    with RECORDER.raw_store.engine.connect() as conn:
+        result = conn.execute(text(f"SELECT * FROM {db.table('active_tasks')} WHERE 1 = 0"))
+        return list(result.keys())
+
+
+def test_a_version_4_database_is_upgraded_to_version_5(db: Backend, tmp_path: Path) -> None:
+    import logging
+
+    old = tasker.task_start("S", "old")
+    tasker.task_complete("done")
+    running = tasker.task_start("S", "running")
+    view_before = _view_columns(db)
+    _make_older(db, 4)
+    assert "log_tail" not in _run_columns(db)
+    db.configure()
+    # First use adds task_runs.log_tail in place, last; every row and its data are kept,
+    # the older ones without a tail. The view is as it was: no log_tail in it.
+    kept = tasker.get_run(old)
+    assert (kept.status, kept.overall_progress_message, kept.log_tail) == (
+        "COMPLETED",
+        "done",
+        None,
+    )
+    assert tasker.get_run(running).status == "STARTED"
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION == 5
+    assert _run_columns(db)[-1] == "log_tail"
+    assert _view_columns(db) == view_before and "log_tail" not in view_before
+    # A run of this process that logs to a file ships its tail into the new column (the
+    # explicit API's end, written at once).
+    handler = logging.FileHandler(tmp_path / "explicit.log")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("tasker-test.upgraded")
+    logger.addHandler(handler)
+    try:
+        logger.warning("written before the end")
+        tasker.task_fail("broken", run_id=running)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert tasker.get_run(running).log_tail == "written before the end\n"
+    assert db.scalar(f"SELECT COUNT(log_tail) FROM {db.table('task_runs')}") == 1
+    assert tasker.create_schema() is False
+
+
+def test_the_version_5_step_is_safe_to_run_again(db: Backend) -> None:
+    tasker.create_schema()
+    _make_older(db, 4)
+    store = RECORDER.raw_store
+    with store.engine.begin() as conn:
+        migrations.UPGRADES[4](conn, store.dialect, store.t)
+        migrations.UPGRADES[4](conn, store.dialect, store.t)  # finds the column there
+        migrations.refresh_views(conn, store.dialect, store.t)
+    assert _run_columns(db).count("log_tail") == 1

@@ -168,6 +168,9 @@ def test_bad_config_files_name_the_file_and_the_key(yaml_text: str, pattern: str
         ({}, {"TASKER_MAX_QUEUED": "lots"}, r"TASKER_MAX_QUEUED: expected a whole number"),
         ({}, {"TASKER_HEARTBEAT_INTERVAL": "0"}, r"TASKER_HEARTBEAT_INTERVAL: expected a positive"),
         ({"stale_after": "soon"}, {}, r"stale_after: expected a positive number of seconds"),
+        ({"log_tail_bytes": -1}, {}, r"log_tail_bytes: expected a whole number of bytes from 0"),
+        ({}, {"TASKER_LOG_TAIL_BYTES": "2097152"}, r"TASKER_LOG_TAIL_BYTES: .* to 1048576"),
+        ({}, {"TASKER_LOG_TAIL_BYTES": "16k"}, r"TASKER_LOG_TAIL_BYTES: expected a whole"),
         (
             {"schema": "bad-name; drop"},
             {"TASKER_DB_DRIVER": "postgresql", "TASKER_DB_NAME": "x"},
@@ -221,3 +224,16 @@ def test_unreachable_database_names_host_port_user_not_password() -> None:
     message = str(info.value)
     assert "127.0.0.1:1" in message and "'tracker'" in message and "'pipes'" in message
     assert secret not in message
+
+
+def test_log_tail_bytes_defaults_to_16_kib_and_is_read_from_file_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_config().log_tail_bytes == 16 * 1024
+    write(Path.cwd() / ".tasker.yml", "tracking:\n  log_tail_bytes: 0\n")
+    config = load_config()
+    assert (
+        config.log_tail_bytes == 0 and "tracking.log_tail_bytes" in config.sources["log_tail_bytes"]
+    )
+    monkeypatch.setenv("TASKER_LOG_TAIL_BYTES", "4096")
+    assert load_config().log_tail_bytes == 4096

@@ -8,7 +8,6 @@ run must not cost a system call per field.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import getpass
 import os
 import shlex
@@ -223,34 +222,6 @@ def process_info() -> ProcessInfo:
             )
         )
     return _cached
-
-
-def active_log_file() -> tuple[str | None, str | None]:
-    """(folder, file name) of the first logging FileHandler configured in this process."""
-    import logging
-
-    loggers: list[logging.Logger] = [logging.getLogger()]
-    loggers += [
-        lg
-        for lg in list(logging.Logger.manager.loggerDict.values())
-        if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for handler in lg.handlers:
-            if isinstance(handler, logging.FileHandler) and handler.baseFilename != os.devnull:
-                return _log_file(handler.baseFilename)
-    return None, None
-
-
-@functools.lru_cache(maxsize=64)
-def _log_file(name: str) -> tuple[str, str]:
-    """A log file's (folder, file name), made storable once per file."""
-    path = Path(name)
-    folder, said = fit_text(str(path.parent), "log_path (of this process)")
-    filename, more = fit_text(path.name, "log_filename (of this process)", WIDTHS["log_filename"])
-    for sentence in said + more:
-        warn(sentence)
-    return folder, filename
 
 
 if sys.platform != "win32":
