@@ -8,16 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import tasker
 from tests.conftest import ROOT, Backend
 
 WORKER = r"""
 import sys, time
 from pathlib import Path
-import pytest
-
 import tasker
 
 start_at, index = float(sys.argv[1]), sys.argv[4]
@@ -105,67 +101,3 @@ def test_sixteen_processes_track_at_once_and_nothing_is_lost(
     runs = tasker.get_task_history(stage="CONCURRENT", limit=None)
     assert len(runs) == 1600 and {r.status for r in runs} == {"COMPLETED"}
     assert len({r.process_id for r in runs}) == 16
-
-
-CREATOR = r"""
-import sys, time
-import pytest
-
-import tasker
-
-@tasker.task(stage="CROWD", name=f"process {sys.argv[2]}")
-def call(i):
-    return i
-
-start_at = float(sys.argv[1])
-while time.time() < start_at:          # all processes leave this line together
-    time.sleep(0.001)
-for i in range(30):                    # the first write of each creates the schema
-    call(i)
-"""
-
-CROWD = 64
-
-
-@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
-def test_sixty_four_processes_creating_the_schema_at_once_lose_no_run(
-    db: Backend, child_env: dict[str, str], tmp_path: Path
-) -> None:
-    # A fresh, empty schema: the first write of every process creates it, all at once. Lost
-    # runs here were silent (90 to 1,290 of 1,920); each must be in the database, or in a
-    # journal that replays.
-    script = tmp_path / "creator.py"
-    script.write_text(CREATOR, encoding="utf-8")
-    env = {**child_env, "TASKER_JOURNAL_DIR": str(tmp_path / "journal")}
-    start_at = time.time() + 8.0
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(start_at), str(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(CROWD)
-    ]
-    try:
-        results = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_out, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err
-        assert "Traceback" not in err, err
-    files = sorted((tmp_path / "journal").rglob("*.jsonl"))
-    if files:
-        assert tasker.replay_journal(files).failed == 0
-    history = tasker.get_task_history(stage="CROWD", limit=None)
-    by_task: dict[str, set[str]] = {}
-    for run in history:
-        assert run.status == "COMPLETED", run
-        by_task.setdefault(run.task_name, set()).add(run.run_id)
-    assert {name: len(ids) for name, ids in by_task.items()} == {
-        f"process {i}": 30 for i in range(CROWD)
-    }

@@ -528,3 +528,46 @@ def test_an_ended_run_takes_no_update_and_no_new_subtask(db: Backend) -> None:
     assert after.overall_percent_complete == before.overall_percent_complete
     (sub,) = tasker.get_subtask_progress(run_id)
     assert (sub.status, sub.error_message, sub.items_complete) == ("FAILED", "bad input", 2)
+
+
+def test_a_write_the_exit_gave_up_on_rolls_back_instead_of_committing_too(
+    db: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The exit journals the batch a write is stuck on (a lock, a stalled network); if that
+    # write then got through and committed, replaying the journal would find every run twice.
+    import threading
+
+    from tasker.runtime.recorder import RECORDER
+    from tasker.store.sql import SqlStore
+
+    tasker.create_schema()
+    inside, release = threading.Event(), threading.Event()
+    original = SqlStore.insert_whole_runs
+
+    def stuck(self: SqlStore, rows: Any) -> Any:
+        result = original(self, rows)  # the rows are in the transaction, not yet committed
+        inside.set()
+        release.wait(30)  # the exit gives up meanwhile
+        return result
+
+    monkeypatch.setattr(SqlStore, "insert_whole_runs", stuck)
+
+    @tasker.task(stage="S", name="given up")
+    def job() -> int:
+        return 1
+
+    assert [job() for _ in range(3)] == [1, 1, 1]
+    RECORDER.writer.ensure_started()
+    assert inside.wait(30)
+    assert RECORDER.writer.flush(timeout=0.2, closing=True)  # journaled, not written
+    release.set()
+    deadline = time.monotonic() + 30
+    while RECORDER.writer.stalled(0.0) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the stuck write goes on, and must roll back
+    monkeypatch.setattr(SqlStore, "insert_whole_runs", original)
+    assert db.scalar(f"SELECT COUNT(*) FROM {db.table('task_runs')}") == 0
+    journals = sorted(Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl"))
+    result = tasker.replay_journal(journals)
+    assert (result.events, result.failed) == (6, 0)
+    runs = tasker.get_task_history()
+    assert [(r.task_name, r.status) for r in runs] == [("given up", "COMPLETED")] * 3
