@@ -606,12 +606,14 @@ def test_memory_stays_bounded_while_the_database_is_away(tmp_path: Path) -> None
     def work() -> None:
         return None
 
+    journaled = RECORDER.writer.stats.journaled  # the process's count: earlier tests' too
     for _ in range(400):  # 800 events
         work()
-    wait_for(lambda: RECORDER.writer.stats.journaled > 0)
+    wait_for(lambda: RECORDER.writer.stats.journaled > journaled)
     wait_for(lambda: len(RECORDER.writer._queue) <= 100)
     (own,) = journal.pending_files(tasker.get_config())  # this process's, still open
-    assert own.read_text().count("\n") > RECORDER.writer.stats.journaled  # header + events
+    saved = RECORDER.writer.stats.journaled - journaled
+    assert own.read_text().count("\n") >= 1 + saved > 1  # header + events (more may follow)
 
 
 def test_a_full_sqlite_disk_loses_nothing(tmp_path: Path) -> None:
