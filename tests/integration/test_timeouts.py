@@ -272,15 +272,7 @@ def test_a_tracked_program_exits_in_time_when_the_network_stalls(
     stalled: Stalled, style: str, tmp_path: Path
 ) -> None:
     script = write_script(tmp_path, EXPLICIT if style == "explicit" else DECORATED)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=stalled.env(tmp_path),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start_behind(stalled, tmp_path, script)
     try:
         assert proc.stdout is not None and proc.stdin is not None
         ready = _read_line(proc, timeout=60)
@@ -357,16 +349,7 @@ def test_a_fork_pool_loses_no_run_while_the_database_is_away(
     # A pool's workers are killed by Pool.terminate() the moment the with block ends: what
     # each call tracked must be journaled before it returns, not kept for an exit that never
     # comes. And neither the forks nor the calls wait at length for a database that is away.
-    script = write_script(tmp_path, FORK_POOL_AWAY)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), fault],
-        env=stalled.env(tmp_path),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start_behind(stalled, tmp_path, write_script(tmp_path, FORK_POOL_AWAY), fault)
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert _read_line(proc, timeout=60) == "READY", _output(proc)
@@ -403,6 +386,22 @@ def test_a_fork_pool_loses_no_run_while_the_database_is_away(
     expected = 11 if fault == "mid-write" else 8
     assert len({r.run_id for r in workers}) == expected, [(r.task_name, r.status) for r in history]
     assert {(r.status, r.parent_run_id) for r in workers} == {("COMPLETED", main_run.run_id)}
+
+
+def _start_behind(
+    stalled: Stalled, tmp_path: Path, script: Path, *args: str
+) -> subprocess.Popen[str]:
+    """Start a tracked script that reaches its database through the stalling proxy, in its
+    own process group, with a pipe to tell it to go on."""
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        env=stalled.env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -449,15 +448,7 @@ main()
 def test_sigterm_while_the_network_stalls_ends_in_time_and_keeps_cancelled(
     stalled: Stalled, tmp_path: Path
 ) -> None:
-    script = write_script(tmp_path, SIGTERMED)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        env=stalled.env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start_behind(stalled, tmp_path, write_script(tmp_path, SIGTERMED))
     try:
         assert _read_line(proc, timeout=60) == "READY", _output(proc)
         time.sleep(0.5)  # its run and subtask are in the database
