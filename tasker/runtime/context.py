@@ -106,12 +106,17 @@ class RunState:
         with _numbering:
             self._next_number = max(self._next_number, number)
 
-    def open_subtask_number(self) -> int | None:
-        """The innermost subtask open in this run here, else the run's current subtask."""
+    def innermost_open_number(self) -> int | None:
+        """The number of the innermost subtask open in this run here, if any."""
         for sub in reversed(self.subtasks):
             if not sub.ended:
                 return int(sub.number)
-        return self.current_subtask
+        return None
+
+    def open_subtask_number(self) -> int | None:
+        """The innermost subtask open in this run here, else the run's current subtask."""
+        number = self.innermost_open_number()
+        return self.current_subtask if number is None else number
 
 
 # Numbering is rare next to everything else: one lock serves every run.
@@ -259,18 +264,11 @@ def _export_subtask(number: int | None) -> None:
         os.environ[SUBTASK_ENV] = "" if number is None else str(number)
 
 
-def _open_number(state: RunState) -> int | None:
-    for sub in reversed(state.subtasks):
-        if not sub.ended:
-            return int(sub.number)
-    return None
-
-
 def subtasks_changed(state: RunState) -> None:
     """A subtask of ``state`` opened or closed here: children started from now on inherit
     the innermost one open, when ``state`` is the run the environment names."""
     if _main_live and _main_live[-1] is state and threading.get_ident() == _main_ident:
-        _export_subtask(_open_number(state))
+        _export_subtask(state.innermost_open_number())
 
 
 def push(state: RunState) -> None:
@@ -282,7 +280,7 @@ def push(state: RunState) -> None:
     if threading.get_ident() == _main_ident:
         _main_live.append(state)
         _export(state.run_id)
-        _export_subtask(_open_number(state))
+        _export_subtask(state.innermost_open_number())
     elif not _subprocess_hooked:
         _hook_subprocess()
     if not _executors_hooked:
@@ -392,8 +390,9 @@ def pop(run_id: str) -> None:
         _remove(_main_live, state)
         # Runs of overlapping asyncio tasks may end in any order: the variable names the
         # innermost run still live, never one restored out of turn.
-        _export(_main_live[-1].run_id if _main_live else _inherited)
-        _export_subtask(_open_number(_main_live[-1]) if _main_live else _inherited_subtask)
+        top = _main_live[-1] if _main_live else None
+        _export(top.run_id if top is not None else _inherited)
+        _export_subtask(top.innermost_open_number() if top is not None else _inherited_subtask)
 
 
 # attach() blocks open in this process, in any thread.
@@ -458,7 +457,7 @@ def after_fork_in_child() -> None:
     _forked_with = _current.get()
     _inherited = state.run_id if state is not None else (os.environ.get(RUN_ID_ENV) or None)
     _inherited_subtask = (
-        _open_number(state) if state is not None else _number(os.environ.get(SUBTASK_ENV))
+        state.innermost_open_number() if state is not None else _number(os.environ.get(SUBTASK_ENV))
     )
     _live.clear()
     _main_live.clear()

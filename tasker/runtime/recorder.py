@@ -32,7 +32,7 @@ __all__ = ["RECORDER", "ProcessHooks", "Recorder"]
 DEFAULT_EXIT_TIMEOUT = 10.0
 # The longest a fork waits for what is queued to be written (a stalled database is not
 # waited for: the child then reports into rows that the writer parks until they appear).
-FORK_FLUSH_TIMEOUT = 5.0  # when no configuration loads; else lock_timeout
+DEFAULT_LOCK_TIMEOUT = 5.0
 
 
 class ProcessHooks:
@@ -186,6 +186,14 @@ class Recorder:
         except Exception:  # no usable configuration: nothing to wait for either
             return DEFAULT_EXIT_TIMEOUT
 
+    def lock_timeout(self) -> float:
+        """The most tasker waits for a lock, its own writer's included (``lock_timeout``):
+        a fork, or work handed to another process, waits that long for a write in progress."""
+        try:
+            return float(self.config.lock_timeout)
+        except Exception:  # no usable configuration: the writer reports that
+            return DEFAULT_LOCK_TIMEOUT
+
     def _at_exit(self) -> None:
         import time
 
@@ -259,10 +267,7 @@ def _before_fork() -> None:
     # must be in the database first. Not from the writer thread itself, which cannot wait
     # for itself.
     writer = RECORDER.writer
-    try:
-        bound = RECORDER.config.lock_timeout  # a write in progress is waited for like a lock
-    except Exception:  # no usable configuration: the writer reports that
-        bound = FORK_FLUSH_TIMEOUT
+    bound = RECORDER.lock_timeout()  # a write in progress is waited for like a lock
     # A write already stuck for a while (the database stalls or holds a lock) is not waited
     # for again at each fork: a pool of N workers would cost N times the bound.
     # Nor is a database known to be away tried again (each try costs up to connect_timeout).

@@ -56,22 +56,11 @@ __all__ = [
 T = TypeVar("T")
 
 
-# Runs that end in a worker process are made durable before the call returns, within this
-# bound: pool workers, Celery's prefork children and Ray workers may end with os._exit(),
-# which runs no atexit handler.
-WORKER_FLUSH_TIMEOUT = 10.0  # when no configuration loads; else exit_timeout
-
-
-def _setting(name: str, default: float) -> float:
-    try:
-        return float(getattr(RECORDER.config, name))
-    except Exception:  # no usable configuration: the writer reports that
-        return default
-
-
 def make_durable() -> None:
-    """Write what this process tracked so far, within ``exit_timeout`` (a worker's end is
-    its exit: it may come without atexit); never raises.
+    """Write what this process tracked so far, within ``exit_timeout``; never raises. Runs
+    that end in a worker process are made durable so before the call returns: pool workers,
+    Celery's prefork children and Ray workers may end with os._exit(), which runs no atexit
+    handler.
 
     In a worker process with nothing tracked left live, SIGTERM then goes back to its default
     action until the next call tracks something (see tasker.runtime.signals.uninstall)."""
@@ -80,7 +69,7 @@ def make_durable() -> None:
         if writer.pending and threading.current_thread().name != "tasker-writer":
             # Not while the database is known to be away, nor while a write is stuck on it:
             # each call would wait for a write that cannot happen.
-            bound = _setting("exit_timeout", WORKER_FLUSH_TIMEOUT)
+            bound = RECORDER.exit_timeout()
             written = not writer.failing and not writer.stalled(bound / 2) and writer.flush(bound)
             if not written and in_worker_process():
                 # A worker may be killed the moment it returns (Pool.terminate()): what it
@@ -109,15 +98,12 @@ def loop_ended_in_worker() -> None:
         pass
 
 
-HANDOFF_FLUSH_TIMEOUT = 5.0  # when no configuration loads; else lock_timeout
-
-
 def write_queued_starts() -> None:
     """Before work is handed to another process: write what is queued (run and subtask
     starts), within ``lock_timeout``; never raises."""
     try:
         writer = RECORDER.writer
-        bound = _setting("lock_timeout", HANDOFF_FLUSH_TIMEOUT)
+        bound = RECORDER.lock_timeout()
         if (
             writer.queued
             and threading.current_thread().name != "tasker-writer"
