@@ -30,8 +30,10 @@ import dataclasses
 import os
 import sys
 import threading
-import time
 from typing import Any
+
+from tasker.runtime.capture.process import cpu_seconds
+from tasker.runtime.pid import current_pid
 
 __all__ = [
     "RUN_ID_ENV",
@@ -66,14 +68,14 @@ class RunState:
     parent: RunState | None = None
     total_subtasks: int | None = None
     current_subtask: int | None = None
-    pid: int = dataclasses.field(default_factory=os.getpid)
+    pid: int = dataclasses.field(default_factory=current_pid)
     owned: bool = True
     ended: bool = False
     # Subtasks this process has open in the run, innermost last.
     subtasks: list[Any] = dataclasses.field(default_factory=list)
     # track() loops left early: (subtask, frame, instruction offset) — see tasker.instrument.track.
     early_closed: list[tuple[Any, Any, int]] = dataclasses.field(default_factory=list)
-    cpu_start: float = dataclasses.field(default_factory=time.process_time)
+    cpu_start: float = dataclasses.field(default_factory=cpu_seconds)
     # Open task()/subtask() scopes of the automatic layer: skip() raises only inside one.
     scopes: int = 0
     # A run handed over to this process (attach(), or a call carrying a handoff): runs that
@@ -94,7 +96,7 @@ class RunState:
     @property
     def is_local(self) -> bool:
         """True when this process started the run (not a forked copy of the state)."""
-        return self.owned and self.pid == os.getpid()
+        return self.owned and self.pid == current_pid()
 
     def next_subtask_number(self) -> int:
         with _numbering:
@@ -146,6 +148,10 @@ _submitted: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
     "tasker_submitted_from", default=None
 )
 _STARTED_IN = "_tasker_started_in"
+# The thread no Thread.start and no pool call ever ran in: the process's first thread (and,
+# in a forked child, still that one if it is the thread that forked). There ambient() needs
+# neither of the two lookups above — it is asked twice at every top-level run's start.
+_plain_ident: int | None = _main_ident
 # The state a fork child took over from the thread that forked (see after_fork_in_child).
 _forked_with: RunState | None = None
 
@@ -175,11 +181,14 @@ def ambient() -> RunState | None:
     current): the main thread's innermost live run, never a run of another thread — two
     pipelines in two threads do not report into each other.
     """
-    scope = _submitted.get()
-    if scope is not None and not scope.ended:
-        return scope
-    if scope is None:
-        scope = getattr(threading.current_thread(), _STARTED_IN, None)
+    if threading.get_ident() == _plain_ident:
+        scope = None
+    else:
+        scope = _submitted.get()
+        if scope is not None and not scope.ended:
+            return scope
+        if scope is None:
+            scope = getattr(threading.current_thread(), _STARTED_IN, None)
     while scope is not None and scope.ended:
         scope = scope.parent
     for state in reversed(_live if scope is not None else _main_live):
@@ -445,8 +454,10 @@ def after_fork_in_child() -> None:
     # innermost live run) is what the child inherits — more exact than the variable, which
     # names the main thread's run. Exported again so the child's exec children inherit it.
     global _inherited, _env_now, _main_ident, _entered, _forked_with
-    global _inherited_subtask, _subtask_env_now
+    global _inherited_subtask, _subtask_env_now, _plain_ident
     _entered = 0
+    if threading.get_ident() != _plain_ident:  # forked from a thread it started, or a pool's
+        _plain_ident = None
     state = reporting_state()
     if state is not None and _current.get() is None:
         # A thread with no run of its own forked inside a run: the child reports into that

@@ -18,7 +18,8 @@ _KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 def new_run_id() -> str:
     """A random version 4 UUID as text, like str(uuid.uuid4()) without a system call per id
     (one is made on every run start)."""
-    h = f"{(_ids.getrandbits(128) & _KEEP) | _VERSION_4:032x}"
+    # bytes.hex() formats faster than an f-string's :032x (the id is made on every run start).
+    h = ((_ids.getrandbits(128) & _KEEP) | _VERSION_4).to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

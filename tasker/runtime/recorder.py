@@ -291,10 +291,12 @@ def _after_fork_in_child() -> None:
     # Every piece of the runtime's per-process state is reset here, in this order: fresh run
     # ids (siblings must not draw the parent's sequence), the run context the child inherits
     # (the forking thread's run), the process facts (PID), then the writer and the store (the
-    # parent's connections are the parent's). Two modules keep hooks of their own: the
-    # store's statement watchdog (store/watchdog.py), which the command line uses without
-    # the runtime, and the Celery integration's execution table (integrations/celery/state.py),
-    # a layer above this one that the runtime must not import. Neither depends on the order.
+    # parent's connections are the parent's). The PID itself is read again before all of
+    # these, by tasker.runtime.pid's own hook (registered first). Two more modules keep hooks
+    # of their own: the store's statement watchdog (store/watchdog.py), which the command line
+    # uses without the runtime, and the Celery integration's execution table
+    # (integrations/celery/state.py), a layer above this one that the runtime must not import.
+    # Neither depends on the order.
     ids.reseed()
     context.after_fork_in_child()
     note_fork()

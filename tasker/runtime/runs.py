@@ -27,9 +27,9 @@ from tasker.runtime.capture.logs import active_log_file, log_position, shipped_t
 from tasker.runtime.capture.process import (
     command_of,
     in_worker_process,
-    peak_memory_mb,
     process_info,
     process_start_time,
+    usage,
 )
 from tasker.runtime.context import RunState
 from tasker.runtime.counters import Counter
@@ -334,8 +334,8 @@ def end_run(
         end_subtask(sub, status, sync=sync, error=ended_with, quiet=True)
     parent = state.parent
     if state.is_local:
-        values.setdefault("cpu_seconds", max(0.0, time.process_time() - state.cpu_start))
-        peak = peak_memory_mb()
+        cpu, peak = usage()
+        values.setdefault("cpu_seconds", max(0.0, cpu - state.cpu_start))
         if peak is not None:
             values.setdefault("peak_memory_mb", peak)
         # The end of the process's log file goes with the run's end: for the process's

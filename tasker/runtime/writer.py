@@ -48,7 +48,6 @@ counters and parked events it inherited are the parent's to write, and its copy 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -62,6 +61,7 @@ from tasker.runtime.counters import Counter, WriterStats
 from tasker.runtime.delivery import Delivery
 from tasker.runtime.events import Event
 from tasker.runtime.outage import Outage, answers, flush_interval, unreachable
+from tasker.runtime.pid import current_pid
 from tasker.runtime.spill import Spill
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class Writer:
         self._io_lock = threading.Lock()
         self._paused = False  # pause() holds _io_lock
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._pid = current_pid()
         self._store: SqlStore | None = None
         self._last_heartbeat = time.monotonic()
         self._limit = 100_000
@@ -143,7 +143,7 @@ class Writer:
     def submit(self, event: Event) -> None:
         queue = self._queue
         queue.append(event)
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None or self._pid != current_pid():
             self._start()
         elif len(queue) > self._limit:
             self._nudge()  # the database is away: let the writer move events to the journal
@@ -156,14 +156,14 @@ class Writer:
         with self._cond:
             self._queue.append(event)
             self._fit_next = True
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None or self._pid != current_pid():
             self._start()
         elif len(self._queue) > self._limit:
             self._nudge()
 
     def ensure_started(self) -> None:
         """Start the writer thread (it heartbeats live runs) if it is not running."""
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None or self._pid != current_pid():
             self._start()
 
     def publish(self, counter: Counter) -> None:
@@ -215,7 +215,7 @@ class Writer:
         """
         if not self.pending and not (closing and self._spill.file is not None):
             return True
-        if self._thread is None or self._pid != os.getpid():
+        if self._thread is None or self._pid != current_pid():
             self._start()
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -313,7 +313,7 @@ class Writer:
     # ------------------------------------------------------------------ writer thread
 
     def _start(self) -> None:
-        if self._pid != os.getpid():  # a forked child: the parent's queue is not ours
+        if self._pid != current_pid():  # a forked child: the parent's queue is not ours
             self._reset_state()
         # What the writer imports later is imported now, by the starting thread: a flush
         # from a signal handler that interrupted the main thread inside an import would

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -44,6 +45,39 @@ def test_bare_decorator_records_a_completed_run(db: Backend) -> None:
     assert (
         str(inspect.signature(build_database)) == "(n: 'int', *, scale: 'float' = 1.0) -> 'float'"
     )
+
+
+def test_a_run_records_the_cpu_it_used_and_a_forked_child_its_own_pid(db: Backend) -> None:
+    # CPU seconds and peak memory come from one getrusage() at the run's end, against the
+    # same clock read at its start; the PID from a value read once per process and again
+    # in every forked child (tasker.runtime.pid).
+    @tasker.task(name="spin")
+    def spin() -> None:
+        start = time.thread_time()
+        while time.thread_time() - start < 0.3:  # bounded: 0.3 s of this thread's CPU
+            pass
+
+    @tasker.task(name="idle")
+    def idle() -> None:
+        pass
+
+    spin()
+    idle()
+    pid = os.fork()
+    if pid == 0:  # the child: one run, then out without the parent's atexit
+        code = 1
+        try:
+            idle()
+            code = 0 if tasker.flush(timeout=30) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    runs = {(r.task_name, r.process_id): r for r in tasker.get_task_history()}
+    assert set(runs) == {("spin", os.getpid()), ("idle", os.getpid()), ("idle", pid)}
+    spun = runs["spin", os.getpid()].cpu_seconds
+    assert spun is not None and spun >= 0.29, spun
+    assert all(r.peak_memory_mb is not None and r.peak_memory_mb > 0 for r in runs.values())
 
 
 def test_decorator_with_arguments_and_subtasks(db: Backend) -> None:

@@ -13,13 +13,23 @@ import os
 import shlex
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from tasker.runtime.pid import current_pid
 from tasker.runtime.storable import LONG_BYTES, warn
 from tasker.validate import WIDTHS, fit_text
 
-__all__ = ["ProcessInfo", "boot_time", "in_worker_process", "note_fork", "process_info"]
+__all__ = [
+    "ProcessInfo",
+    "boot_time",
+    "cpu_seconds",
+    "in_worker_process",
+    "note_fork",
+    "process_info",
+    "usage",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +212,7 @@ _cached: ProcessInfo | None = None
 def process_info() -> ProcessInfo:
     """This process's facts, cached until the PID changes (fork)."""
     global _cached
-    pid = os.getpid()
+    pid = current_pid()
     if _cached is None or _cached.process_id != pid:
         script_path, script_filename = _script()
         # Cached only once storable (a warning turned into an error leaves nothing cached).
@@ -228,13 +238,23 @@ if sys.platform != "win32":
     from resource import RUSAGE_SELF, getrusage
 
 
-def peak_memory_mb() -> float | None:
-    """This process's peak resident memory in MB, where the platform reports it."""
+def cpu_seconds() -> float:
+    """This process's CPU time so far, user and system: the clock :func:`usage` reads."""
     if sys.platform == "win32":  # pragma: no cover
-        return None
-    peak = getrusage(RUSAGE_SELF).ru_maxrss
+        return time.process_time()
+    r = getrusage(RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def usage() -> tuple[float, float | None]:
+    """This process's CPU seconds so far and its peak resident memory in MB (None where the
+    platform does not report it): one system call for both, made at every run's end."""
+    if sys.platform == "win32":  # pragma: no cover
+        return time.process_time(), None
+    r = getrusage(RUSAGE_SELF)
     # Linux reports kilobytes, macOS bytes.
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    peak = r.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else r.ru_maxrss / 1024
+    return r.ru_utime + r.ru_stime, peak
 
 
 _forked = False
@@ -253,7 +273,7 @@ def in_worker_process() -> bool:
     """True in a process another process started to do work for it (a fork, a
     multiprocessing or billiard child), whose end may come without atexit."""
     global _worker
-    pid = os.getpid()
+    pid = current_pid()
     if _worker is not None and _worker[0] == pid:
         return _worker[1]
     answer = _forked
