@@ -19,6 +19,7 @@ __all__ = [
     "is_unavailable",
     "might_be_oversized",
     "mysql_codes",
+    "not_about_the_values",
     "statement_size",
     "timed_out",
 ]
@@ -139,3 +140,32 @@ def is_transient(exc: BaseException) -> bool:
     args: tuple[Any, ...] = getattr(orig, "args", ())
     # MySQL: 1213 deadlock, 1205 lock wait timeout.
     return bool(args) and args[0] in (1213, 1205)
+
+
+# Failures that come from the database's state, never from what a statement holds: PostgreSQL
+# classes 53 (insufficient resources: disk full, out of memory, too many connections) and 57
+# (operator intervention: statement timeout, shutdown) and 08 (connection exceptions);
+# MySQL/MariaDB 1021 disk full, 1040 too many connections, 1114 table full, 1317 query
+# interrupted, 1969 max_statement_time (MariaDB), 3024 max_execution_time (MySQL).
+_STATE_CLASSES = ("53", "57", "08")
+_STATE_CODES = (1021, 1040, 1114, 1317, 1969, 3024)
+
+
+def not_about_the_values(exc: BaseException) -> bool:
+    """True when ``exc`` says nothing against the statement's values — a lock or statement
+    timeout, a deadlock, a lost connection, a full disk — so the same statement may well
+    succeed later. A journal replay that meets one must leave the file for later: setting
+    its events aside as refused would lose runs the database never looked at."""
+    if is_transient(exc) or timed_out(exc):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", exc)
+    if type(orig).__module__ == "sqlite3" and type(orig).__name__ == "OperationalError":
+        text = str(orig).lower()
+        return any(w in text for w in ("locked", "busy", "disk", "full", "no such table"))
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in _STATE_CLASSES:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _STATE_CODES

@@ -14,6 +14,7 @@ from tasker.config import Config
 from tasker.errors import DatabaseError
 from tasker.store.core import StoreCore
 from tasker.store.engine import refused_for_size, wrap_db_error
+from tasker.store.errors import not_about_the_values
 
 __all__ = ["JournalReplay"]
 
@@ -100,6 +101,11 @@ class JournalReplay(StoreCore):
                     except Exception as exc:  # whatever the value: set aside, never blocking
                         if conn.invalidated:
                             raise _ConnectionLost(index, exc) from exc
+                        if not_about_the_values(exc):
+                            # A lock or statement timeout, a full disk: the database did
+                            # not judge the event. The whole file waits (rolled back,
+                            # retried, else left for a later replay), none set aside.
+                            raise
                         for key in list(task_ids)[known:]:  # rolled back with it
                             del task_ids[key]
                         refused.append((index, _reason(exc, self.config)))

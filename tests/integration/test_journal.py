@@ -505,3 +505,46 @@ def test_a_file_that_cannot_be_dealt_with_here_stays_for_later(
             result = tasker.replay_journal()
     assert (result.files, result.quarantined, result.failed) == (1, 4, 1)
     _assert_good_replayed()
+
+
+def test_a_replay_that_meets_a_lock_keeps_the_file_instead_of_setting_events_aside(
+    db: Backend,
+) -> None:
+    """Another session holds the runs table while a journal replays (a crowd creating the
+    schema, a migration, a long report): the waits end in lock timeouts, which say nothing of
+    the events. None is set aside as refused; the file stays whole and replays, all of it,
+    once the lock is gone."""
+    if db.name == "sqlite":
+        pytest.skip("a table lock of another session: the servers (SQLite locks the file)")
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import _driver_url
+
+    tasker.create_schema()
+    tasker.configure(**db.settings, lock_timeout=0.5)
+    batch = [e for i in range(3) for e in _run_events(_rid(7, i), "LOCKED", f"l{i}")]
+    engine = create_engine(_driver_url(db.settings["url"]))
+    try:
+        with _writer_held():
+            path = _journal(batch)
+            with engine.connect() as holder:
+                holder.begin()
+                if db.name == "mysql":
+                    holder.execute(text("LOCK TABLES task_runs WRITE"))
+                else:
+                    table = db.table("task_runs")
+                    holder.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+                with pytest.raises(tasker.DatabaseError):
+                    tasker.replay_journal([path])
+                if db.name == "mysql":
+                    holder.execute(text("UNLOCK TABLES"))
+                holder.rollback()
+            assert path.exists() and not (path.parent / "rejected").exists()
+            result = tasker.replay_journal([path])
+    finally:
+        engine.dispose()
+    assert (result.files, result.events, result.failed) == (1, 15, 0)
+    runs = tasker.get_task_history(stage="LOCKED", limit=None)
+    assert sorted(r.run_id for r in runs) == [_rid(7, i) for i in range(3)]
+    assert {r.status for r in runs} == {Status.COMPLETED}
+    assert not path.exists()
