@@ -3,7 +3,10 @@
 A batch is what one write cycle drained: the queued events in order, with the items the
 counters moved as increments, and the log file of runs that start in it. Runs that start and
 end within one batch, with nothing else about them, become one finished row each, inserted
-together, unless their texts together might be more than the server takes in one statement.
+together, unless their texts together might be more than the server takes in one statement;
+the rest is handed to the store as store calls, which it coalesces per run and subtask into a
+few multi-row statements (:mod:`tasker.store.batched`). Values are made storable before they
+are queued (:mod:`tasker.runtime.storable`).
 """
 
 from __future__ import annotations
@@ -126,12 +129,20 @@ def write_batch(
     """Write ``batch`` (and the heartbeat) in one transaction: all of it, or none — none,
     too, when ``abandoned()`` has become true by the time the statements are done (a
     write that waited on a lock or a stalled network past the exit's deadline). The runs
-    ``apart`` are written as their start and their end, not as one row."""
+    ``apart`` are written as their start and their end, not as one row.
+
+    Runs that started and ended in the batch with nothing else about them go in one insert;
+    everything else goes to the store as the calls its events stand for, which it writes with
+    a few multi-row statements however many runs the batch holds
+    (:meth:`tasker.store.sql.SqlStore.write_calls`). When the database refuses the batch, the
+    events are still the batch: :mod:`tasker.runtime.delivery` writes them one by one."""
     rest, whole = whole_runs(batch, apart)
     ops: list[Callable[[], object]] = []
     if whole:
         ops.append(lambda: store.insert_whole_runs(whole))
-    ops.extend(_bind(store, e) for e in rest)
+    if rest:
+        calls = ev.store_calls(rest)
+        ops.append(lambda: store.write_calls(calls, apart))
     if heartbeat is not None:
         ops.append(lambda: store.heartbeat(*heartbeat))
     ops.append(lambda: _still_wanted(abandoned))  # last, just before the commit
@@ -141,7 +152,3 @@ def write_batch(
 def _still_wanted(abandoned: Callable[[], bool]) -> None:
     if abandoned():
         raise BatchAbandoned("the exit journaled this batch while its write waited")
-
-
-def _bind(store: SqlStore, event: Event) -> Callable[[], object]:
-    return lambda: ev.apply(store, event)

@@ -15,6 +15,7 @@ from tasker.models import NewRun, Status
 from tasker.validate import storable_text
 
 if TYPE_CHECKING:
+    from tasker.store.batched import StoreCall
     from tasker.store.sql import SqlStore
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "decode",
     "describe",
     "encode",
+    "store_calls",
 ]
 
 # (kind, run_id, args): see each kind's args below.
@@ -44,31 +46,47 @@ INCREMENT_SUBTASK = "increment_subtask"  # (number, by, when)
 END_SUBTASK = "end_subtask"  # (number, items not yet written, values, when)
 
 
-def _end_subtask(
-    store: SqlStore, run_id: str, number: int, delta: int, values: Any, when: Any
-) -> Any:
-    if delta:
-        store.increment_subtask(run_id, number, delta, when)
-    return store.update_subtask(run_id, number, values, when)
+_KINDS = frozenset(
+    (START_RUN, END_RUN, UPDATE_RUN, START_SUBTASK, UPDATE_SUBTASK, INCREMENT_SUBTASK, END_SUBTASK)
+)
 
 
-_APPLY: dict[str, Any] = {
-    START_RUN: lambda s, run_id, run: s.start_run(run),
-    END_RUN: lambda s, run_id, *a: s.end_run(run_id, *a),
-    UPDATE_RUN: lambda s, run_id, *a: s.update_run(run_id, *a),
-    START_SUBTASK: lambda s, run_id, *a: s.start_subtask(run_id, *a),
-    UPDATE_SUBTASK: lambda s, run_id, number, values, when, items=None, reend=False: (
-        s.update_subtask(run_id, number, values, when, items_complete=items, reend=reend)
-    ),
-    INCREMENT_SUBTASK: lambda s, run_id, *a: s.increment_subtask(run_id, *a),
-    END_SUBTASK: _end_subtask,
-}
+def store_calls(events: list[Event]) -> list[StoreCall]:
+    """The store calls that write ``events``, in order, as (SqlStore write method, positional
+    arguments): the one mapping from events to store writes, used to write an event alone
+    (``apply``) and to hand a whole batch to the store (``SqlStore.write_calls``), which
+    writes many of them together. Each kind but END_SUBTASK names its store method."""
+    calls: list[StoreCall] = []
+    append = calls.append
+    for kind, run_id, args in events:
+        if kind == END_SUBTASK:
+            number, delta, values, when = args
+            # The items counted and not yet written go first: a subtask's count before its
+            # end.
+            if delta:
+                append((INCREMENT_SUBTASK, (run_id, number, delta, when)))
+            append((UPDATE_SUBTASK, (run_id, number, values, when, None, False)))
+        elif kind == START_RUN:
+            append((START_RUN, args))
+        elif kind == UPDATE_SUBTASK:
+            number, values, when, *rest = args  # items_complete and reend are optional
+            items = rest[0] if rest else None
+            append(
+                (UPDATE_SUBTASK, (run_id, number, values, when, items, len(rest) > 1 and rest[1]))
+            )
+        elif kind in _KINDS:
+            append((kind, (run_id, *args)))
+        else:
+            raise ValueError(f"not a tasker event: {kind!r}")
+    return calls
 
 
 def apply(store: SqlStore, event: Event) -> Any:
-    """Write ``event`` through ``store``; returns what the store method returned."""
-    kind, run_id, args = event
-    return _APPLY[kind](store, run_id, *args)
+    """Write ``event`` through ``store``; returns what the (last) store method returned."""
+    result = None
+    for call in store_calls([event]):
+        result = store.write_call(call)
+    return result
 
 
 def describe(event: Event) -> str:
@@ -140,7 +158,7 @@ def encode(event: Event) -> list[Any]:
 def decode(data: Any) -> Event:
     """The event ``encode`` made ``data`` from, its text made storable (see ``_typed``);
     ValueError when it is not one."""
-    if not isinstance(data, list) or len(data) != 3 or data[0] not in _APPLY:
+    if not isinstance(data, list) or len(data) != 3 or data[0] not in _KINDS:
         raise ValueError(f"not a tasker event: {str(data)[:200]}")
     kind, run_id, args = data
     if not isinstance(run_id, str) or not isinstance(args, list):

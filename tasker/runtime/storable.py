@@ -227,16 +227,19 @@ def fit_event(event: Event, budget: Budget = None) -> tuple[Event, int]:
 
 
 def fit_batch(events: list[Event], budget: TextBudget) -> tuple[list[Event], set[str]]:
-    """``events`` fitted to ``budget`` (see fit_event); and the runs whose start and end, in
-    one row, might together exceed it: those are written as two statements."""
+    """``events`` fitted to ``budget`` (see fit_event); and the runs whose start, updates
+    and end, in one row, might together exceed it: those are written as a statement each
+    (a run that starts in a batch is otherwise written as its finished row:
+    :func:`tasker.runtime.batches.whole_runs`, :mod:`tasker.store.folding`)."""
     out: list[Event] = []
-    starts: dict[str, int] = {}
-    ends: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     for event in events:
         fixed, size = fit_event(event, budget)
         out.append(fixed)
-        if event[0] == START_RUN:
-            starts[event[1]] = size
-        elif event[0] == END_RUN:
-            ends[event[1]] = size
-    return out, {rid for rid, size in ends.items() if size + starts.get(rid, 0) > budget.size}
+        if event[0] in _RUN_ROW_EVENTS:
+            sizes[event[1]] = sizes.get(event[1], 0) + size
+    return out, {rid for rid, size in sizes.items() if size > budget.size}
+
+
+# The events whose texts go to the run's own row.
+_RUN_ROW_EVENTS = frozenset((START_RUN, UPDATE_RUN, END_RUN))

@@ -4,7 +4,8 @@ Callers never wait on the database for progress: the automatic layer puts discre
 (run and subtask starts, updates and ends: :mod:`tasker.runtime.events`) on a queue and bumps
 plain counters for progress (:mod:`tasker.runtime.counters`). A writer thread wakes every
 ``flush_interval`` seconds (at once when asked to flush), snapshots the counters that moved,
-drains the queue and writes everything in one transaction (:mod:`tasker.runtime.batches`;
+drains the queue and writes everything in one transaction, with a few multi-row statements
+however many runs it holds (:mod:`tasker.runtime.batches`, :mod:`tasker.store.batched`;
 what becomes of a batch the database refuses: :mod:`tasker.runtime.delivery`). It also
 heartbeats this process's live runs every ``heartbeat_interval``.
 

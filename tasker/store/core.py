@@ -23,7 +23,7 @@ from tasker.errors import RunEndedError, TaskerError, UnknownRunError
 from tasker.store.engine import make_engine, packet_limit, wrap_db_error
 from tasker.store.errors import is_transient
 from tasker.store.expressions import Expressions
-from tasker.store.schema import Tables, UTCDateTime, build_tables
+from tasker.store.schema import Tables, build_tables
 from tasker.validate import TextBudget
 
 __all__ = ["StoreCore"]
@@ -257,37 +257,6 @@ class StoreCore:
         if params:
             bound.update(params)
         return int(conn.execute(stmt, bound).rowcount)
-
-    def _insert_many(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-        """INSERT many rows with the same keys straight through the driver's executemany:
-        at thousands of rows a second, SQLAlchemy's per-row parameter processing would cost
-        more than the database. Timestamps are converted here as UTCDateTime would."""
-        keys = tuple(rows[0])
-        shape = ("insert", table.name, keys)
-        prepared = self._stmts.get(shape)
-        if prepared is None:
-            compiled = table.insert().compile(dialect=self.engine.dialect, column_keys=list(keys))
-            order = list(compiled.positiontup) if compiled.positional else list(keys)
-            dialect = self.engine.dialect
-            converters = {
-                k: functools.partial(table.c[k].type.process_bind_param, dialect=dialect)
-                for k in order
-                if isinstance(table.c[k].type, UTCDateTime)
-            }
-            prepared = (compiled.string, compiled.positional, order, converters)
-            self._stmts[shape] = prepared
-        sql, positional, order, converters = prepared
-
-        def value(row: dict[str, Any], key: str) -> Any:
-            v = row[key]
-            conv = converters.get(key)
-            return v if conv is None or v is None else conv(v)
-
-        if positional:
-            params: list[Any] = [tuple(value(row, k) for k in order) for row in rows]
-        else:
-            params = [{k: value(row, k) for k in order} for row in rows]
-        conn.exec_driver_sql(sql, params)
 
     def _insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any]) -> None:
         """Insert unless a unique key already holds the row (another writer's, just now)."""

@@ -14,7 +14,14 @@ from sqlalchemy import BigInteger, and_, bindparam, case, literal_column, null, 
 from tasker.models import Status
 from tasker.store.schema import ACTIVE_STATUS_VALUES, Tables
 
-__all__ = ["LOST_SUBTASK", "LOST_TYPE", "RUN_ERRORS", "Expressions"]
+__all__ = [
+    "LOST_SUBTASK",
+    "LOST_TYPE",
+    "RUN_ERRORS",
+    "Expressions",
+    "percent_of",
+    "started_to_running",
+]
 
 _OPEN_SUBTASK = ("NOT_STARTED", "STARTED", "RUNNING")
 # The error_type the reaper ends a lost run with (tasker.runtime.reaper.LOST: the store, a layer
@@ -29,12 +36,12 @@ class Expressions:
 
     def __init__(self, t: Tables) -> None:
         runs, sp = t.task_runs, t.subtask_progress
-        self.run_running = _started_to_running(runs.c.status)
-        self.sub_running = _started_to_running(sp.c.status)
+        self.run_running = started_to_running(runs.c.status)
+        self.sub_running = started_to_running(sp.c.status)
         self.sub_open = sp.c.status.in_([literal_column(f"'{v}'") for v in _OPEN_SUBTASK])
-        self.pct_items = _percent_of(bindparam("x_items", type_=BigInteger()), sp)
+        self.pct_items = percent_of(bindparam("x_items", type_=BigInteger()), sp)
         self.new_count = sp.c.items_complete + bindparam("x_by", type_=BigInteger())
-        self.pct_new_count = _percent_of(self.new_count, sp)
+        self.pct_new_count = percent_of(self.new_count, sp)
         self.run_is_started = runs.c.status == literal_column("'STARTED'")
         self.run_active = runs.c.status.in_(
             [literal_column(f"'{v}'") for v in ACTIVE_STATUS_VALUES]
@@ -68,11 +75,14 @@ class Expressions:
         )
 
 
-def _started_to_running(col: Any) -> Any:
+def started_to_running(col: Any) -> Any:
+    """``col`` with STARTED moved to RUNNING (a status column, in a SET)."""
     return case((col == Status.STARTED.value, Status.RUNNING.value), else_=col)
 
 
-def _percent_of(count: Any, sp: Any) -> Any:
+def percent_of(count: Any, sp: Any) -> Any:
+    """A subtask's percent with ``count`` items done: of its total when it has one, else the
+    percent it has. 100.0 is a bound float: the arithmetic is in doubles on every backend."""
     share = count * 100.0 / sp.c.items_total
     return case(
         (sp.c.items_total > 0, case((count >= sp.c.items_total, 100.0), else_=share)),

@@ -1,9 +1,10 @@
-"""Runs: their start (one by one, or whole when they started and ended between two writes),
-updates, end, heartbeats and end by the reaper; each task's latest run; bulk inserts and
-purges."""
+"""Runs: their start, updates, end, heartbeats and end by the reaper, one by one (runs
+written whole, many at once: :mod:`tasker.store.batched`); each task's latest run; bulk
+inserts and purges."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -58,15 +59,15 @@ class RunWrites(TaskRegistration):
         "overall_progress_message",
     )
 
+    _run_fields = operator.attrgetter(*_RUN_FIELDS)
+
     @classmethod
     def _start_values(cls, run: NewRun) -> dict[str, Any]:
-        return {
-            "run_id": run.run_id,
-            "status": run.status.value,
-            "last_update": run.start_time,
-            "heartbeat": run.start_time,
-            **{name: getattr(run, name) for name in cls._RUN_FIELDS},
-        }
+        values = dict(zip(cls._RUN_FIELDS, cls._run_fields(run), strict=True))
+        values["run_id"] = run.run_id
+        values["status"] = run.status.value
+        values["last_update"] = values["heartbeat"] = run.start_time
+        return values
 
     def _point_to_latest(
         self, conn: Connection, task_id: int, run_id: str, start_time: datetime
@@ -102,38 +103,6 @@ class RunWrites(TaskRegistration):
             conn.execute(update(tasks).values(last_run_id=latest, last_start_time=newest))
 
         self._run("finding the latest runs", apply)
-
-    def insert_whole_runs(
-        self, rows: Sequence[tuple[NewRun, Status, dict[str, Any], datetime]]
-    ) -> None:
-        """Insert runs that started and ended between two writes, each as its finished row,
-        in one statement (the common case of many short tracked calls)."""
-        keys = [c.name for c in self.t.task_runs.c]
-
-        def apply(conn: Connection) -> None:
-            params = []
-            for run, status, values, when in rows:
-                row: dict[str, Any] = dict.fromkeys(keys)
-                row.update(self._start_values(run))
-                row.update(values)
-                row["task_id"] = self._task_id_for(conn, run)
-                row["status"] = status.value
-                row["last_update"] = row["heartbeat"] = when
-                if row["end_time"] is None:
-                    row["end_time"] = when
-                if status is Status.COMPLETED and row["overall_percent_complete"] is None:
-                    row["overall_percent_complete"] = 100.0
-                params.append(row)
-            self._insert_many(conn, self.t.task_runs, params)
-            latest: dict[int, dict[str, Any]] = {}
-            for row in params:
-                best = latest.get(row["task_id"])
-                if best is None or row["start_time"] >= best["start_time"]:
-                    latest[row["task_id"]] = row
-            for task_id, row in latest.items():
-                self._point_to_latest(conn, task_id, row["run_id"], row["start_time"])
-
-        self._run("recording finished runs", apply)
 
     def start_run(self, run: NewRun) -> None:
         """Insert a run, registering its stage and task on the fly when they are new."""

@@ -7,6 +7,9 @@ engine, tables and transactions they share):
 - :mod:`tasker.store.ddl`: creating, upgrading, checking and dropping the schema;
 - :mod:`tasker.store.tasks` and :mod:`tasker.store.runs`: stage, task and run writes;
 - :mod:`tasker.store.subtasks`: subtask writes;
+- :mod:`tasker.store.batched`: the background writer's batches, many runs' writes in a few
+  multi-row statements (:mod:`tasker.store.folding`, :mod:`tasker.store.levels`,
+  :mod:`tasker.store.multirow`);
 - :mod:`tasker.store.reads`: the queries, whose statements :mod:`tasker.store.selects`
   builds;
 - :mod:`tasker.store.replay`: journal replay.
@@ -15,6 +18,7 @@ engine, tables and transactions they share):
 from __future__ import annotations
 
 from tasker.config import Config
+from tasker.store.batched import BatchedWrites
 from tasker.store.ddl import SchemaDdl
 from tasker.store.expressions import LOST_TYPE
 from tasker.store.reads import Reads
@@ -29,7 +33,7 @@ __all__ = ["SqlStore", "open_store"]
 _LOST_TYPE = LOST_TYPE
 
 
-class SqlStore(SchemaDdl, RunWrites, SubtaskWrites, Reads, JournalReplay):
+class SqlStore(SchemaDdl, BatchedWrites, RunWrites, SubtaskWrites, Reads, JournalReplay):
     """Reads and writes tasker's tables. Thread-safe; one per process and configuration."""
 
 
