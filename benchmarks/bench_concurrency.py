@@ -232,27 +232,19 @@ def raw_rows(index: int, calls: int, items: int, start_at: float) -> None:
     print(json.dumps({"items": calls * items, "durable": True, "ready": ready, "end": time.time()}))
 
 
-def sweep(mode: str, processes: int, calls: int, items: int, env: dict[str, str]) -> dict[str, Any]:
-    """``processes`` workers of ``mode`` ("tasker" or "raw") at once: runs per second until
-    the last one's rows are durable."""
-    # Time for every interpreter to start and prepare, on two cores shared with the database.
-    start_at = time.time() + 3.0 + processes * 0.4
-    procs = [
+def _spawn(
+    processes: int,
+    extra: list[str],
+    calls: int,
+    items: int,
+    start_at: float,
+    env: dict[str, str],
+) -> list[subprocess.Popen[str]]:
+    """Start ``processes`` copies of this script as workers, all to begin at ``start_at``."""
+    common = ["--calls", str(calls), "--items", str(items), "--start-at", str(start_at)]
+    return [
         subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                str(i),
-                "--mode",
-                mode,
-                "--calls",
-                str(calls),
-                "--items",
-                str(items),
-                "--start-at",
-                str(start_at),
-            ],
+            [sys.executable, __file__, "--worker", str(i), *extra, *common],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -260,6 +252,14 @@ def sweep(mode: str, processes: int, calls: int, items: int, env: dict[str, str]
         )
         for i in range(processes)
     ]
+
+
+def sweep(mode: str, processes: int, calls: int, items: int, env: dict[str, str]) -> dict[str, Any]:
+    """``processes`` workers of ``mode`` ("tasker" or "raw") at once: runs per second until
+    the last one's rows are durable."""
+    # Time for every interpreter to start and prepare, on two cores shared with the database.
+    start_at = time.time() + 3.0 + processes * 0.4
+    procs = _spawn(processes, ["--mode", mode], calls, items, start_at, env)
     reports, failures = [], []
     for proc in procs:
         out, err = proc.communicate(timeout=900)
@@ -362,27 +362,7 @@ def scaling(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
 
 def run(processes: int, calls: int, items: int, env: dict[str, str]) -> dict[str, Any]:
     start_at = time.time() + 2.0 + processes * 0.15  # time for every interpreter to start
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                str(i),
-                "--calls",
-                str(calls),
-                "--items",
-                str(items),
-                "--start-at",
-                str(start_at),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(processes)
-    ]
+    procs = _spawn(processes, [], calls, items, start_at, env)
     reports, failures = [], []
     try:
         for proc in procs:

@@ -123,6 +123,17 @@ def _pg_array_of(type_: TypeEngine[Any], dialect: Any) -> str:
 _LENGTH = re.compile(r"\(\d+\)$")
 
 
+def _convert_once(row: Any, converters: Sequence[tuple[Any, Any]], seen: dict[int, Any]) -> None:
+    """Convert ``row``'s values at the converters' keys in place, each object only once
+    across the rows that share ``seen`` (by id: the rows keep every object alive)."""
+    for key, conv in converters:
+        v = row[key]
+        done = seen.get(id(v), seen)
+        if done is seen:
+            done = seen[id(v)] = conv(v)
+        row[key] = done
+
+
 class _Rows:
     """Turns rows of values into what the driver takes: converted, in position order."""
 
@@ -144,13 +155,7 @@ class _Rows:
         out = []
         for row in rows:
             values = list(row)
-            for i, conv in self.converters:
-                v = values[i]
-                key = id(v)
-                done = seen.get(key, seen)
-                if done is seen:
-                    done = seen[key] = conv(v)
-                values[i] = done
+            _convert_once(values, self.converters, seen)
             out.append(tuple(values))
         return out
 
@@ -410,13 +415,7 @@ class MultiRowWrites(StoreCore):
         converters = [(columns[i], conv) for i, conv in prepared.rows.converters]
         seen: dict[int, Any] = {}
         for row in rows:
-            for col, conv in converters:
-                v = row[col]
-                key = id(v)
-                done = seen.get(key, seen)
-                if done is seen:
-                    done = seen[key] = conv(v)
-                row[col] = done
+            _convert_once(row, converters, seen)
         pick = operator.itemgetter(*columns)
         prepared.run_converted(conn, [pick(row) for row in rows])
 
