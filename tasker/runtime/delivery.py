@@ -149,7 +149,7 @@ class Delivery:
         """A batch failed for what it held: write what can be written, report the rest."""
         deadlines = self._deadlines
         now = time.monotonic()
-        for event in events:
+        for index, event in enumerate(events):
             if self._abandoned():
                 return  # the exit journaled the batch: what is left here is its to replay
             try:
@@ -161,7 +161,17 @@ class Delivery:
                 else:
                     self._refused(event, exc)
             except Exception as exc:
-                self._refused(event, exc)
+                if not unreachable(store, exc):
+                    self._refused(event, exc)
+                    continue
+                # Not judged at all: a lock or statement timeout, the database gone since the
+                # batch failed. This event and every one after it wait, in their order, for
+                # the next batch (parked events go first; at exit, to the journal) — setting
+                # them aside would lose runs the database never looked at.
+                self.parked.extend(
+                    (e, deadlines.get(id(e), now + PARK_SECONDS)) for e in events[index:]
+                )
+                break
         self._deadlines = {}
         if heartbeat is not None:
             try:

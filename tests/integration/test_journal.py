@@ -548,3 +548,57 @@ def test_a_replay_that_meets_a_lock_keeps_the_file_instead_of_setting_events_asi
     assert sorted(r.run_id for r in runs) == [_rid(7, i) for i in range(3)]
     assert {r.status for r in runs} == {Status.COMPLETED}
     assert not path.exists()
+
+
+def test_an_event_written_alone_that_meets_a_lock_waits_instead_of_being_set_aside(
+    db: Backend,
+) -> None:
+    """A batch the database refused for what it held is written event by event. When one of
+    those single writes meets a lock held by another session, the database has not judged
+    it: it and every event after it wait, in order, for the writer's next batch — none is
+    set aside as refused — and are written once the lock is gone."""
+    import sqlite3
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import _driver_url
+
+    tasker.configure(**db.settings, lock_timeout=0.5)
+    tasker.create_schema()
+    batch = _run_events(_rid(8, 0), "ALONE", "a") + _run_events(_rid(8, 1), "ALONE", "b")
+    delivery = RECORDER.writer._delivery
+    store = RECORDER.store
+    retry = store.retry_seconds
+    folder = journal.journal_folder(tasker.get_config())
+    engine = None if db.name == "sqlite" else create_engine(_driver_url(db.settings["url"]))
+    with _writer_held():
+        if engine is None:
+            holder: object = sqlite3.connect(db.settings["path"], isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")  # type: ignore[attr-defined]
+        else:
+            holder = engine.connect()
+            holder.begin()  # type: ignore[attr-defined]
+            lock = (
+                "LOCK TABLES task_runs WRITE"
+                if db.name == "mysql"
+                else f"LOCK TABLE {db.table('task_runs')} IN ACCESS EXCLUSIVE MODE"
+            )
+            holder.execute(text(lock))  # type: ignore[attr-defined]
+        store.retry_seconds = 1.0  # the writer's own retries of a busy database, shortened
+        try:
+            delivery._one_by_one(store, batch, None)
+        finally:
+            store.retry_seconds = retry
+            if engine is None:
+                holder.execute("ROLLBACK")  # type: ignore[attr-defined]
+            holder.close()  # type: ignore[attr-defined]
+            if engine is not None:
+                engine.dispose()
+        assert [e for e, _ in delivery.parked] == batch
+        assert not (folder / "rejected").exists()
+        delivery._one_by_one(store, delivery.retry_parked(), None)
+        assert delivery.parked == []
+    runs = tasker.get_task_history(stage="ALONE", limit=None)
+    assert sorted(r.run_id for r in runs) == [_rid(8, 0), _rid(8, 1)]
+    assert {r.status for r in runs} == {Status.COMPLETED}
+    assert not (folder / "rejected").exists()
