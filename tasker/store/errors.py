@@ -156,14 +156,12 @@ def not_about_the_values(exc: BaseException) -> bool:
     timeout, a deadlock, a lost connection, a full disk — so the same statement may well
     succeed later. A journal replay that meets one must leave the file for later: setting
     its events aside as refused would lose runs the database never looked at."""
-    if is_transient(exc) or timed_out(exc):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    if is_transient(exc) or timed_out(exc):  # locks, deadlocks, any lost connection
         return True
     orig = getattr(exc, "orig", exc)
     if type(orig).__module__ == "sqlite3" and type(orig).__name__ == "OperationalError":
-        text = str(orig).lower()
-        return any(w in text for w in ("locked", "busy", "disk", "full", "no such table"))
+        text = str(orig).lower()  # (locked and busy: transient, above)
+        return any(w in text for w in ("disk", "full", "no such table"))
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate[:2] in _STATE_CLASSES:
         return True

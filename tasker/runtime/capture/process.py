@@ -240,10 +240,7 @@ if sys.platform != "win32":
 
 def cpu_seconds() -> float:
     """This process's CPU time so far, user and system: the clock :func:`usage` reads."""
-    if sys.platform == "win32":  # pragma: no cover
-        return time.process_time()
-    r = getrusage(RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return usage()[0]
 
 
 def usage() -> tuple[float, float | None]:
