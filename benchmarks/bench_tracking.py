@@ -82,21 +82,25 @@ def task_calls(calls: int) -> None:
     def nothing(x: int) -> int:
         return x + 1
 
-    tasker.flush()
-    t0 = time.perf_counter()
-    for i in range(calls):
-        nothing(i)
-    plain = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i in range(calls):
-        trivial(i)
-    caller = time.perf_counter() - t0
-    assert tasker.flush(timeout=600), "the writer did not finish"
-    durable = time.perf_counter() - t0
+    # Best of three rounds, as (a) is: a 2-core machine's other work moves one round by
+    # several microseconds a call.
+    caller = durable = float("inf")
+    for _ in range(3):
+        tasker.flush()
+        t0 = time.perf_counter()
+        for i in range(calls):
+            nothing(i)
+        plain = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(calls):
+            trivial(i)
+        caller = min(caller, time.perf_counter() - t0 - plain)
+        assert tasker.flush(timeout=600), "the writer did not finish"
+        durable = min(durable, time.perf_counter() - t0)
     done = sum(1 for r in tasker.get_task_history(task="trivial", limit=None))
-    assert done >= calls, done
-    print(f"(b) {calls:,} calls of a trivial @task function")
-    print(f"    caller-side cost   {(caller - plain) / calls * 1e6:7.1f} us/call")
+    assert done >= 3 * calls, done
+    print(f"(b) {calls:,} calls of a trivial @task function (best of 3 rounds)")
+    print(f"    caller-side cost   {caller / calls * 1e6:7.1f} us/call")
     print(f"    durable runs/s     {calls / durable:9,.0f}  ({durable:.2f} s until all written)")
     from tasker.testing import disabled
 

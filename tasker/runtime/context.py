@@ -33,6 +33,7 @@ import threading
 from typing import Any
 
 from tasker.runtime.capture.process import cpu_seconds
+from tasker.runtime.environ import Variable
 from tasker.runtime.pid import current_pid
 
 __all__ = [
@@ -258,12 +259,17 @@ def inherited_subtask(state: RunState) -> int | None:
     return _inherited_subtask if state.run_id == _inherited and not state.owned else None
 
 
+# Written in place after its first few values: a fresh run id at every top-level run would
+# otherwise keep a string in the C library for good (see tasker.runtime.environ).
+_run_id_variable = Variable(RUN_ID_ENV)
+
+
 def _export(value: str | None) -> None:
     global _env_now
     if value != _env_now:
         _env_now = value
         # Empty rather than removed: one assignment, and read as "no run" all the same.
-        os.environ[RUN_ID_ENV] = value or ""
+        _run_id_variable.set(value or "")
 
 
 def _export_subtask(number: int | None) -> None:
@@ -289,16 +295,18 @@ def push(state: RunState) -> None:
     if threading.get_ident() == _main_ident:
         _main_live.append(state)
         _export(state.run_id)
-        _export_subtask(state.innermost_open_number())
+        if state.subtasks or _subtask_env_now is not None:  # a fresh run has none open
+            _export_subtask(state.innermost_open_number())
     elif not _subprocess_hooked:
         _hook_subprocess()
-    if not _executors_hooked:
+    if not _executors_hooked and (not _threads_hooked or _FUTURES_THREAD in sys.modules):
         _hook_threads()
 
 
 _subprocess_hooked = False
 _threads_hooked = False
 _executors_hooked = False
+_FUTURES_THREAD = "concurrent.futures.thread"
 
 
 def _hook_threads() -> None:
@@ -325,7 +333,7 @@ def _hook_threads() -> None:
 
         start.__wrapped__ = original_start  # type: ignore[attr-defined]
         threading.Thread.start = start  # type: ignore[method-assign]
-    futures_thread = sys.modules.get("concurrent.futures.thread")
+    futures_thread = sys.modules.get(_FUTURES_THREAD)
     if futures_thread is None:
         return
     _executors_hooked = True
@@ -394,14 +402,24 @@ def pop(run_id: str) -> None:
     if state is None or state.run_id != run_id:
         return
     _current.set(state.parent)
-    _remove(_live, state)
+    # Nearly always the last one: no call for that.
+    if _live and _live[-1] is state:
+        _live.pop()
+    else:
+        _remove(_live, state)
     if threading.get_ident() == _main_ident:
-        _remove(_main_live, state)
+        if _main_live and _main_live[-1] is state:
+            _main_live.pop()
+        else:
+            _remove(_main_live, state)
         # Runs of overlapping asyncio tasks may end in any order: the variable names the
         # innermost run still live, never one restored out of turn.
         top = _main_live[-1] if _main_live else None
         _export(top.run_id if top is not None else _inherited)
-        _export_subtask(top.innermost_open_number() if top is not None else _inherited_subtask)
+        if top is None:
+            _export_subtask(_inherited_subtask)
+        elif top.subtasks or _subtask_env_now is not None:
+            _export_subtask(top.innermost_open_number())
 
 
 # attach() blocks open in this process, in any thread.

@@ -146,12 +146,29 @@ class Delivery:
     def _one_by_one(
         self, store: SqlStore, events: list[Event], heartbeat: Heartbeat | None
     ) -> None:
-        """A batch failed for what it held: write what can be written, report the rest."""
+        """A batch failed for what it held: write what can be written, report the rest.
+
+        Each write is tried once (waiting at most the lock timeout), not retried for the
+        store's ``retry_seconds``: one that meets a lock waits, with the events after it, for
+        the next batch, and a batch of events that each met the lock would otherwise hold the
+        writer for a minute per event."""
+        with store.retrying(0.0):
+            if not self._each(store, events):
+                return  # the exit journaled the batch: what is left here is its to replay
+        if heartbeat is not None:
+            try:
+                store.heartbeat(*heartbeat)
+            except Exception as exc:
+                self._report("a heartbeat", exc)
+        self._stats.events += len(events)
+
+    def _each(self, store: SqlStore, events: list[Event]) -> bool:
+        """Write ``events`` one by one; False when the exit abandoned them meanwhile."""
         deadlines = self._deadlines
         now = time.monotonic()
         for index, event in enumerate(events):
             if self._abandoned():
-                return  # the exit journaled the batch: what is left here is its to replay
+                return False
             try:
                 ev.apply(store, event)
             except (UnknownRunError, UnknownSubtaskError) as exc:
@@ -173,12 +190,7 @@ class Delivery:
                 )
                 break
         self._deadlines = {}
-        if heartbeat is not None:
-            try:
-                store.heartbeat(*heartbeat)
-            except Exception as exc:
-                self._report("a heartbeat", exc)
-        self._stats.events += len(events)
+        return True
 
     def _refused(self, event: Event, exc: BaseException) -> None:
         """The database refused ``event`` for what it holds: reported (once per kind), and

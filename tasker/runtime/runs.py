@@ -192,7 +192,7 @@ def start_run(
         parent_run_id = context.current_run_id()
     if run_id is None:
         run_id = new_run_id()
-    if len(stage) > WIDTHS["stage"] or len(task) > WIDTHS["task"]:  # names from elsewhere
+    if len(stage) > _STAGE_WIDTH or len(task) > _TASK_WIDTH:  # names from elsewhere
         stage, task = _wide_name(stage, "stage"), _wide_name(task, "task")
     settings = _settings(config)
     new = NewRun(
@@ -255,13 +255,15 @@ def start_run(
             # calls a top-level task for each of thousands of items stores each call's own
             # lines, not the same end of the file thousands of times.
             state.log_from = log_position()
-    if not _quiet(quiet):
+    if not (config.quiet if quiet is None else quiet):
         console.task_start(stage, task, run_id)
     return state
 
 
 _settings_of: tuple[Config | None, tuple[str | None, str | None]] = (None, (None, None))
 _ENV_WIDTH = WIDTHS["environment"]
+_STAGE_WIDTH = WIDTHS["stage"]
+_TASK_WIDTH = WIDTHS["task"]
 
 
 def _settings(config: Config) -> tuple[str | None, str | None]:
@@ -328,10 +330,11 @@ def end_run(
     size = 0
     if values:  # what the caller gives (an exception's text, say) made storable
         values, size = fit_values(values, lambda: f"run {state.run_id}")
-    values = dict(values or {})
+    values = dict(values) if values else {}
     ended_with = ended_with_run(status)
-    for sub in list(reversed(state.subtasks)):
-        end_subtask(sub, status, sync=sync, error=ended_with, quiet=True)
+    if state.subtasks:
+        for sub in list(reversed(state.subtasks)):
+            end_subtask(sub, status, sync=sync, error=ended_with, quiet=True)
     parent = state.parent
     if state.is_local:
         cpu, peak = usage()

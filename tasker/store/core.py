@@ -4,12 +4,13 @@ and statements prepared once per shape."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -131,7 +132,7 @@ class StoreCore:
         batch_conn: Connection | None = getattr(self._local, "conn", None)
         if batch_conn is not None:
             return fn(batch_conn)
-        deadline = time.monotonic() + self.retry_seconds
+        started = time.monotonic()
         attempt = 0
         while True:
             try:
@@ -144,10 +145,27 @@ class StoreCore:
                 raise
             except SQLAlchemyError as exc:
                 attempt += 1
-                if is_transient(exc) and time.monotonic() < deadline:
+                # The budget is read at each failure: the writer shortens it when the process
+                # is ending, and that must reach a write already retrying.
+                budget = getattr(self._local, "retry_seconds", None)
+                if budget is None:
+                    budget = self.retry_seconds
+                if is_transient(exc) and time.monotonic() - started < budget:
                     time.sleep(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))
                     continue
                 raise wrap_db_error(exc, self.config, doing) from None
+
+    @contextlib.contextmanager
+    def retrying(self, seconds: float) -> Iterator[None]:
+        """Writes of this thread inside the block retry a busy database for at most
+        ``seconds`` (0: one attempt, which waits at most the lock timeout), whatever
+        ``retry_seconds`` says for the others."""
+        before = getattr(self._local, "retry_seconds", None)
+        self._local.retry_seconds = seconds
+        try:
+            yield
+        finally:
+            self._local.retry_seconds = before
 
     def batch(self, operations: Sequence[Callable[[], object]]) -> None:
         """Run ``operations`` (calls of this store's write methods) in one transaction.

@@ -102,9 +102,27 @@ def might_be_oversized(exc: BaseException) -> bool:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """The database is away or busy (connection refused or lost, login refused, locked,
-    disk full), rather than refusing what was sent: worth keeping the events and retrying."""
-    return is_transient(exc) or isinstance(exc, (OperationalError, InterfaceError))
+    """The database did not judge what was sent: it is away or busy (connection refused or
+    lost, login refused, locked, a statement timeout, disk full, the schema not there), so
+    the same events may well be written later — keep them and retry; never set them aside
+    as refused. The one rule for the live writer, the one-by-one fallback and journal
+    replays alike.
+
+    MySQL/MariaDB (PyMySQL) report many refusals of a value as OperationalError too — a
+    CHECK constraint (4025), an incorrect datetime (1292): a server error number that is
+    not one of the server's state or the connection's is a verdict on the statement, else
+    one such event would stall every write of the process as an "outage"."""
+    if not_about_the_values(exc):
+        return True
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    if args and isinstance(args[0], int) and "mysql" in type(exc.orig).__module__.lower():
+        # 2000-2999: the client's own errors (cannot connect, connection lost).
+        return 2000 <= args[0] < 3000
+    return True  # PostgreSQL, SQLite: their refusals of a value are other classes
 
 
 def timed_out(exc: BaseException) -> bool:
@@ -145,10 +163,17 @@ def is_transient(exc: BaseException) -> bool:
 # Failures that come from the database's state, never from what a statement holds: PostgreSQL
 # classes 53 (insufficient resources: disk full, out of memory, too many connections) and 57
 # (operator intervention: statement timeout, shutdown) and 08 (connection exceptions);
-# MySQL/MariaDB 1021 disk full, 1040 too many connections, 1114 table full, 1317 query
-# interrupted, 1969 max_statement_time (MariaDB), 3024 max_execution_time (MySQL).
+# MySQL/MariaDB 1021 disk full, 1030 storage engine error, 1036 table read only, 1037/1038/
+# 1041 out of memory, 1040 and 1203 too many connections, 1042/1043/1129/1130 host refused,
+# 1044/1045 access denied, 1049 unknown database, 1053 shutdown, 1114 table full, 1142/1143
+# command denied, 1146 table missing, 1226 resource limit, 1317 query interrupted, 1927
+# connection killed, 1969 max_statement_time (MariaDB), 3024 max_execution_time (MySQL),
+# 4031 disconnected for inactivity.
 _STATE_CLASSES = ("53", "57", "08")
-_STATE_CODES = (1021, 1040, 1114, 1317, 1969, 3024)
+_STATE_CODES = frozenset(
+    {1021, 1030, 1036, 1037, 1038, 1040, 1041, 1042, 1043, 1044, 1045, 1049, 1053, 1114}
+    | {1129, 1130, 1142, 1143, 1146, 1203, 1226, 1317, 1927, 1969, 3024, 4031}
+)
 
 
 def not_about_the_values(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ from tasker.config import Config
 from tasker.errors import DatabaseError
 from tasker.store.core import StoreCore
 from tasker.store.engine import refused_for_size, wrap_db_error
-from tasker.store.errors import not_about_the_values
+from tasker.store.errors import is_unavailable
 
 __all__ = ["JournalReplay"]
 
@@ -101,7 +101,7 @@ class JournalReplay(StoreCore):
                     except Exception as exc:  # whatever the value: set aside, never blocking
                         if conn.invalidated:
                             raise _ConnectionLost(index, exc) from exc
-                        if not_about_the_values(exc):
+                        if is_unavailable(exc):
                             # A lock or statement timeout, a full disk: the database did
                             # not judge the event. The whole file waits (rolled back,
                             # retried, else left for a later replay), none set aside.

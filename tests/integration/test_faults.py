@@ -100,32 +100,90 @@ def test_a_lock_held_for_the_whole_life_loses_nothing_and_delays_the_exit_bounde
     _assert_complete(10)
 
 
+BACKOFF = """
+import sys, time
+from pathlib import Path
+import tasker
+from tasker.runtime.recorder import RECORDER
+
+@tasker.task(stage="S", name="during backoff")
+def step(i):
+    return i
+
+for i in range(20):
+    step(i)
+tasker.flush(timeout=10)  # the writer's first attempt now (not a flush interval from now)
+deadline = time.monotonic() + 60
+while not RECORDER.writer.failing and time.monotonic() < deadline:
+    time.sleep(0.05)  # until the writer has found the database away and backs off
+Path(sys.argv[1]).write_text("away" if RECORDER.writer.failing else "never away")
+while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
+    time.sleep(0.05)  # the test brings the database back
+"""
+
+
 def test_exiting_during_backoff_tries_the_database_once_more(
     db: Backend, child_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # The database answers again by the time the program ends: nothing goes to the journal.
-    script = write_script(
-        tmp_path,
-        """
-        import tasker
-        from tasker.runtime.recorder import RECORDER
+    """A real outage: the server refuses connections (nothing listens on its port), or the
+    SQLite file's folder cannot be reached (a file stands where it should be, as an unmounted
+    share leaves a path that cannot be opened), so the writer fails and backs off for 30 s or
+    more. The database comes back while it waits; the program then ends at once. Its exit
+    tries the database once more instead of journaling everything: all 20 runs are written,
+    nothing is journaled."""
+    from tests.helpers import free_port, start_script
+    from tests.proxy import StallProxy
 
-        @tasker.task(stage="S", name="during backoff")
-        def step(i):
-            return i
+    tasker.create_schema()
+    tasker.flush()
+    script = write_script(tmp_path, BACKOFF)
+    away, back = tmp_path / "away", tmp_path / "back"
+    # A long flush interval: the writer backs off for 30 s or more, far past the program's end.
+    env = {**child_env, "TASKER_FLUSH_INTERVAL": "30", "TASKER_LOCK_TIMEOUT": "0.5"}
+    proxy: StallProxy | None = None
+    folder = tmp_path / "unreachable"
+    if db.name == "sqlite":
+        folder.write_text("not a folder")
+        env["TASKER_DB_PATH"] = str(folder / "tasker.db")
+    else:
+        from sqlalchemy.engine import make_url
 
-        RECORDER.writer.mark_failing(OSError("pretend the database went away"))
-        for i in range(20):
-            step(i)
-        """,
-    )
-    # A long flush interval: the writer backs off for 20 s or more, far past the program's end.
-    result = run_script(script, {**child_env, "TASKER_FLUSH_INTERVAL": "30"})
-    assert result.returncode == 0, result.stderr
+        port = free_port()  # nothing listens there: connections are refused
+        real = make_url(db.settings["url"])
+        env["TASKER_DB_URL"] = real.set(port=port).render_as_string(False)
+    proc = start_script(script, env, str(away), str(back))
+    try:
+        deadline = time.monotonic() + 60
+        while not away.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert away.read_text() == "away", proc.stderr.read() if proc.stderr else ""
+        if db.name == "sqlite":
+            folder.unlink()
+            folder.mkdir()
+        else:
+            proxy = StallProxy(real.port or 0, port=port)  # the server answers there now
+        came_back = time.monotonic()
+        back.write_text("back")
+        _out, err = proc.communicate(timeout=60)
+        ended_in = time.monotonic() - came_back
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if proxy is not None:
+            proxy.close()
+    assert proc.returncode == 0, err
+    # At once: one more try, not a wait for the end of the backoff.
+    assert ended_in < 10, (ended_in, err)
+    if db.name == "sqlite":
+        db.configure(path=str(folder / "tasker.db"))
     runs = [r for r in tasker.get_task_history(limit=None) if r.task_name == "during backoff"]
     assert len(runs) == 20 and {r.status for r in runs} == {"COMPLETED"}
-    assert "events to the journal" not in result.stderr, result.stderr
-    assert "reached the database again" in result.stderr
+    assert len({r.run_id for r in runs}) == 20
+    assert {r.process_id for r in runs} == {proc.pid}
+    assert "events to the journal" not in err, err
+    assert "reached the database again" in err, err
+    assert not list(Path(os.environ["XDG_STATE_HOME"]).rglob("*.jsonl"))
 
 
 # ---------------------------------------------------------------------------- text

@@ -13,6 +13,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -289,6 +290,7 @@ def test_an_oversized_value_does_not_block_the_other_events(db: Backend) -> None
 
 NON_UTF8_ARGV = """
 import sys
+import time
 import tasker
 
 with tasker.task("ARGV", "non-utf8") as run:
@@ -584,11 +586,11 @@ def test_an_event_written_alone_that_meets_a_lock_waits_instead_of_being_set_asi
                 else f"LOCK TABLE {db.table('task_runs')} IN ACCESS EXCLUSIVE MODE"
             )
             holder.execute(text(lock))  # type: ignore[attr-defined]
-        store.retry_seconds = 1.0  # the writer's own retries of a busy database, shortened
+        started = time.monotonic()
         try:
             delivery._one_by_one(store, batch, None)
         finally:
-            store.retry_seconds = retry
+            waited = time.monotonic() - started
             if engine is None:
                 holder.execute("ROLLBACK")  # type: ignore[attr-defined]
             holder.close()  # type: ignore[attr-defined]
@@ -596,6 +598,10 @@ def test_an_event_written_alone_that_meets_a_lock_waits_instead_of_being_set_asi
                 engine.dispose()
         assert [e for e, _ in delivery.parked] == batch
         assert not (folder / "rejected").exists()
+        # One attempt that waited out the lock timeout (0.5 s), not the store's minute of
+        # retries (retry_seconds) for a busy database.
+        assert retry >= 30.0 and store.retry_seconds == retry
+        assert waited < 10.0, f"the writer was held {waited:.1f} s by one locked event"
         delivery._one_by_one(store, delivery.retry_parked(), None)
         assert delivery.parked == []
     runs = tasker.get_task_history(stage="ALONE", limit=None)

@@ -21,6 +21,7 @@ import logging
 import os
 import stat
 import weakref
+from collections.abc import Callable
 from typing import TypeAlias
 
 from tasker.runtime.storable import warn
@@ -75,23 +76,19 @@ def read_tail(fd: int, max_bytes: int, since: int = 0) -> str | None:
     return text
 
 
-# (len(logging's handler list), len(loggers)) when looked; the logger and the handler found
-# (weakly: a handler the program drops must go, and with it its file), or None for none.
+# logging keeps a weak reference to every live handler (for its shutdown at exit): a handler
+# created or collected changes that list's length, a new logger the loggers' count. None
+# where that private list is missing (another logging): then look every time.
+_handler_refs: list[Callable[[], object]] | None = getattr(logging, "_handlerList", None)
+if not isinstance(_handler_refs, list):  # pragma: no cover - another logging
+    _handler_refs = None
+# When looked: the two counts, and the logger and the handler found (weakly: a handler the
+# program drops must go, and with it its file), or None for none found. Asked at every
+# outermost run's start and end, so the unchanged case is a few comparisons.
 _Found: TypeAlias = (
-    "tuple[tuple[int, int], weakref.ref[logging.Logger] | None, "
-    "weakref.ref[logging.FileHandler] | None]"
+    "tuple[int, int, weakref.ref[logging.Logger] | None, weakref.ref[logging.FileHandler] | None]"
 )
 _found: _Found | None = None
-
-
-def _fingerprint() -> tuple[int, int] | None:
-    # logging keeps a weak reference to every live handler (for its shutdown at exit): a
-    # handler created or collected changes its length, a new logger the loggers' count.
-    # None where that private list is missing (another logging): then look every time.
-    handlers = getattr(logging, "_handlerList", None)
-    if not isinstance(handlers, list):
-        return None
-    return len(handlers), len(logging.Logger.manager.loggerDict)
 
 
 def _look() -> tuple[logging.Logger, logging.FileHandler] | None:
@@ -111,32 +108,35 @@ def _look() -> tuple[logging.Logger, logging.FileHandler] | None:
 def _unattached_file_handler() -> bool:
     """True when a FileHandler exists that no logger had when looked: it may be added to
     one without any count changing, so that no answer is kept meanwhile."""
-    for ref in list(getattr(logging, "_handlerList", ())):
-        if isinstance(ref(), logging.FileHandler):
-            return True
-    return False
+    return any(isinstance(ref(), logging.FileHandler) for ref in list(_handler_refs or ()))
 
 
 def log_handler() -> logging.FileHandler | None:
     """The first logging FileHandler of this process (the root logger's first, then the
     other loggers' in the order they were made), or None."""
     global _found
-    key = _fingerprint()
     kept = _found
-    if key is not None and kept is not None and kept[0] == key:
-        if kept[2] is None:
+    refs = _handler_refs
+    if (
+        kept is not None
+        and refs is not None
+        and kept[0] == len(refs)
+        and kept[1] == len(logging.Logger.manager.loggerDict)
+    ):
+        if kept[3] is None:
             return None
-        logger = kept[1]() if kept[1] is not None else None
-        handler = kept[2]()
+        logger = kept[2]() if kept[2] is not None else None
+        handler = kept[3]()
         if logger is not None and handler is not None and handler in logger.handlers:
             return handler
+    counts = None if refs is None else (len(refs), len(logging.Logger.manager.loggerDict))
     looked = _look()
-    if key is None:
+    if counts is None:
         _found = None
     elif looked is None:
-        _found = None if _unattached_file_handler() else (key, None, None)
+        _found = None if _unattached_file_handler() else (*counts, None, None)
     else:
-        _found = (key, weakref.ref(looked[0]), weakref.ref(looked[1]))
+        _found = (*counts, weakref.ref(looked[0]), weakref.ref(looked[1]))
     return None if looked is None else looked[1]
 
 

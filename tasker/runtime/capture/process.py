@@ -234,24 +234,35 @@ def process_info() -> ProcessInfo:
     return _cached
 
 
-if sys.platform != "win32":
+if sys.platform == "win32":  # pragma: no cover
+
+    def cpu_seconds() -> float:
+        """This process's CPU time so far, user and system."""
+        return time.process_time()
+
+    def usage() -> tuple[float, float | None]:
+        """This process's CPU seconds so far and its peak resident memory in MB (None where
+        the platform does not report it)."""
+        return time.process_time(), None
+
+else:
     from resource import RUSAGE_SELF, getrusage
 
+    # Linux reports the peak in kilobytes, macOS in bytes.
+    _PEAK_UNIT = 1024 * 1024 if sys.platform == "darwin" else 1024
 
-def cpu_seconds() -> float:
-    """This process's CPU time so far, user and system: the clock :func:`usage` reads."""
-    return usage()[0]
+    # Both are asked at every run (its start and its end): the platform is settled here,
+    # once, and each is one system call.
+    def cpu_seconds() -> float:
+        """This process's CPU time so far, user and system: the clock :func:`usage` reads."""
+        r = getrusage(RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
 
-
-def usage() -> tuple[float, float | None]:
-    """This process's CPU seconds so far and its peak resident memory in MB (None where the
-    platform does not report it): one system call for both, made at every run's end."""
-    if sys.platform == "win32":  # pragma: no cover
-        return time.process_time(), None
-    r = getrusage(RUSAGE_SELF)
-    # Linux reports kilobytes, macOS bytes.
-    peak = r.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else r.ru_maxrss / 1024
-    return r.ru_utime + r.ru_stime, peak
+    def usage() -> tuple[float, float | None]:
+        """This process's CPU seconds so far and its peak resident memory in MB: one
+        system call for both, made at every run's end."""
+        r = getrusage(RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime, r.ru_maxrss / _PEAK_UNIT
 
 
 _forked = False
