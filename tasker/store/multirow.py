@@ -6,10 +6,13 @@ statements costs several times what the database spends on them. The statements 
 compiled once per shape (the columns they set, the conditions they check) and run through
 the driver alone with the rows' values, one statement per table and shape:
 
-- PostgreSQL: ``UPDATE t SET … FROM unnest(%(a)s::type[], …) AS tasker_rows(…) WHERE …`` —
+- PostgreSQL: ``UPDATE t SET … FROM unnest(%(a)b::type[], …) AS tasker_rows(…) WHERE …`` —
   one array parameter per column, so the text is the same for any number of rows and the
   server prepares it once (psycopg prepares a statement run five times). The arrays are of
-  the columns' types without their lengths (``_pg_array_of``);
+  the columns' types without their lengths (``_pg_array_of``), and sent in binary (``%b``):
+  psycopg's text format searches every string element with a regular expression for what to
+  quote, which cost a third of the writer's time on PostgreSQL (20,000 runs: 420,000
+  searches); binary arrays are dumped about 2.5 times faster;
 - MySQL/MariaDB: ``UPDATE t, (SELECT … UNION ALL SELECT …) AS tasker_rows SET … WHERE …``;
 - SQLite: the one-row statement, run by ``executemany`` (SQLite is in the process: no round
   trips to save, only the per-statement work of SQLAlchemy).
@@ -353,12 +356,12 @@ class MultiRowWrites(StoreCore):
         return _SqliteUpdate(compiled.string, pick, consts, rows, len(positions) == 1)
 
     def _pg_update(self, compiled: Any, source: Source) -> _PgUpdate:
-        """UPDATE t SET … FROM tasker_rows … → … FROM unnest(%(a)s::type[], …) AS tasker_rows"""
+        """UPDATE t SET … FROM tasker_rows … → … FROM unnest(%(a)b::type[], …) AS tasker_rows"""
         dialect = self.engine.dialect
         quote = dialect.identifier_preparer.quote
         sql: str = compiled.string
         arrays = ", ".join(
-            f"%({MARK}_{i})s::{_pg_array_of(type_, dialect)}" for i, (_, type_) in enumerate(source)
+            f"%({MARK}_{i})b::{_pg_array_of(type_, dialect)}" for i, (_, type_) in enumerate(source)
         )
         names = ", ".join(quote(name) for name, _ in source)
         marker = f" FROM {MARK} "
@@ -440,7 +443,7 @@ class MultiRowWrites(StoreCore):
         target = f"INSERT INTO {prep.format_table(table)} ({names}) "
         others = [c for c in columns if c not in (conflict or ())]
         if self.dialect == "postgresql":
-            arrays = ", ".join(f"%s::{_pg_array_of(t, dialect)}" for _, t in source)
+            arrays = ", ".join(f"%b::{_pg_array_of(t, dialect)}" for _, t in source)
             # Only the schema's names and types are in the text; the values are parameters.
             sql = target + f"SELECT * FROM unnest({arrays})"  # noqa: S608
             arrays_param = True
