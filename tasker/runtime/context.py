@@ -279,6 +279,13 @@ def _export_subtask(number: int | None) -> None:
         os.environ[SUBTASK_ENV] = "" if number is None else str(number)
 
 
+def _export_open_subtask(state: RunState) -> None:
+    """Export the innermost subtask open in ``state`` — at every top-level run's start and
+    end, where a fresh run has none open and none is exported: then nothing to look up."""
+    if state.subtasks or _subtask_env_now is not None:
+        _export_subtask(state.innermost_open_number())
+
+
 def subtasks_changed(state: RunState) -> None:
     """A subtask of ``state`` opened or closed here: children started from now on inherit
     the innermost one open, when ``state`` is the run the environment names."""
@@ -295,8 +302,7 @@ def push(state: RunState) -> None:
     if threading.get_ident() == _main_ident:
         _main_live.append(state)
         _export(state.run_id)
-        if state.subtasks or _subtask_env_now is not None:  # a fresh run has none open
-            _export_subtask(state.innermost_open_number())
+        _export_open_subtask(state)
     elif not _subprocess_hooked:
         _hook_subprocess()
     if not _executors_hooked and (not _threads_hooked or _FUTURES_THREAD in sys.modules):
@@ -418,8 +424,8 @@ def pop(run_id: str) -> None:
         _export(top.run_id if top is not None else _inherited)
         if top is None:
             _export_subtask(_inherited_subtask)
-        elif top.subtasks or _subtask_env_now is not None:
-            _export_subtask(top.innermost_open_number())
+        else:
+            _export_open_subtask(top)
 
 
 # attach() blocks open in this process, in any thread.

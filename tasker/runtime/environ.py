@@ -52,10 +52,13 @@ class Variable:
     def __init__(self, name: str) -> None:
         self.name = name
         self._writes = 0
+        # Set once the buffer cannot be made or used here: never tried again.
+        self._ordinary_only = False
         # Once the buffer is made: a byte view of it, where the value starts in it, os.environ's
-        # mapping and the name as that mapping holds it.
-        self._fast: tuple[memoryview, int, dict[bytes, bytes], bytes] | None = None
-        self._attach: Callable[[], None] = _no_buffer
+        # mapping, the name as that mapping holds it, and what puts the buffer in the
+        # environment (the C library's putenv).
+        self._fast: tuple[memoryview, int, dict[bytes, bytes], bytes, Callable[[], None]] | None
+        self._fast = None
         self._last: bytes = _NOT_WRITTEN  # the mapping's value as written here last
 
     def set(self, value: str) -> None:
@@ -64,23 +67,26 @@ class Variable:
         fast = self._fast
         if fast is None:
             self._writes += 1
-            if self._writes <= ORDINARY_WRITES or not self._make_buffer():
+            if self._ordinary_only or self._writes <= ORDINARY_WRITES:
                 os.environ[self.name] = value
                 return
-            fast = self._fast
-            assert fast is not None
-        view, start, mapping, key = fast
+            fast = self._make_buffer()
+            if fast is None:
+                self._ordinary_only = True
+                os.environ[self.name] = value
+                return
+        view, start, mapping, key, attach = fast
         if value:
             try:
                 # What os.environ's own encoding (UTF-8, surrogateescape; checked when the
                 # buffer was made) gives for any text UTF-8 takes as it is.
                 data = value.encode()
             except UnicodeError:
-                data = b"\0"  # not plain text: assigned the ordinary way below
+                self._ordinary(value)
+                return
             n = len(data)
             if n >= CAPACITY or 0 in data:  # (an int: a byte search, not a substring's)
-                os.environ[self.name] = value  # its own error, if it has one
-                self._last = _NOT_WRITTEN
+                self._ordinary(value)
                 return
             view[start : start + n] = data
             view[start + n] = 0
@@ -91,16 +97,24 @@ class Variable:
             # Never written in place yet, or assigned or removed another way since: the
             # environment holds some other string (or none). Put the buffer (back) in.
             try:
-                self._attach()
+                attach()
             except Exception:  # the C library refused: the ordinary way from now on
-                self._fast, self._writes = None, -sys.maxsize
-                os.environ[self.name] = value
+                self._fast, self._ordinary_only = None, True
+                self._ordinary(value)
                 return
         mapping[key] = data
         self._last = data
 
-    def _make_buffer(self) -> bool:
-        """Make the variable's buffer; False where the in-place write cannot be used (not
+    def _ordinary(self, value: str) -> None:
+        """Assign ``value`` through os.environ (which raises its own error for one it cannot
+        take): the buffer is out of the environment until the next write in place."""
+        os.environ[self.name] = value
+        self._last = _NOT_WRITTEN
+
+    def _make_buffer(
+        self,
+    ) -> tuple[memoryview, int, dict[bytes, bytes], bytes, Callable[[], None]] | None:
+        """Make the variable's buffer; None where the in-place write cannot be used (not
         Linux, not CPython's os.environ, an encoding other than UTF-8, no C library)."""
         environ = os.environ
         mapping = getattr(environ, "_data", None)
@@ -109,7 +123,7 @@ class Variable:
             or not isinstance(mapping, dict)
             or sys.getfilesystemencoding().lower().replace("-", "") != "utf8"
         ):
-            return False
+            return None
         try:
             import ctypes
 
@@ -122,7 +136,7 @@ class Variable:
             view = memoryview(buffer).cast("B")
             view[: len(prefix)] = prefix
         except Exception:  # no ctypes, no C library: the ordinary way, then
-            return False
+            return None
         # Kept for the life of the process: the environment points into it.
         _kept.append(buffer)
 
@@ -130,13 +144,8 @@ class Variable:
             if putenv(buffer) != 0:
                 raise OSError(f"putenv({self.name}) failed")
 
-        self._attach = attach
-        self._fast = (view, len(prefix), mapping, key)
-        return True
-
-
-def _no_buffer() -> None:  # pragma: no cover - replaced before any use
-    raise RuntimeError("no buffer")
+        self._fast = (view, len(prefix), mapping, key, attach)
+        return self._fast
 
 
 # Every buffer ever handed to putenv(): never freed while the environment may point to it.

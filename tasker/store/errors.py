@@ -118,10 +118,10 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, OperationalError):
         return False
-    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-    if args and isinstance(args[0], int) and "mysql" in type(exc.orig).__module__.lower():
+    codes = mysql_codes(exc)
+    if codes:
         # 2000-2999: the client's own errors (cannot connect, connection lost).
-        return 2000 <= args[0] < 3000
+        return any(2000 <= code < 3000 for code in codes)
     return True  # PostgreSQL, SQLite: their refusals of a value are other classes
 
 

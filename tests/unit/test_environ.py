@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="in
 
 
 @pytest.fixture
-def variable() -> Variable:
+def variable() -> Iterator[Variable]:
     os.environ.pop(NAME, None)
     var = Variable(NAME)
     for i in range(environ.ORDINARY_WRITES + 1):  # past the ordinary writes: in place
