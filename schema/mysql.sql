@@ -1,4 +1,4 @@
--- tasker schema version 5 for mysql.
+-- tasker schema version 6 for mysql.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE TABLE IF NOT EXISTS journal_replays (
@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS task_runs (
 	boot_id VARCHAR(64), 
 	pid_namespace VARCHAR(64), 
 	log_tail LONGTEXT, 
+	process_start_uptime DOUBLE, 
 	PRIMARY KEY (run_id), 
 	CONSTRAINT ck_task_runs_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
 	CONSTRAINT fk_task_runs_task FOREIGN KEY(task_id) REFERENCES tasks (task_id) ON DELETE CASCADE
@@ -127,7 +128,7 @@ SELECT stages.stage_name, stages.stage_order, tasks.task_id, tasks.task_name, ta
 FROM stages INNER JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_runs ON task_runs.run_id = tasks.last_run_id LEFT OUTER JOIN subtask_progress ON subtask_progress.run_id = task_runs.run_id AND subtask_progress.subtask_number = task_runs.current_subtask;
 
 CREATE OR REPLACE VIEW active_tasks AS
-SELECT task_runs.run_id, task_runs.task_id, stages.stage_name, stages.stage_order, tasks.task_name, tasks.task_type, tasks.task_order, task_runs.status, task_runs.hostname, task_runs.process_id, task_runs.parent_pid, task_runs.parent_run_id, task_runs.user_name, task_runs.python_version, task_runs.command_line, task_runs.script_path, task_runs.script_filename, task_runs.log_path, task_runs.log_filename, task_runs.version, task_runs.git_commit, task_runs.git_branch, task_runs.git_dirty, task_runs.environment, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.heartbeat, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, task_runs.exit_code, task_runs.cpu_seconds, task_runs.peak_memory_mb, task_runs.error_type, task_runs.error_message, task_runs.error_detail, task_runs.process_start_time, task_runs.boot_id, task_runs.pid_namespace 
+SELECT task_runs.run_id, task_runs.task_id, stages.stage_name, stages.stage_order, tasks.task_name, tasks.task_type, tasks.task_order, task_runs.status, task_runs.hostname, task_runs.process_id, task_runs.parent_pid, task_runs.parent_run_id, task_runs.user_name, task_runs.python_version, task_runs.command_line, task_runs.script_path, task_runs.script_filename, task_runs.log_path, task_runs.log_filename, task_runs.version, task_runs.git_commit, task_runs.git_branch, task_runs.git_dirty, task_runs.environment, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.heartbeat, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, task_runs.exit_code, task_runs.cpu_seconds, task_runs.peak_memory_mb, task_runs.error_type, task_runs.error_message, task_runs.error_detail, task_runs.process_start_time, task_runs.boot_id, task_runs.pid_namespace, task_runs.process_start_uptime 
 FROM task_runs INNER JOIN tasks ON tasks.task_id = task_runs.task_id INNER JOIN stages ON stages.stage_id = tasks.stage_id 
 WHERE task_runs.status IN ('STARTED', 'RUNNING');
 
@@ -137,4 +138,4 @@ CREATE TABLE IF NOT EXISTS schema_info (
 	PRIMARY KEY (`key`)
 )ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
-INSERT INTO schema_info (`key`, value) VALUES ('schema_version', '5');
+INSERT INTO schema_info (`key`, value) VALUES ('schema_version', '6');

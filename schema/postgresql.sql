@@ -1,4 +1,4 @@
--- tasker schema version 5 for postgresql.
+-- tasker schema version 6 for postgresql.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE SCHEMA IF NOT EXISTS tasker;
@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS tasker.task_runs (
 	boot_id VARCHAR(64), 
 	pid_namespace VARCHAR(64), 
 	log_tail TEXT, 
+	process_start_uptime DOUBLE PRECISION, 
 	PRIMARY KEY (run_id), 
 	CONSTRAINT ck_task_runs_status CHECK (status IN ('NOT_STARTED', 'STARTED', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')), 
 	CONSTRAINT fk_task_runs_task FOREIGN KEY(task_id) REFERENCES tasker.tasks (task_id) ON DELETE CASCADE
@@ -129,7 +130,7 @@ SELECT tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_id
 FROM tasker.stages JOIN tasker.tasks ON tasker.tasks.stage_id = tasker.stages.stage_id LEFT OUTER JOIN tasker.task_runs ON tasker.task_runs.run_id = tasker.tasks.last_run_id LEFT OUTER JOIN tasker.subtask_progress ON tasker.subtask_progress.run_id = tasker.task_runs.run_id AND tasker.subtask_progress.subtask_number = tasker.task_runs.current_subtask;
 
 CREATE OR REPLACE VIEW tasker.active_tasks AS
-SELECT tasker.task_runs.run_id, tasker.task_runs.task_id, tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.task_runs.status, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.parent_pid, tasker.task_runs.parent_run_id, tasker.task_runs.user_name, tasker.task_runs.python_version, tasker.task_runs.command_line, tasker.task_runs.script_path, tasker.task_runs.script_filename, tasker.task_runs.log_path, tasker.task_runs.log_filename, tasker.task_runs.version, tasker.task_runs.git_commit, tasker.task_runs.git_branch, tasker.task_runs.git_dirty, tasker.task_runs.environment, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.heartbeat, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.task_runs.exit_code, tasker.task_runs.cpu_seconds, tasker.task_runs.peak_memory_mb, tasker.task_runs.error_type, tasker.task_runs.error_message, tasker.task_runs.error_detail, tasker.task_runs.process_start_time, tasker.task_runs.boot_id, tasker.task_runs.pid_namespace 
+SELECT tasker.task_runs.run_id, tasker.task_runs.task_id, tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.task_runs.status, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.parent_pid, tasker.task_runs.parent_run_id, tasker.task_runs.user_name, tasker.task_runs.python_version, tasker.task_runs.command_line, tasker.task_runs.script_path, tasker.task_runs.script_filename, tasker.task_runs.log_path, tasker.task_runs.log_filename, tasker.task_runs.version, tasker.task_runs.git_commit, tasker.task_runs.git_branch, tasker.task_runs.git_dirty, tasker.task_runs.environment, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.heartbeat, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.task_runs.exit_code, tasker.task_runs.cpu_seconds, tasker.task_runs.peak_memory_mb, tasker.task_runs.error_type, tasker.task_runs.error_message, tasker.task_runs.error_detail, tasker.task_runs.process_start_time, tasker.task_runs.boot_id, tasker.task_runs.pid_namespace, tasker.task_runs.process_start_uptime 
 FROM tasker.task_runs JOIN tasker.tasks ON tasker.tasks.task_id = tasker.task_runs.task_id JOIN tasker.stages ON tasker.stages.stage_id = tasker.tasks.stage_id 
 WHERE tasker.task_runs.status IN ('STARTED', 'RUNNING');
 
@@ -173,4 +174,4 @@ CREATE TABLE IF NOT EXISTS tasker.schema_info (
 	PRIMARY KEY (key)
 );
 
-INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '5');
+INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '6');

@@ -213,6 +213,10 @@ class RunRecord(_Record):
     # the dashboard's run page): lists of runs (history, active runs) leave it None, so that
     # a page of a hundred runs does not carry a hundred logs.
     log_tail: str | None = None
+    # When the run's process started, in seconds after its kernel booted (boot_id; Linux,
+    # schema version 6): with boot_id and the PID it identifies the process exactly, however
+    # the clock is set since, where process_start_time moves with the clock.
+    process_start_uptime: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -290,6 +294,7 @@ class NewRun:
     overall_progress_message: str | None = None
     boot_id: str | None = None
     pid_namespace: str | None = None
+    process_start_uptime: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

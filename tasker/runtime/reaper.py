@@ -8,7 +8,11 @@ A PID means something only to the kernel that handed it out, and only inside its
 namespace. So a run's PID is checked only when the run was recorded on this host, in this boot
 of its kernel and in this PID namespace (hostname, ``boot_id`` and ``pid_namespace`` all the
 reaper's own); then the run is lost at once when its PID no longer exists, or now belongs to
-a process that started at another time (the PID was reused). A run of this host's previous
+a process that started at another time (the PID was reused). That time is compared as the
+kernel counts it, in ticks since boot (``process_start_uptime``), which no change of the clock
+moves; the epoch time (``process_start_time``) moves with the clock, by a second as NTP slews
+it and by the whole step when the clock is set, so it is compared, within seconds, only for
+rows recorded without the other (before schema version 6). A run of this host's previous
 boot (last seen before this boot began) is lost at once: no process survives a reboot. A run
 of another host, or of this host in another PID namespace (a container on the host network,
 ``unshare --pid``), whose PID this process cannot look at, is lost when it has not heartbeaten
@@ -29,6 +33,7 @@ from tasker.runtime.capture.process import (
     process_info,
     process_is_dead,
     process_start_time,
+    process_start_uptime,
 )
 
 if TYPE_CHECKING:
@@ -38,8 +43,12 @@ if TYPE_CHECKING:
 __all__ = ["LOST", "Host", "Verdict", "judge", "reap"]
 
 LOST = "ProcessLost"
-# /proc start times are in clock ticks; two readings of one process agree far better than this.
-START_TIME_TOLERANCE = 1.0
+# Two readings of one process's start: in seconds after boot they are the same tick (a tick is
+# 1/100 s or less), whatever the clock did; in seconds since the epoch they differ by a whole
+# second whenever the kernel's boot time (whole seconds, the clock less the time since boot)
+# crosses a second as NTP slews the clock, and by more when the clock is set.
+START_UPTIME_TOLERANCE = 0.0005
+START_TIME_TOLERANCE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +72,9 @@ class Host:
         return cls(info.hostname, info.boot_id, info.pid_namespace, boot_time())
 
 
-def _alive_here(pid: int, started: float | None) -> Verdict:
+def _alive_here(run: RunRecord) -> Verdict:
+    """Whether the PID of ``run``, recorded in this boot and namespace, is still its process."""
+    pid = run.process_id
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -74,12 +85,15 @@ def _alive_here(pid: int, started: float | None) -> Verdict:
         return Verdict(False)
     if process_is_dead(pid):
         return Verdict(True, f"process {pid} has exited")
-    now_started = process_start_time(pid)
-    if (
-        started is not None
-        and now_started is not None
-        and abs(now_started - started) > START_TIME_TOLERANCE
-    ):
+    started: float | None
+    if run.boot_id is not None and run.process_start_uptime is not None:
+        # Seconds after this very boot (judge checked the boot id): exact.
+        started, now_started = run.process_start_uptime, process_start_uptime(pid)
+        tolerance = START_UPTIME_TOLERANCE
+    else:
+        started, now_started = run.process_start_time, process_start_time(pid)
+        tolerance = START_TIME_TOLERANCE
+    if started is not None and now_started is not None and abs(now_started - started) > tolerance:
         return Verdict(True, f"process {pid} no longer exists (its PID was reused)")
     return Verdict(False)
 
@@ -132,7 +146,7 @@ def judge(run: RunRecord, now: datetime, stale_after: float, host: Host | str) -
         return _stale(
             run, now, stale_after, f"PID namespace {run.pid_namespace} on host {run.hostname}"
         )
-    return _alive_here(run.process_id, run.process_start_time)
+    return _alive_here(run)
 
 
 def _when(value: datetime | None) -> str:

@@ -29,6 +29,7 @@ from tasker.runtime.capture.process import (
     in_worker_process,
     process_info,
     process_start_time,
+    process_start_uptime,
     usage,
 )
 from tasker.runtime.context import RunState
@@ -207,6 +208,11 @@ def start_run(
         parent_pid=info.parent_pid if on_behalf_of is None else None,
         process_start_time=(
             info.process_start_time if on_behalf_of is None else process_start_time(on_behalf_of)
+        ),
+        process_start_uptime=(
+            info.process_start_uptime
+            if on_behalf_of is None
+            else process_start_uptime(on_behalf_of)
         ),
         parent_run_id=parent_run_id,
         user_name=info.user_name,

@@ -111,4 +111,13 @@ def _to_5(conn: Connection, dialect: str, t: Tables) -> None:
     _add_run_columns(conn, dialect, t, ("log_tail",))
 
 
-UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3, 3: _to_4, 4: _to_5}
+def _to_6(conn: Connection, dialect: str, t: Tables) -> None:
+    """Version 6: task_runs.process_start_uptime, when the run's process started in seconds
+    after its kernel booted: what the reaper compares to tell a reused PID, since the epoch
+    time moves whenever the clock is changed (tasker.runtime.reaper); active_tasks shows it
+    last (see refresh_views). Older rows keep NULL there and are compared by
+    process_start_time, as before."""
+    _add_run_columns(conn, dialect, t, ("process_start_uptime",))
+
+
+UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3, 3: _to_4, 4: _to_5, 5: _to_6}

@@ -42,6 +42,7 @@ class RunWrites(TaskRegistration):
         "process_start_time",
         "boot_id",
         "pid_namespace",
+        "process_start_uptime",
         "user_name",
         "python_version",
         "command_line",

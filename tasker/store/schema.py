@@ -46,7 +46,7 @@ from tasker.models import STATUS_VALUES, RunRecord, TaskStatusRecord
 __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
 
 # Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DIALECT_NAMES = ("postgresql", "sqlite", "mysql")
 ACTIVE_STATUS_VALUES = ("STARTED", "RUNNING")
 
@@ -281,6 +281,10 @@ def build_tables(schema: str | None = None, dialect: str | None = None) -> Table
         # Version 5: the end of the run's log file, shipped by its process with the run's
         # end (tasker.runtime.capture.logs), so that the dashboard opens no file a row names.
         Column("log_tail", _long_text()),
+        # Version 6: when the process started, in seconds after its kernel booted. With
+        # boot_id and the PID, the process's identity that no clock change moves (the
+        # epoch's process_start_time moves with the clock: tasker.runtime.reaper).
+        Column("process_start_uptime", Double),
         _status_check("task_runs"),
         # A task's runs by time: its history, and finding its latest run again.
         Index("ix_task_runs_task_start", "task_id", "start_time", "run_id"),

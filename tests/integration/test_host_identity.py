@@ -177,6 +177,7 @@ def _insert(run_id: str, **fields: object) -> None:
         "hostname": me.hostname,
         "process_id": os.getpid(),
         "process_start_time": me.process_start_time,
+        "process_start_uptime": me.process_start_uptime,
         "boot_id": me.boot_id,
         "pid_namespace": me.pid_namespace,
     }
@@ -259,6 +260,58 @@ def test_a_run_of_this_boot_and_namespace_is_still_checked_by_pid(db: Backend) -
     assert lost.run_id == run_id and "no longer exists" in (lost.error_message or "")
     _insert("00000000-0000-4000-8000-00000000b007")  # this process, boot and namespace
     assert tasker.reap_lost_runs(stale_after=10**9) == []
+
+
+# The kernel's boot time (/proc/stat btime) is the clock now less the time since boot, in whole
+# seconds: it moves with the clock, and with it every start time in seconds since the epoch
+# read afterwards. A row records what the clock made of the start then; the reaper reads what
+# the clock makes of it now. These rows hold what a clock set since would leave.
+
+
+def test_a_clock_set_since_the_run_started_does_not_make_its_live_process_lost(
+    db: Backend,
+) -> None:
+    me = process_info()
+    assert me.process_start_time is not None and me.process_start_uptime is not None
+    stepped = {
+        "00000000-0000-4000-8000-00000000c001": me.process_start_time + 1.0,  # a slew
+        "00000000-0000-4000-8000-00000000c002": me.process_start_time - 3600.0,  # set back
+        "00000000-0000-4000-8000-00000000c003": me.process_start_time + 86400.0,  # set ahead
+    }
+    for run_id, started in stepped.items():
+        _insert(run_id, process_start_time=started)
+    assert tasker.reap_lost_runs(stale_after=10**9) == []
+    assert {tasker.get_run(r).status for r in stepped} == {"STARTED"}
+
+
+def test_a_reused_pid_is_told_by_its_start_after_boot_whatever_the_clock_says(
+    db: Backend,
+) -> None:
+    me = process_info()
+    assert me.process_start_uptime is not None
+    run_id = "00000000-0000-4000-8000-00000000c004"
+    # The epoch time agrees (the clock moved by just as much), the ticks since boot do not:
+    # a process that started one tick earlier had this PID.
+    _insert(run_id, process_start_uptime=me.process_start_uptime - 0.01)
+    (lost,) = tasker.reap_lost_runs(stale_after=10**9)
+    assert (lost.run_id, lost.error_type) == (run_id, LOST)
+    assert "its PID was reused" in (lost.error_message or "")
+
+
+def test_rows_without_a_start_after_boot_allow_the_clock_a_second_either_way(
+    db: Backend,
+) -> None:
+    # Rows of schema version 5 and earlier: only the epoch time, compared within seconds.
+    me = process_info()
+    assert me.process_start_time is not None
+    slewed = "00000000-0000-4000-8000-00000000c005"
+    _insert(slewed, process_start_uptime=None, process_start_time=me.process_start_time - 1.0)
+    assert tasker.reap_lost_runs(stale_after=10**9) == []
+    reused = "00000000-0000-4000-8000-00000000c006"
+    _insert(reused, process_start_uptime=None, process_start_time=me.process_start_time - 60)
+    (lost,) = tasker.reap_lost_runs(stale_after=10**9)
+    assert lost.run_id == reused and "its PID was reused" in (lost.error_message or "")
+    assert tasker.get_run(slewed).status == "STARTED"
 
 
 # ---------------------------------------------------------------------------- the real end wins

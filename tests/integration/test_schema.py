@@ -183,6 +183,7 @@ _ADDED_RUN_COLUMNS = {
     2: ("process_start_time",),
     3: ("boot_id", "pid_namespace"),
     5: ("log_tail",),
+    6: ("process_start_uptime",),
 }
 
 
@@ -313,8 +314,8 @@ def test_a_version_4_database_is_upgraded_to_version_5(db: Backend, tmp_path: Pa
     _make_older(db, 4)
     assert "log_tail" not in _run_columns(db)
     db.configure()
-    # First use adds task_runs.log_tail in place, last; every row and its data are kept,
-    # the older ones without a tail. The view is as it was: no log_tail in it.
+    # First use adds task_runs.log_tail in place (then version 6's column); every row and its
+    # data are kept, the older ones without a tail. The view is as it was: no log_tail in it.
     kept = tasker.get_run(old)
     assert (kept.status, kept.overall_progress_message, kept.log_tail) == (
         "COMPLETED",
@@ -322,8 +323,8 @@ def test_a_version_4_database_is_upgraded_to_version_5(db: Backend, tmp_path: Pa
         None,
     )
     assert tasker.get_run(running).status == "STARTED"
-    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION == 5
-    assert _run_columns(db)[-1] == "log_tail"
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION
+    assert _run_columns(db)[-2:] == ["log_tail", "process_start_uptime"]
     assert _view_columns(db) == view_before and "log_tail" not in view_before
     # A run of this process that logs to a file ships its tail into the new column (the
     # explicit API's end, written at once).
@@ -349,5 +350,42 @@ def test_the_version_5_step_is_safe_to_run_again(db: Backend) -> None:
     with store.engine.begin() as conn:
         migrations.UPGRADES[4](conn, store.dialect, store.t)
         migrations.UPGRADES[4](conn, store.dialect, store.t)  # finds the column there
+        migrations.UPGRADES[5](conn, store.dialect, store.t)  # the views name version 6's
         migrations.refresh_views(conn, store.dialect, store.t)
     assert _run_columns(db).count("log_tail") == 1
+
+
+def test_a_version_5_database_is_upgraded_to_version_6(db: Backend) -> None:
+    from tasker.runtime.capture.process import process_info
+
+    old = tasker.task_start("S", "old")  # this process's, recorded before the upgrade
+    view_before = _view_columns(db)
+    _make_older(db, 5)
+    assert "process_start_uptime" not in _run_columns(db) + _view_columns(db)
+    db.configure()
+    # First use adds task_runs.process_start_uptime in place, last, and in the view, last;
+    # the older row keeps NULL there and is still judged alive by its epoch start time.
+    kept = tasker.get_run(old)
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION == 6
+    assert _run_columns(db)[-1] == "process_start_uptime"
+    assert _view_columns(db) == view_before and view_before[-1] == "process_start_uptime"
+    assert (kept.status, kept.process_start_uptime) == ("STARTED", None)
+    assert kept.process_start_time is not None
+    assert tasker.reap_lost_runs(stale_after=10**9) == []
+    new = tasker.task_start("S", "new")
+    assert tasker.get_run(new).process_start_uptime == process_info().process_start_uptime
+    assert db.scalar(f"SELECT COUNT(process_start_uptime) FROM {db.table('active_tasks')}") == 1
+    assert tasker.create_schema() is False
+
+
+def test_the_version_6_step_is_safe_to_run_again(db: Backend) -> None:
+    tasker.create_schema()
+    _make_older(db, 5)
+    store = RECORDER.raw_store
+    with store.engine.begin() as conn:
+        migrations.UPGRADES[5](conn, store.dialect, store.t)
+        migrations.UPGRADES[5](conn, store.dialect, store.t)  # finds the column there
+        migrations.refresh_views(conn, store.dialect, store.t)
+    assert _run_columns(db).count("process_start_uptime") == 1
+    run_id = tasker.task_start("S", "T")
+    assert tasker.get_run(run_id).process_start_uptime is not None

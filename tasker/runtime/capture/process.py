@@ -28,6 +28,8 @@ __all__ = [
     "in_worker_process",
     "note_fork",
     "process_info",
+    "process_start_time",
+    "process_start_uptime",
     "usage",
 ]
 
@@ -50,6 +52,9 @@ class ProcessInfo:
     # these match its own (None where unknown: not Linux, or /proc not readable).
     boot_id: str | None = None
     pid_namespace: str | None = None
+    # When the process started, in seconds after its kernel booted: with boot_id and the
+    # PID, what identifies the process (process_start_uptime).
+    process_start_uptime: float | None = None
     # The command line and script path may be more than every server takes in one
     # statement: a run's start is then fitted to the server's limit (tasker.runtime.storable).
     long_texts: bool = False
@@ -106,22 +111,36 @@ def _proc_stat(pid: int) -> list[bytes] | None:
         return None
 
 
-def process_start_time(pid: int) -> float | None:
-    """When ``pid`` started, in seconds since the epoch (Linux); None where unknown.
+def process_start_uptime(pid: int) -> float | None:
+    """When ``pid`` started, in seconds after this boot of the kernel began (Linux); None
+    where unknown.
 
-    With the PID this identifies a process even after its PID is reused.
+    With the boot id and the PID this identifies a process exactly, however the clock is
+    set: the kernel counts it in ticks since boot, and no clock change moves it. (The
+    epoch time below does move: see process_start_time.)
     """
     fields = _proc_stat(pid)
     if fields is None:
         return None
     try:
-        ticks = int(fields[19])
-        boot = boot_time()
-        if boot is None:
-            return None
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch (Linux); None where unknown.
+
+    For people, and for telling a reused PID where no boot id was recorded. Not exact: the
+    kernel's boot time (``btime``) is the clock's time now less the time since boot, in
+    whole seconds, so it moves with every change of the clock — a second back and forth as
+    NTP slews it, the whole step when the clock is set — and this value with it.
+    """
+    uptime = process_start_uptime(pid)
+    boot = boot_time()
+    if uptime is None or boot is None:
+        return None
+    return boot + uptime
 
 
 def _boot_id() -> str | None:
@@ -222,6 +241,7 @@ def process_info() -> ProcessInfo:
                 process_id=pid,
                 parent_pid=os.getppid() if hasattr(os, "getppid") else None,
                 process_start_time=process_start_time(pid),
+                process_start_uptime=process_start_uptime(pid),
                 user_name=_user(),
                 python_version=sys.version.split()[0],
                 command_line=_command_line(),
