@@ -30,6 +30,10 @@ SQLALCHEMY_DRIVERS = {
     "mysql": "mysql+pymysql",
 }
 CONSOLE_MODES = ("auto", "true", "false")
+# What stands between tasker and PostgreSQL: nothing (or a pooler that gives each client a
+# server session of its own: PgBouncer's session mode), or a pooler that hands the server
+# session to another client after every transaction (PgBouncer's transaction mode).
+POOLERS = ("none", "session", "transaction")
 DEFAULT_PG_SCHEMA = "tasker"
 
 
@@ -74,23 +78,47 @@ def _positive_int(value: object, what: str) -> int:
 MAX_TIMEOUT = 86_400.0
 
 
-def _timeout(value: object, what: str) -> float:
-    expected = f"expected a number of seconds above 0 and at most {MAX_TIMEOUT:.0f}"
+def _seconds(value: object, what: str, *, zero: bool) -> float:
+    """A number of seconds up to MAX_TIMEOUT: above 0, or from 0 when ``zero`` is allowed."""
+    low = "from 0 to" if zero else "above 0 and at most"
+    expected = f"expected a number of seconds {low} {MAX_TIMEOUT:.0f}"
     try:
         if isinstance(value, bool):
             raise ValueError
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"{what}: {expected}, got {value!r}") from None
-    if not 0 < number <= MAX_TIMEOUT:  # also refuses nan
+    lowest_ok = number >= 0 if zero else number > 0
+    if not (lowest_ok and number <= MAX_TIMEOUT):  # also refuses nan
         raise ConfigError(f"{what}: {expected}, got {value!r}")
-    return number
+    return abs(number)  # -0.0 is 0
+
+
+def _timeout(value: object, what: str) -> float:
+    return _seconds(value, what, zero=False)
+
+
+def _linger(value: object, what: str) -> float:
+    return _seconds(value, what, zero=True)
 
 
 # A log tail is one value of a run's row, written with the run's end (and with other runs'
 # rows in one statement): far below any server's packet limit (MariaDB's max_allowed_packet
 # is 16 MiB by default, older MySQL's 4 MiB).
 MAX_LOG_TAIL_BYTES = 1 << 20
+
+
+def _pooler(value: object, what: str) -> str:
+    text = _text(value, what).strip().lower()
+    if text == "statement":
+        raise ConfigError(
+            f"{what}: statement pooling cannot carry tasker's transactions (each writes "
+            "several statements): expected transaction or session pooling for tasker's "
+            "connections"
+        )
+    if text not in POOLERS:
+        raise ConfigError(f"{what}: expected one of {', '.join(POOLERS)}; got {value!r}")
+    return text
 
 
 def _byte_count(value: object, what: str) -> int:
@@ -202,6 +230,7 @@ KEYS: dict[str, Key] = {
     "password": Key("database", _text, "TASKER_DB_PASSWORD"),
     "schema": Key("database", _text, "TASKER_DB_SCHEMA"),
     "path": Key("database", _text, "TASKER_DB_PATH"),
+    "pooler": Key("database", _pooler, "TASKER_DB_POOLER"),
     "heartbeat_interval": Key("tracking", _positive_float, "TASKER_HEARTBEAT_INTERVAL"),
     "stale_after": Key("tracking", _positive_float, "TASKER_STALE_AFTER"),
     "flush_interval": Key("tracking", _positive_float, "TASKER_FLUSH_INTERVAL"),
@@ -218,6 +247,7 @@ KEYS: dict[str, Key] = {
     "statement_timeout": Key("tracking", _timeout, "TASKER_STATEMENT_TIMEOUT"),
     "lock_timeout": Key("tracking", _timeout, "TASKER_LOCK_TIMEOUT"),
     "exit_timeout": Key("tracking", _timeout, "TASKER_EXIT_TIMEOUT"),
+    "connection_linger": Key("tracking", _linger, "TASKER_CONNECTION_LINGER"),
     "log_tail_bytes": Key("tracking", _byte_count, "TASKER_LOG_TAIL_BYTES"),
     "log_roots": Key("dashboard", _log_roots, "TASKER_DASHBOARD_LOG_ROOTS"),
     "allowed_hosts": Key("dashboard", _allowed_hosts, "TASKER_DASHBOARD_ALLOWED_HOSTS"),
@@ -241,5 +271,7 @@ DEFAULTS: dict[str, Any] = {
     "statement_timeout": 30.0,
     "lock_timeout": 5.0,
     "exit_timeout": 10.0,
+    "connection_linger": 0.25,
     "log_tail_bytes": 16 * 1024,
+    "pooler": "none",
 }

@@ -184,6 +184,12 @@ def load_config(
     ):
         sqlalchemy_driver = ""  # the split driver setting outranks the URL's dialect
     values["driver"] = driver
+    if values.get("pooler") == "transaction" and driver != "postgresql":
+        raise ConfigError(
+            f"pooler (from {sources.get('pooler', 'the settings')}): transaction pooling is for "
+            f"PostgreSQL behind a pooler such as PgBouncer, and the database is {driver}: "
+            "expected none"
+        )
 
     if driver == "sqlite":
         db_path = values.get("path") or values.get("dbname")

@@ -26,6 +26,9 @@ class Config:
     password: str | None = dataclasses.field(default=None, repr=False)
     schema: str | None = None
     path: str | None = None
+    # A connection pooler in front of PostgreSQL (tasker.config.keys.POOLERS): in transaction
+    # mode tasker keeps no state in the server session (tasker.store.timeouts).
+    pooler: str = "none"
     query: tuple[tuple[str, str], ...] = ()
     sqlalchemy_driver: str = ""
     heartbeat_interval: float = 10.0
@@ -52,6 +55,9 @@ class Config:
     # The most a database that does not answer may delay the program's exit: what is not
     # written by then goes to the journal.
     exit_timeout: float = 10.0
+    # How long a process keeps its idle database connection after a write (0: closed after
+    # every write), so that many mostly idle processes do not hold a connection each.
+    connection_linger: float = 0.25
     # A run's end ships at most this much of the end of the process's log file (0: none),
     # so that the dashboard shows it without reading files named by the database.
     log_tail_bytes: int = 16 * 1024

@@ -59,7 +59,11 @@ class Recorder:
         self._config: Config | None = None
         self._store: SqlStore | None = None
         self.writer = Writer(
-            lambda: self.store, lambda: self.config, self._live_run_ids, self._reopen_store
+            lambda: self.store,
+            lambda: self.config,
+            self._live_run_ids,
+            self._reopen_store,
+            lambda: self._store,
         )
         # Runs this process has started and not ended (for signals and exit).
         self.live_runs: set[RunState] = set()

@@ -35,8 +35,9 @@ class Spill:
         self._stats = stats
         self.file: JournalFile | None = None
         self.replayed = False  # waiting journal files replayed since the writer started
-        # The writer thread and a worker's calling thread (Writer.journal_now) may both save.
-        self._lock = threading.Lock()
+        # The writer thread and another (Writer.journal_now, an exit's abandon()) may both
+        # save, and one close the file while the other writes to it: one at a time.
+        self._lock = threading.RLock()
 
     def save(self, events: list[Event]) -> None:
         """Append ``events`` to this process's journal file, in order (raises when no
@@ -50,17 +51,19 @@ class Spill:
             self._stats.journaled += len(events)
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        with self._lock:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
 
     def close_at_exit(self, stuck: int) -> None:
         """The process is ending: close the file and say what it holds. ``stuck``: how many
         of the events a write that did not finish in time held."""
-        if self.file is None:
-            return
-        self.close()
-        journaled = self._stats.journaled
+        with self._lock:
+            if self.file is None:
+                return
+            self.close()
+            journaled = self._stats.journaled
         if stuck:
             console.problem(
                 "tasker: the database did not finish a write in time at exit (it stalls or "

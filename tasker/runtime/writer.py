@@ -32,7 +32,9 @@ The writer's states, and why each exists:
   waited for, since a forked child drops the parent's writer and connections anyway.
 - **closing**: the process is ending (atexit, SIGTERM, a pool process's end), and will not be
   there when the database comes back. A busy database is retried only
-  ``CLOSING_RETRY_SECONDS``, what it cannot take now goes to the journal, and events about
+  ``CLOSING_RETRY_SECONDS`` (a server out of connection slots until shortly before the
+  exit's deadline: slots free up as the crowd's other processes end), what it cannot take
+  now goes to the journal, and events about
   runs not in the database yet are no longer waited for.
 - **abandoned**: the exit's time ran out while a write was stuck on a database that stalls or
   holds a lock. The exiting thread journals everything not confirmed written — the stuck
@@ -72,8 +74,11 @@ if TYPE_CHECKING:
 # Counter lives in its own module and is still importable from here.
 __all__ = ["Counter", "Writer", "WriterStats"]
 
-# How long the last writes retry a busy database when the process is ending.
+# How long the last writes retry a busy database when the process is ending. A server out of
+# connection slots is retried until shortly before the exit's deadline instead (the journal
+# takes what is left then): CLOSING_MARGIN before it.
 CLOSING_RETRY_SECONDS = 2.0
+CLOSING_MARGIN = 1.0
 # The longest a fork (or a configuration change) waits for a write in progress.
 PAUSE_TIMEOUT = 5.0
 
@@ -87,11 +92,14 @@ class Writer:
         settings: Callable[[], Config],
         live_run_ids: Callable[[], list[str]] = list,
         reopen: Callable[[], None] = lambda: None,
+        opened_store: Callable[[], SqlStore | None] = lambda: None,
     ):
         self._store_factory = store_factory
         self._settings = settings
         self._live_run_ids = live_run_ids
         self._reopen = reopen
+        # The process's store if it is open already (opening it is never the linger's job).
+        self._opened_store = opened_store
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -104,6 +112,7 @@ class Writer:
         self._fit_next = False
         self._forced = False  # a flush asked: try the database even while backing off
         self._closing = False  # the process is ending: journal what cannot be written
+        self._closing_deadline = 0.0  # the exit's deadline less CLOSING_MARGIN (monotonic)
         self._cycle = 0  # write cycles started
         self._completed = 0  # write cycles finished
         self._in_flight = 0  # events (and counted items) taken and not yet settled
@@ -120,6 +129,9 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._pid = current_pid()
         self._store: SqlStore | None = None
+        # When the connection a write left idle is to be closed (connection_linger), on the
+        # monotonic clock; 0.0: none is held.
+        self._release_at = 0.0
         self._last_heartbeat = time.monotonic()
         self._limit = 100_000
         self._warned: set[str] = set()
@@ -222,10 +234,11 @@ class Writer:
         with self._cond:
             if closing:
                 self._closing = True
+                self._closing_deadline = deadline - CLOSING_MARGIN
                 store = self._store
                 if store is not None:
                     # Also shortens the retries of a write in progress.
-                    store.retry_seconds = CLOSING_RETRY_SECONDS
+                    self._closing_bounds(store)
             # The next cycle to start snapshots everything submitted before this call.
             want = self._cycle + 1
             self._wake = self._forced = True
@@ -327,9 +340,31 @@ class Writer:
         self._thread = thread
         started_without_signals(thread)  # signals go to the program's main thread
 
+    def _closing_bounds(self, store: SqlStore) -> None:
+        store.retry_seconds = CLOSING_RETRY_SECONDS
+        store.crowd_deadline = max(time.monotonic(), self._closing_deadline)
+
     def _wait_time(self) -> float:
         interval = flush_interval(self._settings)
-        return self._outage.wait() if self._outage.failures else interval
+        wait = self._outage.wait() if self._outage.failures else interval
+        if self._release_at:  # wake in time to close the lingering connection
+            wait = min(wait, max(0.0, self._release_at - time.monotonic()))
+        return wait
+
+    def _linger(self) -> None:
+        """After each cycle: a connection left idle (by this writer, or by a write of the
+        explicit API) stays open ``connection_linger`` seconds for the next write — a
+        process that flushes every second keeps it — and is then closed, so that a thousand
+        processes between writes do not hold a thousand connections."""
+        self._release_at = 0.0
+        store = self._opened_store() or self._store
+        if store is None:
+            return
+        try:
+            linger = self._settings().connection_linger
+            self._release_at = store.release_idle_connections(linger) or 0.0
+        except Exception:  # no usable configuration, or closing a dead connection failed
+            pass
 
     def _loop(self) -> None:
         while True:
@@ -349,6 +384,7 @@ class Writer:
                         self._write_once(forced or closing, closing)
                     finally:
                         self._write_started = 0.0
+                    self._linger()
             except BaseException as exc:  # the writer must outlive any failure
                 self._report("tracked events", exc)
             with self._cond:
@@ -387,7 +423,7 @@ class Writer:
                 return
         self._store = store
         if closing:
-            store.retry_seconds = CLOSING_RETRY_SECONDS
+            self._closing_bounds(store)
         if (not spill.replayed or spill.file is not None) and not self._replay(store, closing):
             return
         # Marked in flight before anything is taken: items taken from a counter are in no

@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from tasker.config import Config
 from tasker.errors import RunEndedError, TaskerError, UnknownRunError
 from tasker.store.engine import make_engine, packet_limit, wrap_db_error
-from tasker.store.errors import is_transient
+from tasker.store.errors import is_transient, too_many_connections
 from tasker.store.expressions import Expressions
 from tasker.store.schema import Tables, build_tables
 from tasker.validate import TextBudget
@@ -31,6 +31,12 @@ __all__ = ["StoreCore"]
 
 T = TypeVar("T")
 _RETRY_SECONDS = 60.0
+# Backoff between retries of a busy database: first delay and longest, in seconds (each with
+# jitter). A server out of connection slots waits longer between tries than a lock: each
+# refused try costs it a connection's start (PostgreSQL forks a backend to say no), and a
+# crowd hammering it every few milliseconds would take the CPU its clients need.
+_BACKOFF = (0.01, 1.0)
+_CROWD_BACKOFF = (0.1, 2.0)
 # What a statement holds besides its long texts (its SQL, every short value, the protocol's
 # framing): far more than the largest INSERT of a run takes.
 _STATEMENT_RESERVE = 64 * 1024
@@ -69,6 +75,13 @@ class StoreCore:
         # How long a write keeps retrying a busy database; the writer shortens it when the
         # process is ending, so that undelivered events reach the journal in time.
         self.retry_seconds = _RETRY_SECONDS
+        # Set when the process is ending (the writer's exit flush): a refusal for want of a
+        # connection slot is retried until then (monotonic clock) rather than retry_seconds,
+        # as slots free up while the crowd's other processes end; a lock is not.
+        self.crowd_deadline: float | None = None
+        # When the last transaction ended (monotonic clock): an idle connection is closed
+        # connection_linger after it (release_idle_connections).
+        self.last_used = 0.0
         self._lock = threading.Lock()
         self._schema_checked = False
         # A thread applying a batch runs every operation in its one open transaction.
@@ -139,8 +152,11 @@ class StoreCore:
                 with self.engine.connect() as conn:
                     if not write and self.dialect == "sqlite":
                         conn = conn.execution_options(sqlite_begin="DEFERRED")
-                    with conn.begin():
-                        return fn(conn)
+                    try:
+                        with conn.begin():
+                            return fn(conn)
+                    finally:
+                        self.last_used = time.monotonic()  # the linger counts from here
             except TaskerError:
                 raise
             except SQLAlchemyError as exc:
@@ -150,8 +166,16 @@ class StoreCore:
                 budget = getattr(self._local, "retry_seconds", None)
                 if budget is None:
                     budget = self.retry_seconds
-                if is_transient(exc) and time.monotonic() - started < budget:
-                    time.sleep(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))
+                crowd = too_many_connections(exc)
+                now = time.monotonic()
+                if crowd and self.crowd_deadline is not None:
+                    until = self.crowd_deadline
+                else:
+                    until = started + budget
+                if now < until and is_transient(exc):
+                    first, longest = _CROWD_BACKOFF if crowd else _BACKOFF
+                    pause = min(longest, first * 2**attempt) * (0.5 + random.random())
+                    time.sleep(min(pause, max(0.0, until - now)))  # never past the bound
                     continue
                 raise wrap_db_error(exc, self.config, doing) from None
 
@@ -186,6 +210,28 @@ class StoreCore:
         self._run("writing tracked events", apply)
         with self._lock:  # only now committed: safe to remember
             self._task_ids.update(self._local.task_ids)
+
+    def release_idle_connections(self, idle_for: float) -> float | None:
+        """Close the connections this store's pool holds idle once no transaction has run
+        for ``idle_for`` seconds (``connection_linger``), so that a process between writes
+        holds no server connection; the next operation connects again. Returns when to ask
+        again (the monotonic clock), None when no connection is held. Not while any
+        connection is lent out (a transaction of another thread). SQLite's one connection is
+        kept: it costs no server anything."""
+        if self.dialect == "sqlite":
+            return None
+        pool = self.engine.pool
+        idle = getattr(pool, "checkedin", None)
+        lent = getattr(pool, "checkedout", None)
+        if idle is None or lent is None or not idle():
+            return None  # a pool that keeps nothing idle (NullPool), or nothing idle now
+        due = self.last_used + idle_for
+        if lent() or time.monotonic() < due:
+            return max(due, time.monotonic() + 0.05)
+        # A fresh pool (same settings and listeners) replaces the old one, whose idle
+        # connections are closed now.
+        self.engine.dispose(close=True)
+        return None
 
     def ping(self) -> None:
         """Reach the database (raises DatabaseError when it cannot be reached)."""

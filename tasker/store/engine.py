@@ -48,7 +48,13 @@ from tasker.store.errors import (
     timed_out,
 )
 from tasker.store.sqlite import missing_database, sqlite_engine
-from tasker.store.timeouts import ANSWER_GRACE_S, bound_mysql_sessions, mysql_args, postgres_args
+from tasker.store.timeouts import (
+    ANSWER_GRACE_S,
+    bound_mysql_sessions,
+    bound_pooled_sessions,
+    mysql_args,
+    postgres_args,
+)
 from tasker.store.watchdog import WATCHDOG, guard_psycopg
 
 __all__ = [
@@ -107,6 +113,8 @@ def make_engine(config: Config) -> Engine:
         raise wrap_db_error(exc, config, "connecting") from None
     if engine.dialect.driver == "psycopg":
         guard_psycopg(engine, config)
+        if config.pooler != "none":
+            bound_pooled_sessions(engine, config)
     elif engine.dialect.driver == "pymysql":
         bound_mysql_sessions(engine, config)
         _read_packet_limits(engine)
@@ -188,6 +196,13 @@ def wrap_db_error(exc: BaseException, config: Config, doing: str) -> DatabaseErr
         first_line = (
             f"there is no database {config.dbname!r} on that server ({first_line}): create it "
             f"(CREATE DATABASE {config.dbname}), then its tables with `tasker init`"
+        )
+    elif config.driver == "postgresql" and "unsupported startup parameter" in first_line:
+        # PgBouncer (and poolers like it) refuse the options that set a session's bounds.
+        first_line = (
+            f"{first_line}: a connection pooler such as PgBouncer answers at that address; "
+            "tell tasker which way it pools with database.pooler: transaction or session "
+            "(TASKER_DB_POOLER)"
         )
     elif timed_out(exc):
         first_line = (

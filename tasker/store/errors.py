@@ -22,6 +22,7 @@ __all__ = [
     "not_about_the_values",
     "statement_size",
     "timed_out",
+    "too_many_connections",
 ]
 
 
@@ -138,8 +139,38 @@ def timed_out(exc: BaseException) -> bool:
     return len(args) > 1 and args[0] in CONNECTION_GONE and "timed out" in str(args[1])
 
 
+# The server (or a pooler) has no connection slot free. libpq reports a refused login by its
+# message alone (no SQLSTATE before a session exists): PostgreSQL's "sorry, too many clients
+# already", "remaining connection slots are reserved …", "too many connections for role/
+# database …" (all 53300), PgBouncer's "no more connections allowed (max_client_conn)".
+# MySQL/MariaDB: 1040 too many connections, 1203 max_user_connections, 1226 a user's limit.
+_NO_SLOT_TEXTS = (
+    "too many clients",
+    "remaining connection slots are reserved",
+    "too many connections",
+    "no more connections allowed",
+)
+_NO_SLOT_CODES = frozenset({1040, 1203, 1226})
+
+
+def too_many_connections(exc: BaseException) -> bool:
+    """The database refused a connection for want of a free slot: back-pressure from a crowd
+    of processes, which a later attempt gets through (see is_transient)."""
+    if mysql_codes(exc) & _NO_SLOT_CODES:
+        return True
+    for link in _chain(exc):
+        orig = link.orig if isinstance(link, DBAPIError) else link
+        if getattr(orig, "sqlstate", None) == "53300":
+            return True
+        if "psycopg" in type(orig).__module__ and any(t in str(orig) for t in _NO_SLOT_TEXTS):
+            return True
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: locks, deadlocks, serialization failures, dropped connections.
+    """Errors worth retrying: locks, deadlocks, serialization failures, dropped connections,
+    and no connection slot free (many processes at once against ``max_connections``: each
+    retries with jitter, so that the crowd goes through as slots free up).
 
     Not a connection closed because the database did not answer in time: a stalled network
     would only make the retry wait as long again (the writer retries later, with backoff).
@@ -157,7 +188,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     args: tuple[Any, ...] = getattr(orig, "args", ())
     # MySQL: 1213 deadlock, 1205 lock wait timeout.
-    return bool(args) and args[0] in (1213, 1205)
+    return (bool(args) and args[0] in (1213, 1205)) or too_many_connections(exc)
 
 
 # Failures that come from the database's state, never from what a statement holds: PostgreSQL

@@ -19,7 +19,13 @@ from sqlalchemy.engine import Engine
 
 from tasker.config import Config
 
-__all__ = ["ANSWER_GRACE_S", "bound_mysql_sessions", "mysql_args", "postgres_args"]
+__all__ = [
+    "ANSWER_GRACE_S",
+    "bound_mysql_sessions",
+    "bound_pooled_sessions",
+    "mysql_args",
+    "postgres_args",
+]
 
 # An answer may take this long beyond the server's own statement_timeout to arrive (the
 # server's "canceled" error crossing the network) before the client gives up on it.
@@ -34,22 +40,37 @@ def _keepalive(config: Config) -> tuple[int, int, int]:
     return idle, interval, 3
 
 
+def _pg_bounds(config: Config) -> tuple[tuple[str, int], ...]:
+    """The server-side bounds of a PostgreSQL session of ours, in milliseconds. A session
+    left idle inside a transaction (its client stalled) would hold its locks against every
+    other process: the server ends it."""
+    statement_ms = round(config.statement_timeout * 1000)
+    return (
+        ("statement_timeout", statement_ms),
+        ("lock_timeout", round(config.lock_timeout * 1000)),
+        ("idle_in_transaction_session_timeout", 2 * statement_ms),
+    )
+
+
 def postgres_args(config: Config) -> dict[str, Any]:
-    """psycopg's connection parameters; those the URL's query sets are the URL's."""
+    """psycopg's connection parameters; those the URL's query sets are the URL's.
+
+    Behind a pooler (``pooler``) no ``options`` start-up parameter: PgBouncer refuses it (or
+    ignores it when told to); the bounds are set as the session starts, or in each
+    transaction, instead (:func:`bound_pooled_sessions`). Behind a transaction pooler
+    (PgBouncer's transaction mode) the server session is another client's after each
+    transaction, so nothing may be kept in it: no server-side prepared statements either
+    (psycopg prepares a statement run five times on a connection; through the pooler the
+    next transaction may meet a session that never saw it)."""
     import psycopg
 
-    statement_ms = round(config.statement_timeout * 1000)
-    lock_ms = round(config.lock_timeout * 1000)
     idle, interval, count = _keepalive(config)
-    # A session of ours left idle inside a transaction (its client stalled) would hold its
-    # locks against every other process: the server ends it.
-    options = (
-        f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms} "
-        f"-c idle_in_transaction_session_timeout={2 * statement_ms}"
-    )
     given = dict(config.query)
+    pooled = config.pooler != "none"
+    options = " ".join(f"-c {name}={value}" for name, value in _pg_bounds(config))
     if given.get("options"):
-        options = f"{options} {given['options']}"  # the URL's own come last, and win
+        # The URL's own come last, and win; behind a transaction pooler they are all there is.
+        options = given["options"] if pooled else f"{options} {given['options']}"
     args: dict[str, Any] = {
         # Whole seconds, at least 2 (libpq's rule, which psycopg follows).
         "connect_timeout": max(2, math.ceil(config.connect_timeout)),
@@ -58,12 +79,47 @@ def postgres_args(config: Config) -> dict[str, Any]:
         "keepalives_idle": idle,
         "keepalives_interval": interval,
         "keepalives_count": count,
-        "options": options,
     }
+    if not pooled or given.get("options"):
+        args["options"] = options
+    if config.pooler == "transaction":
+        args["prepare_threshold"] = None  # psycopg's own argument: never prepare
     if psycopg.pq.version() >= 120000:  # tcp_user_timeout is new in libpq 12
         # Data sent and never acknowledged: the kernel drops the connection.
         args["tcp_user_timeout"] = round((config.statement_timeout + ANSWER_GRACE_S) * 1000)
-    return {k: v for k, v in args.items() if k == "options" or k not in given}
+    return {
+        k: v for k, v in args.items() if k in ("options", "prepare_threshold") or k not in given
+    }
+
+
+def bound_pooled_sessions(engine: Engine, config: Config) -> None:
+    """The server-side bounds behind a pooler, where the start-up ``options`` cannot carry
+    them. In session mode the server session is ours while we are connected: they are set
+    once, as we connect. In transaction mode it is ours for one transaction: they are set at
+    the start of every transaction, for that transaction only (``set_config(…, true)`` is
+    ``SET LOCAL``), by the one statement that opens it — a round trip per transaction."""
+    local = config.pooler == "transaction"
+    calls = ", ".join(
+        f"set_config('{name}', '{value}', {'true' if local else 'false'})"
+        for name, value in _pg_bounds(config)
+    )
+    statement = f"SELECT {calls}"
+    if local:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql(statement)
+
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(statement)
+        finally:
+            cur.close()
+        dbapi_conn.commit()  # a session setting outlives only a committed transaction
 
 
 def mysql_args(config: Config) -> dict[str, Any]:

@@ -608,3 +608,40 @@ def test_an_event_written_alone_that_meets_a_lock_waits_instead_of_being_set_asi
     assert sorted(r.run_id for r in runs) == [_rid(8, 0), _rid(8, 1)]
     assert {r.status for r in runs} == {Status.COMPLETED}
     assert not (folder / "rejected").exists()
+
+
+def test_a_save_and_an_exit_close_at_once_lose_no_event(db: Backend) -> None:
+    # The writer thread journals what a crowded server did not take while the exiting thread
+    # (abandon()) journals and closes the same file: a save that met the other's close wrote
+    # to a closed file ("'NoneType' object cannot be interpreted as an integer") and its
+    # events were only in memory, lost with the process.
+    import threading
+
+    from tasker.runtime.counters import WriterStats
+    from tasker.runtime.spill import Spill
+
+    spill = Spill(tasker.get_config, WriterStats())
+    failures: list[BaseException] = []
+    ids = [_rid(42, i) for i in range(300)]
+
+    def saving() -> None:
+        for run_id in ids:
+            try:
+                spill.save(_run_events(run_id, "RACE", run_id[-4:]))
+            except BaseException as exc:  # what the writer would report
+                failures.append(exc)
+
+    saver = threading.Thread(target=saving)
+    with _writer_held():
+        saver.start()
+        deadline = time.monotonic() + 60
+        while saver.is_alive() and time.monotonic() < deadline:
+            spill.close_at_exit(0)
+        saver.join(timeout=60)
+        spill.close()
+        assert failures == [] and not saver.is_alive()
+        replayed = tasker.replay_journal()
+    assert (replayed.failed, replayed.quarantined) == (0, 0)
+    runs = tasker.get_task_history(stage="RACE", limit=None)
+    assert sorted(r.run_id for r in runs) == ids
+    assert {r.status for r in runs} == {"COMPLETED"}

@@ -171,6 +171,15 @@ def test_bad_config_files_name_the_file_and_the_key(yaml_text: str, pattern: str
         ({"log_tail_bytes": -1}, {}, r"log_tail_bytes: expected a whole number of bytes from 0"),
         ({}, {"TASKER_LOG_TAIL_BYTES": "2097152"}, r"TASKER_LOG_TAIL_BYTES: .* to 1048576"),
         ({}, {"TASKER_LOG_TAIL_BYTES": "16k"}, r"TASKER_LOG_TAIL_BYTES: expected a whole"),
+        ({"connection_linger": -1}, {}, r"connection_linger: expected a number of seconds from 0"),
+        ({}, {"TASKER_CONNECTION_LINGER": "later"}, r"TASKER_CONNECTION_LINGER: expected a"),
+        ({"pooler": "pgcat"}, {}, r"pooler: expected one of none, session, transaction"),
+        ({"pooler": "statement"}, {}, r"statement pooling cannot carry tasker's transactions"),
+        (
+            {"pooler": "transaction"},
+            {"TASKER_DB_URL": "mysql://u@h/d"},
+            r"pooler \(from configure\(\)\): transaction pooling is for PostgreSQL .* is mysql",
+        ),
         (
             {"schema": "bad-name; drop"},
             {"TASKER_DB_DRIVER": "postgresql", "TASKER_DB_NAME": "x"},
@@ -237,3 +246,20 @@ def test_log_tail_bytes_defaults_to_16_kib_and_is_read_from_file_and_environment
     )
     monkeypatch.setenv("TASKER_LOG_TAIL_BYTES", "4096")
     assert load_config().log_tail_bytes == 4096
+
+
+def test_connection_linger_and_pooler_defaults_and_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config()
+    assert (config.connection_linger, config.pooler) == (0.25, "none")
+    write(
+        Path.cwd() / ".tasker.yml",
+        "database:\n  url: postgresql://u@h/d\n  pooler: Transaction\n"
+        "tracking:\n  connection_linger: 0\n",
+    )
+    config = load_config()
+    assert (config.connection_linger, config.pooler) == (0.0, "transaction")
+    assert "database.pooler" in config.sources["pooler"]
+    monkeypatch.setenv("TASKER_CONNECTION_LINGER", "0.5")
+    monkeypatch.setenv("TASKER_DB_POOLER", "session")
+    config = load_config()
+    assert (config.connection_linger, config.pooler) == (0.5, "session")
