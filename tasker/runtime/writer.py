@@ -63,7 +63,7 @@ from tasker.runtime.batches import Heartbeat, drain, with_counts
 from tasker.runtime.counters import Counter, WriterStats
 from tasker.runtime.delivery import Delivery
 from tasker.runtime.events import Event
-from tasker.runtime.outage import Outage, answers, flush_interval, unreachable
+from tasker.runtime.outage import Outage, answers, flush_interval, linger, unreachable
 from tasker.runtime.pid import current_pid
 from tasker.runtime.spill import Spill
 
@@ -352,19 +352,8 @@ class Writer:
         return wait
 
     def _linger(self) -> None:
-        """After each cycle: a connection left idle (by this writer, or by a write of the
-        explicit API) stays open ``connection_linger`` seconds for the next write — a
-        process that flushes every second keeps it — and is then closed, so that a thousand
-        processes between writes do not hold a thousand connections."""
-        self._release_at = 0.0
-        store = self._opened_store() or self._store
-        if store is None:
-            return
-        try:
-            linger = self._settings().connection_linger
-            self._release_at = store.release_idle_connections(linger) or 0.0
-        except Exception:  # no usable configuration, or closing a dead connection failed
-            pass
+        # After each cycle: see tasker.runtime.outage.linger.
+        self._release_at = linger(self._opened_store() or self._store, self._settings)
 
     def _loop(self) -> None:
         while True:
