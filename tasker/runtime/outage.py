@@ -1,6 +1,6 @@
 """The database away (down, locked for long, full, a wrong password): when the writer tries it
 again, the one warning an outage gets, and telling a database that is away from one that
-refused what it was sent; and the writer's connection between writes (``linger``)."""
+refused what it was sent."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from tasker.config import Config
     from tasker.store.sql import SqlStore
 
-__all__ = ["MAX_BACKOFF", "Outage", "answers", "flush_interval", "linger", "unreachable"]
+__all__ = ["MAX_BACKOFF", "Outage", "answers", "flush_interval", "unreachable"]
 
 # Backoff between attempts while the database is away, in seconds.
 MAX_BACKOFF = 30.0
@@ -73,21 +73,6 @@ class Outage:
     def wait(self) -> float:
         """Seconds until the next attempt is due."""
         return max(0.0, min(MAX_BACKOFF, self.retry_at - time.monotonic()))
-
-
-def linger(store: SqlStore | None, settings: Callable[[], Config]) -> float:
-    """The writer's side of ``connection_linger``, after each cycle: a connection left idle
-    (by the writer, or by a write of the explicit API) stays open that long for the next
-    write — a process that flushes every second keeps it — and is then closed, so that a
-    thousand processes between writes do not hold a thousand connections (a server's
-    ``max_connections`` is soon reached). Returns when to look again (monotonic clock; 0.0:
-    no connection is held)."""
-    if store is None:
-        return 0.0
-    try:
-        return store.release_idle_connections(settings().connection_linger) or 0.0
-    except Exception:  # no usable configuration, or closing a dead connection failed
-        return 0.0
 
 
 def unreachable(store: SqlStore, exc: BaseException) -> bool:

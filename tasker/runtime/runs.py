@@ -28,8 +28,7 @@ from tasker.runtime.capture.process import (
     command_of,
     in_worker_process,
     process_info,
-    process_start_time,
-    process_start_uptime,
+    process_start,
     usage,
 )
 from tasker.runtime.context import RunState
@@ -196,6 +195,11 @@ def start_run(
     if len(stage) > _STAGE_WIDTH or len(task) > _TASK_WIDTH:  # names from elsewhere
         stage, task = _wide_name(stage, "stage"), _wide_name(task, "task")
     settings = _settings(config)
+    started = (
+        (info.process_start_time, info.process_start_uptime)
+        if on_behalf_of is None
+        else process_start(on_behalf_of)
+    )
     new = NewRun(
         run_id=run_id,
         stage=stage,
@@ -206,14 +210,8 @@ def start_run(
         hostname=info.hostname,
         process_id=info.process_id if on_behalf_of is None else on_behalf_of,
         parent_pid=info.parent_pid if on_behalf_of is None else None,
-        process_start_time=(
-            info.process_start_time if on_behalf_of is None else process_start_time(on_behalf_of)
-        ),
-        process_start_uptime=(
-            info.process_start_uptime
-            if on_behalf_of is None
-            else process_start_uptime(on_behalf_of)
-        ),
+        process_start_time=started[0],
+        process_start_uptime=started[1],
         parent_run_id=parent_run_id,
         user_name=info.user_name,
         python_version=info.python_version if on_behalf_of is None else None,

@@ -34,8 +34,8 @@ The writer's states, and why each exists:
   there when the database comes back. A busy database is retried only
   ``CLOSING_RETRY_SECONDS`` (a server out of connection slots until shortly before the
   exit's deadline: slots free up as the crowd's other processes end), what it cannot take
-  now goes to the journal, and events about
-  runs not in the database yet are no longer waited for.
+  now goes to the journal, and events about runs not in the database yet are no longer
+  waited for.
 - **abandoned**: the exit's time ran out while a write was stuck on a database that stalls or
   holds a lock. The exiting thread journals everything not confirmed written — the stuck
   batch, the queue, the counters' unwritten items — and the stuck write's outcome is ignored
@@ -63,7 +63,7 @@ from tasker.runtime.batches import Heartbeat, drain, with_counts
 from tasker.runtime.counters import Counter, WriterStats
 from tasker.runtime.delivery import Delivery
 from tasker.runtime.events import Event
-from tasker.runtime.outage import Outage, answers, flush_interval, linger, unreachable
+from tasker.runtime.outage import Outage, answers, flush_interval, unreachable
 from tasker.runtime.pid import current_pid
 from tasker.runtime.spill import Spill
 
@@ -352,8 +352,11 @@ class Writer:
         return wait
 
     def _linger(self) -> None:
-        # After each cycle: see tasker.runtime.outage.linger.
-        self._release_at = linger(self._opened_store() or self._store, self._settings)
+        # After each cycle: idle connections close connection_linger after the last write.
+        self._release_at = 0.0
+        store = self._opened_store() or self._store
+        with contextlib.suppress(Exception):  # closing a dead connection may fail
+            self._release_at = (store.release_idle_connections() if store else None) or 0.0
 
     def _loop(self) -> None:
         while True:

@@ -211,13 +211,14 @@ class StoreCore:
         with self._lock:  # only now committed: safe to remember
             self._task_ids.update(self._local.task_ids)
 
-    def release_idle_connections(self, idle_for: float) -> float | None:
+    def release_idle_connections(self) -> float | None:
         """Close the connections this store's pool holds idle once no transaction has run
-        for ``idle_for`` seconds (``connection_linger``), so that a process between writes
-        holds no server connection; the next operation connects again. Returns when to ask
-        again (the monotonic clock), None when no connection is held. Not while any
-        connection is lent out (a transaction of another thread). SQLite's one connection is
-        kept: it costs no server anything."""
+        for ``connection_linger`` seconds, so that a process between writes holds no server
+        connection (a thousand processes would hold a thousand, and a server's
+        max_connections is soon reached); the next operation connects again. The writer asks
+        after each cycle. Returns when to ask again (the monotonic clock), None when no
+        connection is held. Not while any connection is lent out (a transaction of another
+        thread). SQLite's one connection is kept: it costs no server anything."""
         if self.dialect == "sqlite":
             return None
         pool = self.engine.pool
@@ -225,7 +226,7 @@ class StoreCore:
         lent = getattr(pool, "checkedout", None)
         if idle is None or lent is None or not idle():
             return None  # a pool that keeps nothing idle (NullPool), or nothing idle now
-        due = self.last_used + idle_for
+        due = self.last_used + self.config.connection_linger
         if lent() or time.monotonic() < due:
             return max(due, time.monotonic() + 0.05)
         # A fresh pool (same settings and listeners) replaces the old one, whose idle

@@ -66,11 +66,13 @@ def postgres_args(config: Config) -> dict[str, Any]:
 
     idle, interval, count = _keepalive(config)
     given = dict(config.query)
-    pooled = config.pooler != "none"
-    options = " ".join(f"-c {name}={value}" for name, value in _pg_bounds(config))
-    if given.get("options"):
-        # The URL's own come last, and win; behind a transaction pooler they are all there is.
-        options = given["options"] if pooled else f"{options} {given['options']}"
+    ours = (
+        " ".join(f"-c {name}={value}" for name, value in _pg_bounds(config))
+        if config.pooler == "none"
+        else ""
+    )
+    # The URL's own come last, and win; behind a pooler they are all there is.
+    options = " ".join(filter(None, [ours, given.get("options")]))
     args: dict[str, Any] = {
         # Whole seconds, at least 2 (libpq's rule, which psycopg follows).
         "connect_timeout": max(2, math.ceil(config.connect_timeout)),
@@ -80,7 +82,7 @@ def postgres_args(config: Config) -> dict[str, Any]:
         "keepalives_interval": interval,
         "keepalives_count": count,
     }
-    if not pooled or given.get("options"):
+    if options:
         args["options"] = options
     if config.pooler == "transaction":
         args["prepare_threshold"] = None  # psycopg's own argument: never prepare

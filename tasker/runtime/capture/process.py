@@ -28,6 +28,7 @@ __all__ = [
     "in_worker_process",
     "note_fork",
     "process_info",
+    "process_start",
     "process_start_time",
     "process_start_uptime",
     "usage",
@@ -136,11 +137,14 @@ def process_start_time(pid: int) -> float | None:
     whole seconds, so it moves with every change of the clock — a second back and forth as
     NTP slews it, the whole step when the clock is set — and this value with it.
     """
+    return process_start(pid)[0]
+
+
+def process_start(pid: int) -> tuple[float | None, float | None]:
+    """``pid``'s start as (process_start_time, process_start_uptime), from one read."""
     uptime = process_start_uptime(pid)
-    boot = boot_time()
-    if uptime is None or boot is None:
-        return None
-    return boot + uptime
+    boot = boot_time() if uptime is not None else None
+    return (None if boot is None or uptime is None else boot + uptime), uptime
 
 
 def _boot_id() -> str | None:
@@ -234,14 +238,15 @@ def process_info() -> ProcessInfo:
     pid = current_pid()
     if _cached is None or _cached.process_id != pid:
         script_path, script_filename = _script()
+        started = process_start(pid)
         # Cached only once storable (a warning turned into an error leaves nothing cached).
         _cached = _storable(
             ProcessInfo(
                 hostname=socket.gethostname(),
                 process_id=pid,
                 parent_pid=os.getppid() if hasattr(os, "getppid") else None,
-                process_start_time=process_start_time(pid),
-                process_start_uptime=process_start_uptime(pid),
+                process_start_time=started[0],
+                process_start_uptime=started[1],
                 user_name=_user(),
                 python_version=sys.version.split()[0],
                 command_line=_command_line(),
