@@ -40,7 +40,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Double, bindparam, column, update
+from sqlalchemy import Connection, Double, String, Uuid, bindparam, column, update
 from sqlalchemy import table as light_table
 from sqlalchemy.types import TypeEngine
 
@@ -57,6 +57,13 @@ MARK = "tasker_rows"
 # own executemany keeps to 1 MB).
 _MYSQL_CHUNK = 500
 _MYSQL_CHUNK_BYTES = 1 << 20
+# Bytes per PostgreSQL statement. Its rows travel as array parameters, not in the text, but
+# the server takes at most 1 GB in one message and in one array: a batch of long texts (each
+# run's may hold up to that much, tasker.runtime.storable) is split well below it. The bound
+# counts four bytes a character (UTF-8's most) and each value's length word and padding, so
+# the usual batch is sized with one C-level sum per text column and sent whole.
+_PG_CHUNK_BYTES = 256 << 20
+_PG_VALUE_BYTES = 16
 
 
 # What a row's value takes in the statement besides its text (quotes, a comma, a CAST of a
@@ -142,6 +149,8 @@ class _Rows:
 
     def __init__(self, source: Source, dialect: Any) -> None:
         self.width = len(source)
+        # The positions holding text (or None): what may make a PostgreSQL batch long.
+        self.texts = [i for i, (_, type_) in enumerate(source) if isinstance(type_, String | Uuid)]
         self.converters = [
             (i, conv)
             for i, (_, type_) in enumerate(source)
@@ -169,6 +178,28 @@ class _Rows:
         if not rows:
             return [[] for _ in range(self.width)]
         return [list(c) for c in zip(*rows, strict=True)]
+
+    def column_parts(
+        self, rows: Sequence[tuple[Any, ...]], converted: bool = False
+    ) -> Iterator[list[list[Any]]]:
+        """The rows' values column by column, in as many parts as keep each statement under
+        ``_PG_CHUNK_BYTES`` (one part but for batches of very long texts; a row that alone
+        takes more goes alone, as the budget of its texts allows)."""
+        cols = [list(c) for c in zip(*rows, strict=True)] if converted else self.columns(rows)
+        n = len(cols[0]) if cols else 0
+        bound = n * self.width * _PG_VALUE_BYTES
+        bound += 4 * sum(sum(map(len, filter(None, cols[i]))) for i in self.texts)
+        if bound <= _PG_CHUNK_BYTES:
+            yield cols
+            return
+        start, size = 0, 0
+        for at in range(n):
+            row = self.width * _PG_VALUE_BYTES + 4 * sum(len(cols[i][at] or "") for i in self.texts)
+            if at > start and size + row > _PG_CHUNK_BYTES:
+                yield [c[start:at] for c in cols]
+                start, size = at, 0
+            size += row
+        yield [c[start:] for c in cols]
 
 
 class _SqliteUpdate:
@@ -200,9 +231,12 @@ class _PgUpdate:
         self.sql, self.consts, self.names, self.rows = sql, consts, names, rows
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
-        params = dict(self.consts)
-        params.update(zip(self.names, self.rows.columns(rows), strict=True))
-        return int(conn.exec_driver_sql(self.sql, params).rowcount)
+        matched = 0
+        for cols in self.rows.column_parts(rows):
+            params = dict(self.consts)
+            params.update(zip(self.names, cols, strict=True))
+            matched += int(conn.exec_driver_sql(self.sql, params).rowcount)
+        return matched
 
 
 class _MysqlUpdate:
@@ -269,14 +303,16 @@ class _Insert:
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         if self.arrays:
-            conn.exec_driver_sql(self.sql, tuple(self.rows.columns(rows)))
+            for cols in self.rows.column_parts(rows):
+                conn.exec_driver_sql(self.sql, tuple(cols))
         else:
             conn.exec_driver_sql(self.sql, self.rows.convert(rows))
 
     def run_converted(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """``run`` for rows whose values are what the driver takes already."""
         if self.arrays:
-            conn.exec_driver_sql(self.sql, tuple(list(c) for c in zip(*rows, strict=True)))
+            for cols in self.rows.column_parts(rows, converted=True):
+                conn.exec_driver_sql(self.sql, tuple(cols))
         else:
             conn.exec_driver_sql(self.sql, rows)
 

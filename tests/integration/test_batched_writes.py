@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
 import tasker
 from tasker.errors import TaskerWarning
@@ -21,6 +21,7 @@ from tasker.models import Status
 from tasker.runtime import events as ev
 from tasker.runtime import runs as rt
 from tasker.runtime.recorder import RECORDER
+from tasker.store import multirow
 from tasker.store.sql import SqlStore
 from tests.conftest import Backend
 from tests.helpers import new_run
@@ -788,3 +789,58 @@ def test_a_text_too_long_for_its_column_is_refused_in_a_batch_not_cut(db: Backen
     with pytest.raises(DatabaseError):
         store.insert_whole_runs([(long_run, Status.COMPLETED, {}, BASE)])
     assert (rows(store, t.task_runs), rows(store, t.subtask_progress)) == before
+
+
+def _long_messages(db: Backend, count: int, size: int) -> tuple[SqlStore, list[str], list[str]]:
+    """``count`` runs started, then one batch giving each a progress message of ``size``
+    characters; returns the store, the ids and the statements the batch sent."""
+    if db.name != "postgresql":
+        pytest.skip("PostgreSQL sends a batch's rows as array parameters of one message")
+    store = RECORDER.store
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(count)]
+    store.write_calls([("start_run", (new_run(r, "LONG", "texts", start_time=BASE),)) for r in ids])
+    text = "m" * size
+    later = BASE + timedelta(seconds=1)
+    with statements(store) as sent:
+        store.write_calls(
+            [
+                ("update_run", (r, {"overall_progress_message": f"{i:02d}{text}"}, later))
+                for i, r in enumerate(ids)
+            ]
+        )
+    return store, ids, sent
+
+
+def _message_lengths(db: Backend, store: SqlStore) -> dict[str, tuple[int, str]]:
+    """Each run's message length and first characters, read on the server."""
+    runs = store.t.task_runs
+    stmt = select(
+        runs.c.run_id,
+        func.length(runs.c.overall_progress_message),
+        func.substr(runs.c.overall_progress_message, 1, 4),
+    )
+    with store.engine.connect() as conn:
+        return {str(r[0]): (int(r[1]), str(r[2])) for r in conn.execute(stmt)}
+
+
+def test_a_postgresql_batch_of_long_texts_is_split_below_the_message_limit(
+    db: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A statement takes at most _PG_CHUNK_BYTES, counting four bytes a character: with 1 MB,
+    # four runs of 50,000-character messages (about 200 kB each) go in each statement.
+    monkeypatch.setattr(multirow, "_PG_CHUNK_BYTES", 1_000_000)
+    store, ids, sent = _long_messages(db, 20, 50_000)
+    assert shapes(sent, store) == ["UPDATE task_runs"] * 5
+    assert _message_lengths(db, store) == {r: (50_002, f"{i:02d}mm") for i, r in enumerate(ids)}
+
+
+def test_a_postgresql_batch_of_more_than_a_gigabyte_is_written_whole(db: Backend) -> None:
+    # The real limit: PostgreSQL closes the connection on a message over 1 GB, which looked
+    # like the database going away (the batch retried as an outage, never written). Five
+    # messages of 220 MB are sent in parts and every one arrives whole.
+    store, ids, sent = _long_messages(db, 5, 220_000_000)
+    assert shapes(sent, store) == ["UPDATE task_runs"] * 5
+    assert _message_lengths(db, store) == {
+        r: (220_000_002, f"{i:02d}mm") for i, r in enumerate(ids)
+    }
+    assert not RECORDER.writer.failing
