@@ -23,7 +23,8 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from tasker.store.sql import SqlStore
 
@@ -144,6 +145,20 @@ def fill_history(store: SqlStore, task_ids: Sequence[int], runs: int, base: date
         bound = base.astimezone(timezone.utc).replace(tzinfo=None)
     params = {"first_task": first, "tasks": len(task_ids), "base": bound}
     t0 = time.perf_counter()
+    # The secondary indexes are built once the rows are in (a sort each), not kept up to date
+    # row by row: ten million rows fill in a fraction of the time, into the same indexes.
+    # (MySQL keeps those a foreign key needs: the ones led by task_id.)
+    indexes = sorted(
+        (
+            ix
+            for ix in store.t.task_runs.indexes
+            if store.dialect != "mysql" or not next(iter(ix.columns)).foreign_keys
+        ),
+        key=lambda ix: str(ix.name),
+    )
+    with store.engine.begin() as conn:
+        for index in indexes:
+            index.drop(conn)
     for lo in range(0, runs, CHUNK):
         hi = min(runs, lo + CHUNK)
         with store.engine.begin() as conn:
@@ -153,3 +168,17 @@ def fill_history(store: SqlStore, task_ids: Sequence[int], runs: int, base: date
         if hi % 1_000_000 == 0 or hi == runs:
             took = time.perf_counter() - t0
             print(f"  server-side fill: {hi:,} of {runs:,} runs, {took:.0f} s", flush=True)
+    # Through a connection of its own, without the time bounds tasker's sessions carry (its
+    # MySQL sessions give up on an answer slower than statement_timeout): an index of ten
+    # million rows takes longer.
+    plain = create_engine(store.engine.url, poolclass=NullPool)
+    try:
+        with plain.begin() as conn:
+            if store.dialect == "postgresql":
+                conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+            for index in indexes:
+                index.create(conn)
+    finally:
+        plain.dispose()
+    took = time.perf_counter() - t0
+    print(f"  server-side fill: {len(indexes)} indexes built, {took:.0f} s", flush=True)
