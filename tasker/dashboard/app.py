@@ -1,31 +1,36 @@
-"""The dashboard's routes, its token guard, and ``serve()``."""
+"""The dashboard's routes and ``serve()``."""
 
 from __future__ import annotations
 
 import errno
-import hmac
-import ipaddress
 import json
 import os
-import re
 import secrets
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 import tasker
 from tasker.ages import parse_since
 from tasker.dashboard import data, pages
+from tasker.dashboard.guards import (
+    HostGuard,
+    SecurityHeaders,
+    TokenGuard,
+)
+from tasker.dashboard.guards import is_loopback as _is_loopback
+from tasker.dashboard.guards import is_unspecified as _is_unspecified
+from tasker.dashboard.guards import machine_name as _machine_name
 from tasker.errors import (
     ConfigError,
     DatabaseError,
@@ -38,7 +43,6 @@ from tasker.formatting import json_default
 __all__ = ["HostGuard", "TokenGuard", "create_app", "serve"]
 
 STATIC = Path(__file__).parent / "static"
-COOKIE = "tasker_token"
 PAGE_SIZE = 50
 
 
@@ -53,7 +57,7 @@ def _error(exc: Exception, request: Request) -> Response:
         status = 503  # the database is away: not the request's fault
     if request.url.path.startswith("/api/"):
         return _json({"error": str(exc)}, status)
-    return HTMLResponse(pages.layout("Error", f"<h1>{pages.esc(exc)}</h1>"), status_code=status)
+    return HTMLResponse(pages.error_page(str(exc)), status_code=status)
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
@@ -65,13 +69,20 @@ async def _on_error(request: Request, exc: Exception) -> Response:
 # ---------------------------------------------------------------------------- pages
 
 
+def _overview(request: Request) -> tuple[dict[str, Any], str]:
+    """The overview's data, and the address its page refreshes from (the same stage
+    filter, so that a refresh shows what the page showed)."""
+    stage = request.query_params.get("stage")
+    query = f"?{urlencode({'stage': stage})}" if stage else ""
+    return data.overview(stage), f"/fragments/overview{query}"
+
+
 def overview_page(request: Request) -> Response:
-    body = pages.overview_fragment(data.overview(request.query_params.get("stage")))
-    return HTMLResponse(pages.layout("Overview", body, refresh="/fragments/overview"))
+    return HTMLResponse(pages.overview_page(*_overview(request)))
 
 
 def overview_fragment(request: Request) -> Response:
-    return HTMLResponse(pages.overview_fragment(data.overview(request.query_params.get("stage"))))
+    return HTMLResponse(pages.overview_fragment(*_overview(request)))
 
 
 def _run(request: Request) -> dict[str, Any]:
@@ -82,13 +93,9 @@ def _run(request: Request) -> dict[str, Any]:
 
 def run_page(request: Request) -> Response:
     try:
-        run = _run(request)
+        return HTMLResponse(pages.run_page(_run(request)))
     except TaskerError as exc:
         return _error(exc, request)
-    body = pages.run_fragment(run)
-    return HTMLResponse(
-        pages.layout(f"Run {run['run_id'][:8]}", body, refresh=f"/fragments/runs/{run['run_id']}")
-    )
 
 
 def run_fragment(request: Request) -> Response:
@@ -135,9 +142,7 @@ def history_page(request: Request) -> Response:
         rows, filters, offset, limit, more = _history(request)
     except TaskerError as exc:
         return _error(exc, request)
-    return HTMLResponse(
-        pages.layout("History", pages.history_page(rows, filters, offset, limit, more))
-    )
+    return HTMLResponse(pages.history_page(rows, filters, offset, limit, more))
 
 
 def _task_runs(request: Request) -> tuple[str, str, list[dict[str, Any]]]:
@@ -148,7 +153,7 @@ def _task_runs(request: Request) -> tuple[str, str, list[dict[str, Any]]]:
 
 def task_page(request: Request) -> Response:
     stage, task, runs = _task_runs(request)
-    return HTMLResponse(pages.layout(f"{stage} / {task}", pages.task_fragment(stage, task, runs)))
+    return HTMLResponse(pages.task_page(stage, task, runs))
 
 
 # ---------------------------------------------------------------------------- JSON API
@@ -193,176 +198,6 @@ async def health(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-# ---------------------------------------------------------------------------- host guard
-
-# Names of the loopback address a browser may use for a dashboard bound to it.
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-
-
-def _split_host(value: str) -> tuple[str, int | None] | None:
-    """A Host header (or an allowed_hosts entry) as (name, port); None when malformed."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        name, bracket, rest = value.partition("]")
-        if not bracket:
-            return None
-        name += "]"
-        port_text = rest[1:] if rest.startswith(":") else None
-        if rest and port_text is None:
-            return None
-    else:
-        name, colon, port_text_or_empty = value.partition(":")
-        port_text = port_text_or_empty if colon else None
-    if not name or any(c.isspace() or c in "/@?#\\" for c in name):
-        return None
-    if port_text is None:
-        return name, None
-    if not port_text.isdigit() or len(port_text) > 5:
-        return None
-    return name, int(port_text)
-
-
-def _address_name(address: str) -> str:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address.lower()
-    return f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
-
-
-class HostGuard:
-    """Answers 400 to a request whose Host header names neither the address the dashboard
-    is bound to nor one of ``allowed_hosts``: a page of another site whose name was pointed
-    at this address (DNS rebinding) would otherwise read the dashboard from the browser of
-    anyone who can reach it.
-
-    Accepted: bound to a loopback address, 127.0.0.1, localhost and [::1] with the bound
-    port; otherwise the address the request came in on (and the ``host`` it was told to
-    bind to, or this machine's name when told to bind to all interfaces), with the port;
-    and every ``allowed_hosts`` entry (``name`` for any port, ``name:port``, or ``*`` for
-    anything). A Host without a port means port 80.
-    """
-
-    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str] = (), host: str | None = None):
-        self.app = app
-        self.any = "*" in allowed_hosts
-        self.allowed: set[tuple[str, int | None]] = set()
-        for entry in allowed_hosts:
-            parsed = _split_host(entry)
-            if parsed is not None:
-                self.allowed.add(parsed)
-        # The name it was told to bind to, unless a wildcard (0.0.0.0, ::), which no browser
-        # should be sent to: then the address each request came in on is the one accepted.
-        self.bound = _address_name(host) if host and not _is_unspecified(host) else None
-        # Bound to all interfaces, the URL printed names this machine: that name must open.
-        # (A rebinding attack needs a name of the attacker's; this machine's is not one.)
-        name = _machine_name() if host and _is_unspecified(host) else None
-        self.machine = _address_name(name) if name else None
-
-    def permits(self, host_header: str, server: tuple[str, int] | None) -> bool:
-        if self.any:
-            return True
-        parsed = _split_host(host_header)
-        if parsed is None:
-            return False
-        name, port = parsed
-        port = 80 if port is None else port
-        if (name, None) in self.allowed or (name, port) in self.allowed:
-            return True
-        if server is None:
-            return False
-        address, bound_port = _address_name(str(server[0])), int(server[1])
-        if port != bound_port:
-            return False
-        names = {address}
-        if self.bound is not None and not _is_loopback(self.bound.strip("[]")):
-            names.add(self.bound)
-        if _is_loopback(address.strip("[]")):
-            names.update(_LOOPBACK_NAMES)
-        if self.machine is not None:
-            names.add(self.machine)
-        return name in names
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        host = next((v for k, v in scope.get("headers", []) if k.lower() == b"host"), b"")
-        server = scope.get("server")
-        if self.permits(host.decode("latin-1"), tuple(server) if server else None):
-            await self.app(scope, receive, send)
-            return
-        response = PlainTextResponse(
-            "400 Bad Request: this Host header is not the dashboard's address (list the names "
-            "it is reached by in dashboard.allowed_hosts)",
-            400,
-        )
-        await response(scope, receive, send)
-
-
-# ---------------------------------------------------------------------------- token guard
-
-# Characters a token may hold: those a cookie value may carry unquoted (RFC 6265).
-_TOKEN_CHARS = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+")
-
-
-class TokenGuard:
-    """Every request must carry the token: ``?token=`` (then kept in a cookie),
-    ``Authorization: Bearer``, or the cookie. Whatever is given (empty, non-ASCII, huge) is
-    compared in constant time as bytes: a wrong token is a 401, never an error."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        if not _TOKEN_CHARS.fullmatch(token):
-            raise ConfigError(
-                "the dashboard token must be printable ASCII without spaces, quotes, commas, "
-                "semicolons or backslashes (it is kept in a cookie)"
-            )
-        self.app = app
-        self.token = token
-        self._expected = token.encode("ascii")
-
-    def _given(self, scope: Scope) -> tuple[str | None, bool]:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if "token" in query:
-            return query["token"][0], True
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        auth = headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip(), False
-        for part in headers.get("cookie", "").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == COOKIE:
-                return value, False
-        return None, False
-
-    def accepts(self, given: str | None) -> bool:
-        if not given:
-            return False
-        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._expected)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given, from_query = self._given(scope)
-        if not self.accepts(given):
-            response = PlainTextResponse("a token is required: open the URL tasker printed", 401)
-            await response(scope, receive, send)
-            return
-        if not from_query:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_cookie(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-                message.setdefault("headers", []).append((b"set-cookie", cookie.encode()))
-            await send(message)
-
-        await self.app(scope, receive, send_with_cookie)
-
-
 def create_app(
     token: str | None = None,
     *,
@@ -393,26 +228,11 @@ def create_app(
     if allowed_hosts is None:
         allowed_hosts = tasker.get_config().allowed_hosts
     app: ASGIApp = Starlette(routes=routes, exception_handlers={TaskerError: _on_error})
+    app = SecurityHeaders(app)
     if token:
         app = TokenGuard(app, token)
     # Outermost: a request for another site's name is refused before anything else.
     return HostGuard(app, allowed_hosts, host)
-
-
-def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return False
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(host: str = "127.0.0.1", port: int = 8787, token: str | None = None) -> None:
@@ -485,15 +305,6 @@ def _listen_problem(exc: OSError, where: str) -> str:
             "give another with --host"
         )
     return f"cannot listen on {where}: {exc.strerror or exc}"
-
-
-def _machine_name() -> str | None:
-    """This machine's name as other machines may know it; None when it has none to speak of."""
-    try:
-        name = socket.gethostname().strip().lower()
-    except OSError:
-        return None
-    return name if name and not _is_loopback(name) else None
 
 
 def _announce(host: str, port: int, token: str | None) -> str:

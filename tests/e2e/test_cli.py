@@ -132,7 +132,7 @@ def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
     code = (
         "import sys, tasker\n"
         "heavy = ['psycopg', 'pymysql', 'sqlite3', 'pandas', 'sqlalchemy', 'tasker.cli',"
-        " 'starlette', 'uvicorn', 'tasker.dashboard', 'argparse', 'wrapt',"
+        " 'starlette', 'uvicorn', 'jinja2', 'tasker.dashboard', 'argparse', 'wrapt',"
         " 'tasker.instrument.decorators']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )

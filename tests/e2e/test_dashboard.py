@@ -189,6 +189,49 @@ def test_pages_escape_what_they_show(served: Served, tmp_path: Path) -> None:
     assert status == 200 and XSS not in page and "<svg" in page
 
 
+def test_an_error_page_escapes_what_it_repeats(served: Served) -> None:
+    status, page, _ = served.get("/runs/" + urllib.request.quote(XSS, safe=""))
+    assert status == 400 and XSS not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_a_run_page_polls_while_its_run_is_live_and_then_stops(
+    served: Served, tmp_path: Path
+) -> None:
+    runs = _pipeline(tmp_path)
+    for path in (f"/runs/{runs['live']}", f"/fragments/runs/{runs['live']}"):
+        status, page, _ = served.get(path)
+        assert status == 200
+        assert f'hx-get="/fragments/runs/{runs["live"]}" hx-trigger="every 1s"' in page, path
+    for run in ("done", "failed"):
+        # Ended: the page, and the fragment a live page morphs itself into, ask no more.
+        for path in (f"/runs/{runs[run]}", f"/fragments/runs/{runs[run]}"):
+            status, page, _ = served.get(path)
+            assert status == 200 and 'id="live"' in page, path
+            assert "hx-trigger" not in page and "hx-get" not in page, path
+    for path in ("/", "/fragments/overview"):  # the overview always polls
+        status, page, _ = served.get(path)
+        assert 'hx-get="/fragments/overview" hx-trigger="every 1s"' in page, path
+    status, page, _ = served.get("/?stage=PREP")  # it refreshes what it shows
+    assert 'hx-get="/fragments/overview?stage=PREP"' in page
+    assert 'data-stage="PREP"' in page and 'data-stage="BUILD"' not in page
+
+
+def test_pages_carry_a_content_security_policy_and_their_own_scripts(served: Served) -> None:
+    status, page, headers = served.get("/")
+    assert status == 200
+    policy = headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self';" in policy
+    assert "unsafe-eval" not in policy and "script-src 'self' 'unsafe-inline'" not in policy
+    assert headers["x-content-type-options"] == "nosniff"
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    assert "<script>" not in page  # no inline script (the policy would refuse it)
+    assert len(scripts) == 3 and all(s.startswith("/static/") for s in scripts)
+    for src in scripts:
+        status, body, headers = served.get(src)
+        assert status == 200 and "javascript" in headers["content-type"] and body, src
+    assert served.get("/api/overview")[2]["content-security-policy"] == policy
+
+
 def test_metrics(served: Served, tmp_path: Path) -> None:
     _pipeline(tmp_path)
     status, text, headers = served.get("/metrics")

@@ -161,6 +161,7 @@ def test_a_run_goes_live_to_completed_without_a_reload(
         wait_for(lambda: _status(page, "live step") == "COMPLETED")
         wait_for(lambda: _status(page, "breaks") == "FAILED")
         assert page.evaluate("window.__sameDocument") is True  # never reloaded
+        page.wait_for_timeout(600)  # bars move to their new width in 0.4 s
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
         if os.environ.get("UPDATE_DASHBOARD_SCREENSHOT"):

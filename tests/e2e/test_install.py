@@ -70,6 +70,18 @@ def test_pip_install_then_tasker_demo_from_a_fresh_environment(tmp_path: Path) -
         check=True,
     )
     assert str(venv) in where.stdout and str(ROOT) not in where.stdout
+    # The dashboard's templates and vendored front-end came with it: every file of the
+    # checkout's templates/ and static/ folders.
+    installed = Path(where.stdout.strip()).parent / "dashboard"
+    dashboard = ROOT / "tasker" / "dashboard"
+    assets = [
+        p.relative_to(dashboard)
+        for folder in ("templates", "static")
+        for p in (dashboard / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    assert any(p.parts[:2] == ("static", "vendor") for p in assets)
+    assert [str(p) for p in assets if not (installed / p).is_file()] == []
     lines = demo.stdout.splitlines()
     assert lines[0].split()[:4] == ["STAGE", "TASK", "STATUS", "PROGRESS"]
     assert any(

@@ -130,7 +130,7 @@ def test_the_dashboard_shows_the_shipped_tail_of_a_log_file_that_is_gone(
         assert data["log_note"] == "shipped by the run's process when the run ended"
         status, page, _ = served.get(f"/runs/{job.run_id}")
         assert status == 200
-        assert "shipped by the run&#x27;s process" in page and "the last line of the job" in page
+        assert "shipped by the run&#39;s process" in page and "the last line of the job" in page
         # A run that shipped nothing: the file is not read (no roots), and the page says so.
         quiet = served.json(f"/api/runs/{runs['inner ok'].run_id}")
         assert quiet["log_tail"] is None and quiet["log_source"] is None
