@@ -4,6 +4,7 @@ of tasker.testing, the dashboard served over HTTP by a real server and driven in
 browser, and what none of these may expose.
 
 They may use everything of tests/conftest.py (``db``, ``child_env``, ``Backend``, ``ROOT``) and
-tests/helpers.py (``tasker_cli``, ``run_script``, ``free_port`` …); they start processes and
-servers of their own and stop each by PID. Nothing here yet beyond what those give.
+tests/helpers.py (``tasker_cli``, ``run_script``, ``free_port`` …), and the browser tests
+tests/e2e/browser.py (the dashboard in its own process, a page of Chromium); they start
+processes and servers of their own and stop each by PID.
 """

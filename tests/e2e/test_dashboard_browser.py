@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,106 +15,27 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import free_port, start_script, wait_for, write_script
+from tests.e2e.browser import Dashboard, browser_page, dashboard_env, served
+from tests.helpers import start_script, wait_for, write_script
 
-playwright_api = pytest.importorskip("playwright.sync_api")
 XSS = "<img src=x onerror=alert(1)>"
-
-
-BROWSER_ENV = "TASKER_TEST_BROWSER"
-
-
-def _chromium() -> str:
-    """The browser, found on PATH. Without one the browser tests skip, with the reason; with
-    TASKER_TEST_BROWSER=1 (CI sets it, after installing Chromium) they fail instead: the same
-    rule as the database URLs."""
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    reason = (
-        "Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it "
-        f"and sets {BROWSER_ENV}=1)"
-    )
-    if os.environ.get(BROWSER_ENV) == "1":
-        pytest.fail(f"{BROWSER_ENV}=1 but {reason}")
-    pytest.skip(reason)
-
-
-class Dashboard:
-    """``tasker dashboard`` in its own process, which the test may stop and start again."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tasker", "dashboard", "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        import urllib.request
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read() if self.proc.stderr else ""
-                    pytest.fail(f"the dashboard did not start: {err}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
-    env.update(
-        TASKER_DB_PATH=str(tmp_path / "dash.db"),
-        TASKER_CONSOLE="false",
-        TASKER_FLUSH_INTERVAL="0.2",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    return env
+    return dashboard_env(tmp_path)
 
 
 @pytest.fixture
 def dashboard(env: dict[str, str]) -> Iterator[Dashboard]:
-    subprocess.run([sys.executable, "-m", "tasker", "init"], env=env, check=True, timeout=60)
-    server = Dashboard(env)
-    server.start()
-    try:
+    with served(env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
-        try:
-            yield browser.new_page(viewport={"width": 1280, "height": 900})
-        finally:
-            browser.close()
+    with browser_page(1280) as opened:
+        yield opened
 
 
 LIVE = """

@@ -7,9 +7,7 @@ changes only; and all of it runs under the pages' Content-Security-Policy."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.test_dashboard_browser import Dashboard, _chromium, playwright_api
+from tests.e2e.browser import Dashboard, browser_page, dashboard_env, served
 from tests.helpers import start_script, write_script
 
 # Two stages whose contents differ in width (a long task name and message in one, a short
@@ -53,37 +50,21 @@ slow()
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
     (tmp_path / "logs").mkdir()
-    env.update(
-        TASKER_DB_PATH=str(tmp_path / "dash.db"),
-        TASKER_CONSOLE="false",
-        TASKER_FLUSH_INTERVAL="0.2",
-        TASKER_DASHBOARD_LOG_ROOTS=str(tmp_path / "logs"),  # the run page shows the log
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    return env
+    # The run page shows the log.
+    return dashboard_env(tmp_path, TASKER_DASHBOARD_LOG_ROOTS=str(tmp_path / "logs"))
 
 
 @pytest.fixture
 def dashboard(env: dict[str, str]) -> Iterator[Dashboard]:
-    subprocess.run([sys.executable, "-m", "tasker", "init"], env=env, check=True, timeout=60)
-    server = Dashboard(env)
-    server.start()
-    try:
+    with served(env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 900})
-        finally:
-            browser.close()
+    with browser_page(1400) as opened:
+        yield opened
 
 
 class Pipeline:
