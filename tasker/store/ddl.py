@@ -120,7 +120,13 @@ class SchemaDdl(StoreCore):
         # Within the statement limit the session has (a longer wait would be cut off as a
         # stalled server); a busy lock is retried by _run like any other.
         wait = max(1, int(self.config.statement_timeout) - 1)
-        got = lock.execute(text(f"SELECT GET_LOCK('tasker_schema', {wait})")).scalar()
+        # MySQL's named locks are the server's, not a database's: the name holds the
+        # database's, so that creating tasker's tables in one database never waits for (or
+        # on a stuck creation in) another on the same server. Hashed, since a lock name
+        # takes at most 64 characters and a database name as many.
+        name = "CONCAT('tasker_schema.', SHA1(COALESCE(:db, DATABASE())))"
+        params = {"db": self.t.schema}
+        got = lock.execute(text(f"SELECT GET_LOCK({name}, {wait})"), params).scalar()
         if got != 1:
             raise DatabaseError(
                 "timed out waiting for another process creating the schema", unavailable=True
@@ -128,7 +134,7 @@ class SchemaDdl(StoreCore):
         try:
             return self._run("creating the schema", fn)
         finally:
-            lock.execute(text("SELECT RELEASE_LOCK('tasker_schema')"))
+            lock.execute(text(f"SELECT RELEASE_LOCK({name})"), params)
 
     def _exec_ddl(self, conn: Connection, stmt: str) -> None:
         if self.dialect == "mysql" and stmt.startswith("CREATE INDEX"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -384,3 +386,60 @@ def test_the_steps_that_add_a_column_are_safe_to_run_again(db: Backend, version:
             assert columns.count(name) == 1, name
     run_id = tasker.task_start("S", "T")
     assert tasker.get_run(run_id).process_start_uptime is not None
+
+
+def test_a_creation_stuck_in_one_mysql_database_never_holds_up_another(db: Backend) -> None:
+    # MySQL's named locks are the server's: with one name for every database, a creation of
+    # tasker's tables stuck in one database (here, waiting at its first statement) held up
+    # the creation in every other database of the server until it gave up.
+    if db.name != "mysql":
+        pytest.skip("the creation lock of MySQL/MariaDB is a named lock of the server")
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from tasker.config import load_config
+    from tasker.store.sql import SqlStore
+
+    url = make_url(db.settings["url"])
+    other = url.database + "_other"
+    admin = create_engine(url.set(drivername="mysql+pymysql", database=None))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE {other} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    stuck = SqlStore(load_config({"url": db.settings["url"], "console": "false"}))
+    free = SqlStore(
+        load_config(
+            {
+                "url": url.set(database=other).render_as_string(hide_password=False),
+                "console": "false",
+            }
+        )
+    )
+    entered, release = threading.Event(), threading.Event()
+    real_exec = stuck._exec_ddl
+
+    def wait_first(conn: Any, stmt: str) -> None:
+        entered.set()
+        release.wait(60)
+        real_exec(conn, stmt)
+
+    stuck._exec_ddl = wait_first  # type: ignore[method-assign]
+    stuck.drop_schema()
+    creating = threading.Thread(target=stuck.create_schema)
+    creating.start()
+    try:
+        assert entered.wait(30)  # the first database's creation holds its lock, and waits
+        started = time.monotonic()
+        assert free.create_schema() is True
+        assert time.monotonic() - started < 5.0
+        assert free.schema_version() == SCHEMA_VERSION
+        assert creating.is_alive()  # still stuck meanwhile
+    finally:
+        release.set()
+        creating.join(60)
+        free.dispose()
+        stuck.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {other}"))
+        admin.dispose()
+    assert not creating.is_alive()
+    assert stuck.schema_version() == SCHEMA_VERSION
