@@ -4,7 +4,7 @@ A fill through the driver sends every row over the wire and runs 3,600 to 11,500
 here, so ten million runs took a quarter of an hour or more per backend. These statements
 make the rows on the server instead — ``INSERT … SELECT`` over a sequence of numbers
 (PostgreSQL's ``generate_series``, MariaDB's SEQUENCE engine, a recursive CTE on SQLite) —
-a hundred thousand rows a statement (within the time bound on each of tasker's statements).
+a hundred thousand rows a statement, through a connection without tasker's time bounds.
 
 The rows are what ``common.fill`` made through the driver for the old, finished part of the
 history: one run every 30 s, the tasks in turn, 16 hosts, 8 in 10 COMPLETED and the rest
@@ -118,12 +118,8 @@ def _statement(store: SqlStore, lo: int, hi: int) -> str:
     if store.dialect == "postgresql":
         return f"{insert}{select} FROM generate_series({lo}::bigint, {hi - 1}) AS g(i)"
     if store.dialect == "mysql":
-        # The SEQUENCE engine's table seq_LO_to_HI, its one column named seq; the statement
-        # free of the time bound tasker's sessions carry (one may take longer).
-        return (
-            f"SET STATEMENT max_statement_time = 0 FOR {insert}{select} "
-            f"FROM (SELECT seq AS i FROM seq_{lo}_to_{hi - 1}) AS g"
-        )
+        # The SEQUENCE engine's table seq_LO_to_HI, its one column named seq.
+        return f"{insert}{select} FROM (SELECT seq AS i FROM seq_{lo}_to_{hi - 1}) AS g"
     return (
         f"WITH RECURSIVE g(i) AS (SELECT {lo} UNION ALL SELECT i + 1 FROM g WHERE i < {hi - 1}) "
         f"{insert}{select} FROM g"
@@ -156,23 +152,21 @@ def fill_history(store: SqlStore, task_ids: Sequence[int], runs: int, base: date
         ),
         key=lambda ix: str(ix.name),
     )
-    with store.engine.begin() as conn:
-        for index in indexes:
-            index.drop(conn)
-    for lo in range(0, runs, CHUNK):
-        hi = min(runs, lo + CHUNK)
-        with store.engine.begin() as conn:
-            if store.dialect == "postgresql":  # free of the sessions' statement_timeout
-                conn.execute(text("SET LOCAL statement_timeout = 0"))
-            conn.execute(text(_statement(store, lo, hi)), params)
-        if hi % 1_000_000 == 0 or hi == runs:
-            took = time.perf_counter() - t0
-            print(f"  server-side fill: {hi:,} of {runs:,} runs, {took:.0f} s", flush=True)
-    # Through a connection of its own, without the time bounds tasker's sessions carry (its
-    # MySQL sessions give up on an answer slower than statement_timeout): an index of ten
-    # million rows takes longer.
+    # Through a connection of its own, without the time bounds tasker's sessions carry (a
+    # hundred thousand rows, or an index of ten million, may take longer than a statement
+    # of tasker's may; its MySQL sessions also give up on an answer slower than that).
     plain = create_engine(store.engine.url, poolclass=NullPool)
     try:
+        with plain.begin() as conn:
+            for index in indexes:
+                index.drop(conn)
+        for lo in range(0, runs, CHUNK):
+            hi = min(runs, lo + CHUNK)
+            with plain.begin() as conn:
+                conn.execute(text(_statement(store, lo, hi)), params)
+            if hi % 1_000_000 == 0 or hi == runs:
+                took = time.perf_counter() - t0
+                print(f"  server-side fill: {hi:,} of {runs:,} runs, {took:.0f} s", flush=True)
         with plain.begin() as conn:
             if store.dialect == "postgresql":
                 conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
