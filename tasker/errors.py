@@ -54,11 +54,14 @@ class DatabaseError(TaskerError):
 
     ``unavailable`` is True when the database could not be reached or was busy (down,
     unreachable, locked, full, refusing the login), as opposed to refusing what was sent.
+    ``in_doubt`` is True when a write's COMMIT went out and its answer was lost with the
+    connection: the write may have been committed.
     """
 
     def __init__(self, message: str, *, unavailable: bool = False) -> None:
         super().__init__(message)
         self.unavailable = unavailable
+        self.in_doubt = False
 
 
 class SchemaVersionError(DatabaseError):

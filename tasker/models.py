@@ -306,7 +306,9 @@ class JournalFileReplay:
     a tasker journal: moved to ``moved_to`` unreplayed, ``reason`` says why) or "not
     replayed" (left in place for later: ``reason`` says why, e.g. a full disk). Events the
     database refused are counted in ``refused`` and set aside, with their reasons, in the
-    file ``moved_to``.
+    file ``moved_to``. Events the database held already (a write whose outcome their
+    process never saw had committed them) are counted in ``recorded``: neither written
+    again nor refused.
     """
 
     path: str
@@ -315,6 +317,7 @@ class JournalFileReplay:
     refused: int = 0  # events the database refused (set aside)
     reason: str | None = None
     moved_to: str | None = None
+    recorded: int = 0  # events the database held already
 
 
 @dataclasses.dataclass
@@ -327,4 +330,5 @@ class ReplayResult:
     already: int = 0  # files found already replayed (removed, nothing written)
     busy: int = 0  # files still being written by a live process (left for later)
     quarantined: int = 0  # damaged, empty or foreign files moved to quarantine/
+    recorded: int = 0  # events the database held already (their write committed unseen)
     details: list[JournalFileReplay] = dataclasses.field(default_factory=list)  # per file

@@ -7,11 +7,18 @@ keeps every socket open, and accepts no new connection (the kernel still complet
 handshakes, so a connect "succeeds" and then hears nothing, as behind a dropping firewall);
 ``resume()`` moves them again; ``close()`` ends the thread and closes every socket. Every wait
 in it is bounded.
+
+``lose_commit_reply(then)`` arms the fault where a commit succeeds unseen: the next COMMIT a
+client sends reaches the server, the server's answer never reaches the client, and then the
+proxy drops that connection (``then="drop"``: the client learns its connection is gone) or
+stalls everything (``then="stall"``: the client hears nothing more). ``commit_lost`` is set
+once the server has answered that COMMIT (it is committed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import selectors
 import socket
 import threading
@@ -21,6 +28,8 @@ __all__ = ["StallProxy"]
 
 _CHUNK = 65536
 _TICK = 0.05  # seconds: how often the thread looks at its flags
+# The statement the drivers send to commit (a whole word: a column such as git_commit is not it).
+_COMMIT = re.compile(rb"(?<![A-Za-z0-9_])COMMIT(?![A-Za-z0-9_])")
 
 
 class _Pipe:
@@ -58,6 +67,9 @@ class StallProxy:
         self._stalled = threading.Event()
         self._stop = threading.Event()
         self._pipes: dict[socket.socket, _Pipe] = {}
+        self._lose: str | None = None  # armed: what follows a COMMIT whose answer is lost
+        self._doomed: _Pipe | None = None  # the connection whose COMMIT's answer is lost
+        self.commit_lost = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._thread = threading.Thread(target=self._loop, name="stall-proxy", daemon=True)
@@ -77,6 +89,13 @@ class StallProxy:
 
     def resume(self) -> None:
         self._stalled.clear()
+
+    def lose_commit_reply(self, then: str) -> None:
+        """Arm the fault: see the module's description (``then``: "drop" or "stall")."""
+        if then not in ("drop", "stall"):
+            raise ValueError(f"then must be 'drop' or 'stall', not {then!r}")
+        self.commit_lost.clear()
+        self._lose = then
 
     @property
     def connections(self) -> int:
@@ -146,6 +165,18 @@ class StallProxy:
             return False
         if not data:
             return False
+        if pipe is self._doomed and sock is pipe.server:
+            # The answer to the COMMIT: the server has committed, the client never hears it.
+            self._doomed = None
+            self.commit_lost.set()
+            then, self._lose = self._lose, None
+            if then == "stall":  # every socket stays open, and nothing moves any more
+                self._stalled.set()
+                return True
+            return False  # dropped by the caller: the client's connection is gone
+        armed = self._lose is not None and self._doomed is None
+        if armed and sock is pipe.client and _COMMIT.search(data):
+            self._doomed = pipe
         peer, buffer = pipe.peer(sock)
         buffer += data
         self._write(pipe, peer)

@@ -108,6 +108,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for d in result.details:
         if d.outcome == "replayed":
             line = f"replayed {d.events} event{'s' if d.events != 1 else ''}"
+            if d.recorded:
+                line += f", {d.recorded} already in the database"
             if d.refused:
                 line += f", {d.refused} refused (set aside with the reason in {d.moved_to})"
             if d.reason:

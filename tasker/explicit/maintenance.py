@@ -26,7 +26,7 @@ def reap_lost_runs(stale_after: float | None = None) -> list[RunRecord]:
     limit = RECORDER.config.stale_after if stale_after is None else stale_after
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
         raise ValidationError(f"stale_after must be a positive number of seconds, got {limit!r}")
-    from tasker.runtime.journal import replay_waiting
+    from tasker.runtime.replaying import replay_waiting
 
     store = RECORDER.synced_store()
     replay_waiting(store, RECORDER.config)  # a run whose end waits in a journal is not lost
@@ -42,7 +42,7 @@ def replay_journal(paths: Any = None) -> ReplayResult:
     """
     from pathlib import Path
 
-    from tasker.runtime.journal import replay
+    from tasker.runtime.replaying import replay
 
     files = None
     if paths is not None:

@@ -125,11 +125,14 @@ def write_batch(
     apart: Collection[str] = (),
     *,
     abandoned: Callable[[], bool] = lambda: False,
+    committed: Callable[[], bool] | None = None,
 ) -> None:
     """Write ``batch`` (and the heartbeat) in one transaction: all of it, or none — none,
     too, when ``abandoned()`` has become true by the time the statements are done (a
     write that waited on a lock or a stalled network past the exit's deadline). The runs
-    ``apart`` are written as their start and their end, not as one row.
+    ``apart`` are written as their start and their end, not as one row. ``committed``
+    tells, when the answer to the COMMIT is lost, whether the batch was written (see
+    :meth:`tasker.store.core.StoreCore.batch`).
 
     Runs that started and ended in the batch with nothing else about them go in one insert;
     everything else goes to the store as the calls its events stand for, which it writes with
@@ -146,7 +149,7 @@ def write_batch(
     if heartbeat is not None:
         ops.append(lambda: store.heartbeat(*heartbeat))
     ops.append(lambda: _still_wanted(abandoned))  # last, just before the commit
-    store.batch(ops)
+    store.batch(ops, committed)
 
 
 def _still_wanted(abandoned: Callable[[], bool]) -> None:

@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING
 from tasker.errors import UnknownRunError, UnknownSubtaskError
 from tasker.runtime import events as ev
 from tasker.runtime.batches import BatchAbandoned, Heartbeat, add_log_files, write_batch
+from tasker.runtime.capture.process import process_info
 from tasker.runtime.counters import WriterStats
 from tasker.runtime.events import START_RUN, Event
 from tasker.runtime.outage import Outage, unreachable
+from tasker.runtime.repeats import Origin, batch_committed, recorded_already
 from tasker.runtime.storable import fit_batch
 
 if TYPE_CHECKING:
@@ -72,6 +74,14 @@ class Delivery:
         self.parked: list[tuple[Event, float]] = []
         # The deadlines of the parked events in the batch being written, by id(event).
         self._deadlines: dict[int, float] = {}
+        # The last batch whose COMMIT went out and whose answer was lost with the connection:
+        # it may have committed. Its events are back in the writer's queue (or in the
+        # journal, marked), and are not written again before the database says which.
+        self.doubt: list[Event] = []
+        # The batch being written now, and whether its COMMIT may have gone out: then it is
+        # in doubt too, should the exit give up on the write.
+        self.writing: list[Event] = []
+        self._committing = False
 
     def retry_parked(self) -> list[Event]:
         """The parked events, to go first in the next batch; each keeps its deadline."""
@@ -95,11 +105,72 @@ class Delivery:
         fit: bool = False,
     ) -> BaseException | None:
         """Write ``pending`` (and the heartbeat) in one transaction. Returns the error when
-        the database is unreachable (then nothing was written); refused events are dealt
-        with here (see the module's description). ``fit``: the batch may hold more text than
-        the server takes in one statement, and is fitted to its limit first."""
+        the database is unreachable: the batch goes back to the writer's queue, and is in
+        doubt (``doubt``) when the answer to its COMMIT was lost. Refused events are dealt
+        with here (see the module's description). ``fit``: the batch may hold more text
+        than the server takes in one statement, and is fitted to its limit first.
+
+        A batch in doubt found committed is taken out of ``pending`` (in place: what is
+        left of it is what the writer takes back should this write fail too)."""
+        if self.doubt:
+            lost = self._settle_doubt(store, pending)
+            if lost is not None:
+                return lost
+            if not pending and heartbeat is None:
+                return None
+        self.writing = pending
+        try:
+            lost = self._write(store, pending, heartbeat, fit)
+        finally:
+            self.writing, self._committing = [], False
+        if getattr(lost, "in_doubt", False):  # a COMMIT whose answer was lost
+            self.doubt = pending
+        return lost
+
+    def units_in_doubt(self) -> list[list[Event]]:
+        """The batches whose write may have committed unseen, each one transaction (for the
+        journal, which marks them: :mod:`tasker.runtime.repeats`)."""
+        writing = self.writing if self._committing else []
+        return [unit for unit in (self.doubt, writing) if unit]
+
+    def _given_up(self) -> bool:
+        """The batch write's last question before its COMMIT: has the exit given up on this
+        write (it then rolls back)? Marked as committing first, so that an exit giving up
+        at this very moment either sees the mark (and journals the batch as in doubt) or is
+        seen here."""
+        self._committing = True
+        if self._abandoned():
+            self._committing = False
+            return True
+        return False
+
+    def _settle_doubt(self, store: SqlStore, pending: list[Event]) -> BaseException | None:
+        """Before the batch in doubt goes again: was it committed after all? Then none of
+        it is written again (not even its progress, which would count twice)."""
+        doubt = self.doubt
+        try:
+            committed = batch_committed(store, doubt, _writer())
+        except Exception as exc:
+            if unreachable(store, exc):
+                return exc  # still away: still in doubt
+            committed = False  # no answer to go by: written again (see tasker.runtime.repeats)
+        self.doubt = []
+        if committed:
+            done = {id(e) for e in doubt}
+            before = len(pending)
+            pending[:] = [e for e in pending if id(e) not in done]
+            self._stats.events += before - len(pending)
+        return None
+
+    def _write(
+        self, store: SqlStore, pending: list[Event], heartbeat: Heartbeat | None, fit: bool
+    ) -> BaseException | None:
         batch = add_log_files(pending)
         started = time.perf_counter()
+
+        def asked(events: list[Event]) -> Callable[[], bool]:
+            return lambda: batch_committed(store, events, _writer())
+
         apart: set[str] = set()
         if fit:
             try:
@@ -109,7 +180,9 @@ class Delivery:
                     return exc
                 self._report("the server's limit on a statement", exc)
         try:
-            write_batch(store, batch, heartbeat, apart, abandoned=self._abandoned)
+            write_batch(
+                store, batch, heartbeat, apart, abandoned=self._given_up, committed=asked(batch)
+            )
         except BatchAbandoned as exc:
             return exc  # rolled back: the journal has the events
         except Exception as exc:
@@ -128,7 +201,14 @@ class Delivery:
                 self._one_by_one(store, batch, heartbeat)
             else:
                 try:
-                    write_batch(store, cleaned, heartbeat, apart, abandoned=self._abandoned)
+                    write_batch(
+                        store,
+                        cleaned,
+                        heartbeat,
+                        apart,
+                        abandoned=self._given_up,
+                        committed=asked(cleaned),
+                    )
                 except BatchAbandoned as again:
                     return again
                 except Exception as again:
@@ -152,6 +232,7 @@ class Delivery:
         store's ``retry_seconds``: one that meets a lock waits, with the events after it, for
         the next batch, and a batch of events that each met the lock would otherwise hold the
         writer for a minute per event."""
+        self._committing = False  # each event is its own transaction now: no batch in doubt
         with store.retrying(0.0):
             if not self._each(store, events):
                 return  # the exit journaled the batch: what is left here is its to replay
@@ -179,7 +260,10 @@ class Delivery:
                     self._refused(event, exc)
             except Exception as exc:
                 if not unreachable(store, exc):
-                    self._refused(event, exc)
+                    # A batch written again after a commit its process did not see (the
+                    # connection dropped during it) is refused for being there already.
+                    if not recorded_already(store, event, _writer()):
+                        self._refused(event, exc)
                     continue
                 # Not judged at all: a lock or statement timeout, the database gone since the
                 # batch failed. This event and every one after it wait, in their order, for
@@ -197,7 +281,7 @@ class Delivery:
         kept with its reason beside the journal (``rejected/``), never silently dropped."""
         self._report(ev.describe(event), exc)
         try:
-            from tasker.runtime.journal import set_aside
+            from tasker.runtime.replaying import set_aside
 
             set_aside(self._settings(), [(event, str(exc))])
         except Exception as keep:  # nowhere to keep it: the report above says what was lost
@@ -209,3 +293,9 @@ class Delivery:
         stats.events += n
         stats.slowest_write = max(stats.slowest_write, seconds)
         self._outage.ended()
+
+
+def _writer() -> Origin:
+    """This process, as its runs record it (who wrote an event: tasker.runtime.repeats)."""
+    info = process_info()
+    return info.hostname, info.process_id

@@ -86,7 +86,7 @@ def apply_now(event: ev.Event) -> Any:
 def _set_aside(event: ev.Event, exc: DatabaseError) -> None:
     """The database refused ``event`` for what it holds: kept with the reason beside the
     journal (``rejected/``), and said in a TaskerWarning, instead of failing the program."""
-    from tasker.runtime.journal import set_aside
+    from tasker.runtime.replaying import set_aside
 
     try:
         kept = f"it is kept in {set_aside(RECORDER.config, [(event, str(exc))])}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tasker.runtime import console
@@ -39,15 +39,20 @@ class Spill:
         # save, and one close the file while the other writes to it: one at a time.
         self._lock = threading.RLock()
 
-    def save(self, events: list[Event]) -> None:
+    def save(self, events: list[Event], in_doubt: Sequence[list[Event]] = ()) -> None:
         """Append ``events`` to this process's journal file, in order (raises when no
-        journal can take them)."""
+        journal can take them). ``in_doubt``: batches among them whose write may have
+        committed unseen, marked so in the file."""
         from tasker.runtime.journal import JournalFile
 
+        # Which batch in doubt each event belongs to, by position (add_log_files may
+        # replace an event by a copy).
+        unit = {id(e): k for k, batch in enumerate(in_doubt) for e in batch}
+        units = [unit.get(id(e)) for e in events] if unit else None
         with self._lock:
             if self.file is None:
                 self.file = JournalFile(self._settings())
-            self.file.write(add_log_files(events))
+            self.file.write(add_log_files(events), units)
             self._stats.journaled += len(events)
 
     def close(self) -> None:
@@ -79,7 +84,7 @@ class Spill:
 
     def replay(self, store: SqlStore) -> None:
         """Replay the waiting journal files, this process's own included (close it first)."""
-        from tasker.runtime.journal import replay
+        from tasker.runtime.replaying import replay
 
         result = replay(store, self._settings())
         if result.files:

@@ -39,8 +39,8 @@ The writer's states, and why each exists:
 - **abandoned**: the exit's time ran out while a write was stuck on a database that stalls or
   holds a lock. The exiting thread journals everything not confirmed written — the stuck
   batch, the queue, the counters' unwritten items — and the stuck write's outcome is ignored
-  from then on: if it commits after all, its starts and ends are harmless twice, and only the
-  progress it held may be counted twice.
+  from then on; the journal marks the batch in doubt, and its replay asks the database
+  whether it committed after all (:mod:`tasker.runtime.repeats`).
 
 Fork: the writer thread does not exist in a child. The recorder's at-fork hook resets the
 child's writer (``_reset_state``, also run by ``submit`` when it sees a new PID): the queue,
@@ -141,14 +141,10 @@ class Writer:
         self._spill = Spill(self._settings, self.stats)
         # Writes the batches; holds the events about runs not in the database yet (another
         # process's run whose writer has not written it: a worker is quicker than its parent's
-        # flush), retried every cycle until their deadline.
+        # flush), retried every cycle until their deadline, and the batch in doubt.
+        closing, abandoned = (lambda: self._closing), (lambda: self._abandoned)
         self._delivery = Delivery(
-            self._settings,
-            self.stats,
-            self._outage,
-            self._report,
-            lambda: self._closing,
-            lambda: self._abandoned,
+            self._settings, self.stats, self._outage, self._report, closing, abandoned
         )
 
     # ------------------------------------------------------------------ caller side
@@ -284,6 +280,7 @@ class Writer:
         self._queue.clear()
         self._counters.clear()
         self._delivery.take_parked()
+        self._delivery.doubt = []
         self._abandoned = False
         self._in_flight = 0
         self._outage.failures = 0
@@ -332,7 +329,7 @@ class Writer:
         # What the writer imports later is imported now, by the starting thread: a flush
         # from a signal handler that interrupted the main thread inside an import would
         # otherwise wait for a writer waiting for that same import lock.
-        import tasker.runtime.journal
+        import tasker.runtime.replaying  # and the journal it reads
         import tasker.store.sql  # noqa: F401
         from tasker.runtime.threads import started_without_signals
 
@@ -505,7 +502,9 @@ class Writer:
             events = with_counts(events, [(c, c.take()) for c in list(self._counters)])
         if events:
             try:
-                self._spill.save(events)
+                # Batches that may have committed unseen are marked: their replay asks first.
+                self._spill.save(events, self._delivery.units_in_doubt())
+                self._delivery.doubt = []
             except Exception as exc:
                 # No journal either: keep the events in memory; nothing more can be done.
                 queue.extendleft(reversed(events))

@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from tasker.config import Config
 from tasker.errors import RunEndedError, TaskerError, UnknownRunError
 from tasker.store.engine import make_engine, packet_limit, wrap_db_error
-from tasker.store.errors import is_transient, too_many_connections
+from tasker.store.errors import is_transient, timed_out, too_many_connections
 from tasker.store.expressions import Expressions
 from tasker.store.schema import Tables, build_tables
 from tasker.validate import TextBudget
@@ -59,6 +59,13 @@ def _sqlite_limit() -> int:
         return int(getlimit(0)) if getlimit is not None else _SQLITE_LIMIT  # LIMIT_LENGTH
     finally:
         conn.close()
+
+
+def _outcome_unknown(exc: SQLAlchemyError) -> bool:
+    """A failed COMMIT whose outcome is unknown: the connection was lost or given up on (a
+    refusal of the COMMIT itself, a serialization failure say, rolled the transaction back
+    and may be retried)."""
+    return bool(getattr(exc, "connection_invalidated", False)) or timed_out(exc)
 
 
 class StoreCore:
@@ -137,10 +144,18 @@ class StoreCore:
             return None
         return st.st_dev, st.st_ino
 
-    def _run(self, doing: str, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+    def _run(
+        self,
+        doing: str,
+        fn: Callable[[Connection], T],
+        *,
+        write: bool = True,
+        settle: Callable[[], bool] | None = None,
+    ) -> T:
         """Run ``fn`` in one transaction, retrying transient failures (locks, deadlocks).
 
-        Inside :meth:`batch` the operation joins the batch's transaction instead.
+        Inside :meth:`batch` the operation joins the batch's transaction instead. A COMMIT
+        whose answer was lost is not simply done again: see :meth:`batch`'s ``committed``.
         """
         batch_conn: Connection | None = getattr(self._local, "conn", None)
         if batch_conn is not None:
@@ -148,18 +163,39 @@ class StoreCore:
         started = time.monotonic()
         attempt = 0
         while True:
+            committing = False
             try:
                 with self.engine.connect() as conn:
                     if not write and self.dialect == "sqlite":
                         conn = conn.execution_options(sqlite_begin="DEFERRED")
                     try:
                         with conn.begin():
-                            return fn(conn)
+                            result = fn(conn)
+                            committing = True  # the block's end commits
+                        return result
                     finally:
                         self.last_used = time.monotonic()  # the linger counts from here
             except TaskerError:
                 raise
             except SQLAlchemyError as exc:
+                if committing and write and _outcome_unknown(exc):
+                    # The COMMIT went out and its answer never came back: the transaction
+                    # may be written, and doing it again could write it twice (progress
+                    # added twice). Asked on a new connection when the caller can tell;
+                    # else, or on a stalled network (asking would wait as long again), the
+                    # database counts as away and the writer asks later
+                    # (tasker.runtime.repeats).
+                    done: bool | None = None  # None: not known
+                    if settle is not None and not timed_out(exc) and is_transient(exc):
+                        with contextlib.suppress(Exception):  # cannot be asked now
+                            done = settle()
+                    if done:
+                        return result
+                    if done is None:
+                        error = wrap_db_error(exc, self.config, doing)
+                        error.in_doubt = True
+                        raise error from None
+                    # Not written: done again, as after any dropped connection.
                 attempt += 1
                 # The budget is read at each failure: the writer shortens it when the process
                 # is ending, and that must reach a write already retrying.
@@ -191,10 +227,17 @@ class StoreCore:
         finally:
             self._local.retry_seconds = before
 
-    def batch(self, operations: Sequence[Callable[[], object]]) -> None:
+    def batch(
+        self,
+        operations: Sequence[Callable[[], object]],
+        committed: Callable[[], bool] | None = None,
+    ) -> None:
         """Run ``operations`` (calls of this store's write methods) in one transaction.
 
         Raises what the first failing operation raised; then nothing of the batch is written.
+        ``committed`` is asked when the answer to the COMMIT was lost with its connection
+        (True: the batch is written; False: it is written again, as after any dropped
+        connection); without it, or when it cannot answer, the database counts as away.
         """
 
         def apply(conn: Connection) -> None:
@@ -207,7 +250,7 @@ class StoreCore:
                 self._local.conn = None
 
         self._local.task_ids = {}
-        self._run("writing tracked events", apply)
+        self._run("writing tracked events", apply, settle=committed)
         with self._lock:  # only now committed: safe to remember
             self._task_ids.update(self._local.task_ids)
 

@@ -48,19 +48,21 @@ class JournalReplay(StoreCore):
         journal_id: str,
         hostname: str | None,
         process_id: int | None,
-        operations: Sequence[tuple[str, Callable[[], object]]],
+        operations: Sequence[tuple[str, Callable[[], object], Callable[[], bool]]],
         set_aside: Callable[[list[tuple[int, str]]], None] | None = None,
-    ) -> tuple[int, int] | None:
-        """Apply a journal file's ``(what, operation)`` pairs in one transaction that also
-        records ``journal_id``; None when that file was replayed before. Returns (operations
-        written, operations refused).
+    ) -> tuple[int, int, int] | None:
+        """Apply a journal file's ``(what, operation, recorded)`` triples in one transaction
+        that also records ``journal_id``; None when that file was replayed before. Returns
+        (operations written, operations the database held already, operations refused).
 
         An operation the database refuses is rolled back alone (a savepoint) and the rest go
-        on. One that makes MySQL/MariaDB drop the connection for its size (beyond
-        ``max_allowed_packet``, which takes the whole transaction with it) is left out of a
-        new attempt of the file. ``set_aside`` gets the refused operations, as (index in
-        ``operations``, reason), before the transaction commits: when it raises, nothing is
-        committed."""
+        on. ``recorded`` is then asked, on the same transaction, whether the database holds
+        what the operation records already (a write whose outcome its process never saw
+        committed it): such an operation is counted apart, not refused. One that makes
+        MySQL/MariaDB drop the connection for its size (beyond ``max_allowed_packet``, which
+        takes the whole transaction with it) is left out of a new attempt of the file.
+        ``set_aside`` gets the refused operations, as (index in ``operations``, reason),
+        before the transaction commits: when it raises, nothing is committed."""
         marks = self.t.journal_replays
         skipped: dict[int, str] = {}  # index -> why: refused for its size (MySQL/MariaDB)
 
@@ -70,7 +72,7 @@ class JournalReplay(StoreCore):
             ).first()
             return found is not None
 
-        def apply(conn: Connection) -> tuple[int, int] | None:
+        def apply(conn: Connection) -> tuple[int, int, int] | None:
             self._local.task_ids = {}
             if seen(conn):
                 return None
@@ -84,12 +86,12 @@ class JournalReplay(StoreCore):
                     "replayed_at": datetime.now(timezone.utc),
                 },
             )
-            written = 0
+            written = repeated = 0
             refused: list[tuple[int, str]] = []
             task_ids: dict[Any, int] = self._local.task_ids
             self._local.conn = conn
             try:
-                for index, (_what, operation) in enumerate(operations):
+                for index, (_what, operation, recorded) in enumerate(operations):
                     if index in skipped:
                         refused.append((index, skipped[index]))
                         continue
@@ -108,12 +110,15 @@ class JournalReplay(StoreCore):
                             raise
                         for key in list(task_ids)[known:]:  # rolled back with it
                             del task_ids[key]
-                        refused.append((index, _reason(exc, self.config)))
+                        if recorded():
+                            repeated += 1
+                        else:
+                            refused.append((index, _reason(exc, self.config)))
             finally:
                 self._local.conn = None
             if refused and set_aside is not None:
                 set_aside(refused)
-            return written, len(refused)
+            return written, repeated, len(refused)
 
         dropped = 0  # connections lost for another reason than a value's size
         while True:  # each round skips one more operation, or counts a lost connection

@@ -645,3 +645,56 @@ def test_a_save_and_an_exit_close_at_once_lose_no_event(db: Backend) -> None:
     runs = tasker.get_task_history(stage="RACE", limit=None)
     assert sorted(r.run_id for r in runs) == ids
     assert {r.status for r in runs} == {"COMPLETED"}
+
+
+def _items(run_id: str) -> list[tuple[str, int | None]]:
+    return [(s.status, s.items_complete) for s in tasker.get_subtask_progress(run_id)]
+
+
+def test_a_batch_in_doubt_is_replayed_only_when_it_was_not_written(db: Backend) -> None:
+    """A journal marks a batch whose write may have committed unseen (the answer to its
+    COMMIT lost). Replayed, such a batch is asked about first: written already, none of it
+    goes again — its progress would count twice; not written, all of it goes. Batches that
+    are not marked replay as always."""
+    written, unmarked, lost = _rid(7, 1), _rid(7, 2), _rid(7, 3)
+    first = _run_events(written, "DOUBT", "written")
+    with _writer_held():
+        assert tasker.replay_journal([_journal(first)]).events == 5  # in the database now
+        file = journal.JournalFile(tasker.get_config())
+        batch = (
+            first + _run_events(unmarked, "DOUBT", "unmarked") + _run_events(lost, "DOUBT", "lost")
+        )
+        file.write(batch, [0] * 5 + [None] * 5 + [1] * 5)
+        file.close()
+        text = file.path.read_text(encoding="ascii").splitlines()
+        assert [json.loads(text[i]) for i in (1, 12)] == [{journal.DOUBT: 5}] * 2, text
+        result = tasker.replay_journal([file.path])
+    assert (result.events, result.recorded, result.failed) == (10, 5, 0), result
+    (detail,) = result.details
+    assert (detail.events, detail.recorded, detail.refused) == (10, 5, 0), detail
+    for run_id in (written, unmarked, lost):
+        assert tasker.get_run(run_id).status == Status.COMPLETED
+        assert _items(run_id) == [("COMPLETED", 10)], run_id  # not 17: nothing counted twice
+
+
+def test_events_found_in_the_database_without_a_mark_are_not_refused(db: Backend) -> None:
+    """A journal that does not mark its batch in doubt (written by a tasker before the
+    marks, or by one that never learned the write was in doubt): each event the database
+    refuses for being there already is recognised by its trace — the run's start, the
+    subtask's start and end, the run's end — and neither reported nor set aside. A progress
+    increment is not refused, and with no mark to go by it is added again."""
+    rid, other = _rid(8, 1), _rid(8, 2)
+    first = _run_events(rid, "AGAIN", "written")
+    with _writer_held():
+        tasker.replay_journal([_journal(first)])
+        result = tasker.replay_journal([_journal(first + _run_events(other, "AGAIN", "new"))])
+    assert (result.events, result.recorded, result.failed) == (6, 4, 0), result
+    assert not list(journal.journal_folder(tasker.get_config()).rglob("rejected/*"))
+    assert _items(rid) == [("COMPLETED", 17)]  # the increment of 7, again
+    assert _items(other) == [("COMPLETED", 10)]
+    # A real refusal is still one: a second end of the run, with another status and time.
+    again = (events.END_RUN, rid, (Status.FAILED, {}, datetime.now(timezone.utc), None))
+    with _writer_held():
+        refused = tasker.replay_journal([_journal([again])])
+    assert (refused.events, refused.recorded, refused.failed) == (0, 0, 1), refused
+    assert tasker.get_run(rid).status == Status.COMPLETED

@@ -474,3 +474,79 @@ def test_sigterm_while_the_network_stalls_ends_in_time_and_keeps_cancelled(
     assert (run.status, run.error_type) == ("CANCELLED", "SIGTERM"), run
     (sub,) = tasker.get_subtask_progress(run.run_id)
     assert sub.status == "CANCELLED" and sub.items_complete >= 3
+
+
+COMMIT_UNSEEN = """
+import sys
+import tasker
+
+@tasker.task(stage="NET", name="work")
+def work(i):
+    with tasker.subtask(f"part {i}", items_total=4):
+        for _ in tasker.track(range(4)):
+            pass
+    with tasker.subtask(f"rest {i}"):
+        pass
+    return i
+
+work(0)
+tasker.flush()
+print("READY", flush=True)
+sys.stdin.readline()  # the test arms the lost answer to the next COMMIT
+for i in range(1, 4):
+    work(i)
+print("END", flush=True)  # the exit writes them
+"""
+
+
+@servers
+@pytest.mark.parametrize("then", ["drop", "stall"])
+def test_a_commit_whose_answer_is_lost_is_recorded_once_and_never_refused(
+    stalled: Stalled, then: str, tmp_path: Path
+) -> None:
+    """The COMMIT of the batch holding runs 1-3 (written at exit) reaches the server, and
+    its answer never reaches the process. "drop": the connection is gone, and the exit's
+    writer tries again on a new one. "stall": nothing answers any more, and the exit journals
+    the batch, which is then replayed. Either way the database is asked whether it holds the
+    batch before it is written again: nothing is refused, reported or set aside, and every
+    run, subtask and count is there exactly once."""
+    proc = _start_behind(stalled, tmp_path, write_script(tmp_path, COMMIT_UNSEEN), then)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert _read_line(proc, timeout=60) == "READY", _output(proc)
+        stalled.proxy.lose_commit_reply(then)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        try:
+            out, err = proc.communicate(timeout=EXIT_BOUND + 60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the program hung:\n{_output(proc)}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == 0 and out.strip().endswith("END"), err
+    assert stalled.proxy.commit_lost.is_set(), "no COMMIT went through the proxy"
+    assert "Traceback" not in err, err
+    assert "refused" not in err, err
+    journal = tmp_path / "journal"
+    files = sorted(journal.rglob("*.jsonl"))
+    if then == "drop":
+        assert files == [], err  # settled at once: nothing journaled
+    else:
+        stalled.proxy.resume()
+        assert files, err  # the exit journaled the batch it could not see committed
+        replayed = tasker.replay_journal(files)
+        assert (replayed.failed, replayed.quarantined) == (0, 0), replayed
+        # Runs 1-3 were committed: their 3 x 7 events (a start, two subtasks' starts and
+        # ends, the loop's count, an end) are found there, none of them written again.
+        assert (replayed.recorded, replayed.events) == (21, 0), replayed
+    assert not list(journal.rglob("rejected/*")), "events were set aside"
+    runs = sorted(tasker.get_task_history(stage="NET"), key=lambda r: r.start_time or 0)
+    assert [(r.task_name, r.status) for r in runs] == [("work", "COMPLETED")] * 4, runs
+    for i, run in enumerate(runs):
+        subs = tasker.get_subtask_progress(run.run_id)
+        assert [(s.subtask_name, s.status, s.items_complete, s.items_total) for s in subs] == [
+            (f"part {i}", "COMPLETED", 4, 4),
+            (f"rest {i}", "COMPLETED", 0, None),
+        ], subs

@@ -114,7 +114,7 @@ def prepare_children(app: Any) -> None:
     its first run (the store's code and the database's driver, the tasks' files and git
     details) is loaded once here and inherited, instead of once per child (with
     ``--max-tasks-per-child``, once per few tasks). Nothing is connected."""
-    import tasker.runtime.journal
+    import tasker.runtime.replaying  # and the journal it reads
     import tasker.store.sql  # noqa: F401
     from tasker.runtime.capture.git import git_info
 
