@@ -217,6 +217,17 @@ def find_run(run_id_or_prefix: str) -> RunRecord:
     return store.get_run(text if text in found else found[0])
 
 
+def check_database() -> None:
+    """Raise DatabaseError unless the database answers now and holds tasker's tables: one
+    attempt, bounded by ``connect_timeout`` and ``statement_timeout`` (a health check)."""
+    from tasker.store.ddl import no_tables
+
+    store = RECORDER.store
+    with store.retrying(0.0):
+        if store.schema_version() is None:
+            raise no_tables(store.config)
+
+
 def count_runs_by_status() -> dict[str, int]:
     """How many runs the database holds of each status (all history)."""
     return RECORDER.synced_store().run_counts()

@@ -8,11 +8,14 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -42,6 +45,8 @@ from tasker.formatting import json_default
 
 __all__ = ["HostGuard", "TokenGuard", "create_app", "serve"]
 
+T = TypeVar("T")
+
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 
@@ -57,6 +62,12 @@ def _error(exc: Exception, request: Request) -> Response:
         status = 503  # the database is away: not the request's fault
     if request.url.path.startswith("/api/"):
         return _json({"error": str(exc)}, status)
+    if request.url.path.startswith("/fragments/"):
+        return PlainTextResponse(str(exc), status)  # the open page says it in its banner
+    if status == 503:
+        page = pages.unreachable_page(str(exc))
+        retry = {"Retry-After": str(pages.RETRY_SECONDS)}
+        return HTMLResponse(page, status_code=status, headers=retry)
     return HTMLResponse(pages.error_page(str(exc)), status_code=status)
 
 
@@ -117,19 +128,39 @@ def _int(text: str | None, default: int, what: str, low: int, high: int) -> int:
     return value
 
 
+_FILTERS = ("stage", "task", "status", "host", "since", "until")
+
+
+class _BadFilter(ValidationError):
+    """A filter of the history that cannot be used: ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _checked(field: str, check: Callable[[], T]) -> T:
+    try:
+        return check()
+    except ValidationError as exc:
+        raise _BadFilter(field, str(exc)) from None
+
+
 def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, str], int, int, bool]:
     q = request.query_params
-    filters = {k: q.get(k, "") for k in ("stage", "task", "status", "host", "since", "until")}
-    offset = _int(q.get("offset"), 0, "offset", 0, 10**9)
-    limit = _int(q.get("limit"), PAGE_SIZE, "limit", 1, 1000)
+    filters = {k: q.get(k, "") for k in _FILTERS}
+    offset = _checked("offset", lambda: _int(q.get("offset"), 0, "offset", 0, 10**9))
+    limit = _checked("limit", lambda: _int(q.get("limit"), PAGE_SIZE, "limit", 1, 1000))
+    # The forms the CLI's --since takes (7d, an ISO date, ...): one parser for both.
+    since = _checked("since", lambda: parse_since(filters["since"], "since"))
+    until = _checked("until", lambda: parse_since(filters["until"], "until"))
     runs = tasker.get_task_history(
         stage=filters["stage"] or None,
         task=filters["task"] or None,
         status=filters["status"] or None,
         hostname=filters["host"] or None,
-        # The forms the CLI's --since takes (7d, an ISO date, ...): one parser for both.
-        since=parse_since(filters["since"], "since"),
-        until=parse_since(filters["until"], "until"),
+        since=since,
+        until=until,
         limit=limit + 1,  # one more tells whether there is a next page
         offset=offset,
     )
@@ -140,6 +171,11 @@ def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, str], in
 def history_page(request: Request) -> Response:
     try:
         rows, filters, offset, limit, more = _history(request)
+    except _BadFilter as exc:
+        # The form stays as it was filled in, with what is wrong beside the field.
+        filters = {k: request.query_params.get(k, "") for k in _FILTERS}
+        page = pages.history_page([], filters, 0, PAGE_SIZE, False, problem=(exc.field, str(exc)))
+        return HTMLResponse(page, status_code=400)
     except TaskerError as exc:
         return _error(exc, request)
     return HTMLResponse(pages.history_page(rows, filters, offset, limit, more))
@@ -188,14 +224,65 @@ def api_active(request: Request) -> Response:
     return _json({"runs": data.run_rows(tasker.get_active_tasks())})
 
 
+_EXPOSITION = "text/plain; version=0.0.4"
+
+
 def metrics(request: Request) -> Response:
-    return PlainTextResponse(data.metrics_text(), media_type="text/plain; version=0.0.4")
+    try:
+        return PlainTextResponse(data.metrics_text(), media_type=_EXPOSITION)
+    except TaskerError as exc:
+        # Still the exposition format (a scraper parses it, a person reads the comment):
+        # the database's state as a metric, the reason as a comment, never an HTML page.
+        status = 503 if isinstance(exc, DatabaseError) else 500
+        return PlainTextResponse(data.metrics_failure(exc), status, media_type=_EXPOSITION)
+
+
+class _Health:
+    """The database check of ``/healthz``: one at a time, in a thread of its own (not the
+    pool that page requests may fill), bounded in time, its answer kept for a second so
+    that a burst of checks asks the database once."""
+
+    KEEP = 1.0
+
+    def __init__(self) -> None:
+        self.limiter: anyio.CapacityLimiter | None = None
+        self.answer: tuple[float, str | None] = (-self.KEEP, None)
+
+    async def problem(self) -> str | None:
+        """None when the database answers and holds tasker's tables, else why not."""
+        if self.limiter is None:
+            self.limiter = anyio.CapacityLimiter(1)
+        async with self.limiter:
+            at, problem = self.answer
+            if time.monotonic() - at < self.KEEP:
+                return problem
+            config = tasker.get_config()
+            bound = config.connect_timeout + config.statement_timeout + 1.0
+            try:
+                with anyio.fail_after(bound):
+                    await anyio.to_thread.run_sync(_check, abandon_on_cancel=True)
+                problem = None
+            except TimeoutError:
+                problem = f"no answer from the database within {bound:g} s"
+            except TaskerError as exc:
+                problem = str(exc)
+            self.answer = (time.monotonic(), problem)
+            return problem
+
+
+def _check() -> None:
+    from tasker.queries import check_database
+
+    check_database()
 
 
 async def health(request: Request) -> Response:
-    # On the event loop itself, not in the thread pool that page requests may fill: the
-    # health check answers while the dashboard is up, whatever the pages are waiting for.
-    return PlainTextResponse("ok")
+    """200 "ok" when the dashboard answers and so does its database (with tasker's tables);
+    503 with the reason when the database does not. Answers while page requests wait."""
+    problem = await request.app.state.health.problem()
+    if problem is None:
+        return PlainTextResponse("ok")
+    return PlainTextResponse(f"database unreachable: {problem}", 503)
 
 
 def create_app(
@@ -227,7 +314,9 @@ def create_app(
     ]
     if allowed_hosts is None:
         allowed_hosts = tasker.get_config().allowed_hosts
-    app: ASGIApp = Starlette(routes=routes, exception_handlers={TaskerError: _on_error})
+    starlette = Starlette(routes=routes, exception_handlers={TaskerError: _on_error})
+    starlette.state.health = _Health()
+    app: ASGIApp = starlette
     app = SecurityHeaders(app)
     if token:
         app = TokenGuard(app, token)

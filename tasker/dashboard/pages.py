@@ -88,8 +88,16 @@ def run_fragment(run: dict[str, Any]) -> str:
 
 
 def history_page(
-    runs: Sequence[dict[str, Any]], filters: dict[str, str], offset: int, limit: int, more: bool
+    runs: Sequence[dict[str, Any]],
+    filters: dict[str, str],
+    offset: int,
+    limit: int,
+    more: bool,
+    *,
+    problem: tuple[str, str] | None = None,
 ) -> str:
+    """The history page; ``problem``: (field, message) of a filter that cannot be used, shown
+    beside the form as it was filled in (no runs then)."""
     kept = {k: v for k, v in filters.items() if v}
     newer = older = None
     if offset > 0:
@@ -97,12 +105,15 @@ def history_page(
     if more:
         older = "/history?" + urlencode({**kept, "offset": offset + limit, "limit": limit})
     shown = f"runs {offset + 1} to {offset + len(runs)}" if runs else "no runs match"
+    if problem is not None:
+        shown = ""
     return render(
         "history.html",
         title="History",
         connection=STILL,
         runs=runs,
         filters=filters,
+        problem=problem,
         shown=shown,
         newer=newer,
         older=older,
@@ -153,4 +164,20 @@ def task_page(stage: str, task: str, runs: Sequence[dict[str, Any]]) -> str:
 
 
 def error_page(message: str) -> str:
-    return render("error.html", title="Error", connection=STILL, message=message)
+    return render("error.html", title="Error", connection=STILL, message=message, retry=None)
+
+
+# How soon a page that found the database away loads itself again.
+RETRY_SECONDS = 5
+
+
+def unreachable_page(message: str) -> str:
+    """A page asked for while the database is away: says so (not the dashboard: it
+    answers) and loads itself again every ``RETRY_SECONDS``, with or without scripts."""
+    return render(
+        "error.html",
+        title="Database unreachable",
+        connection=("lost", "database unreachable"),
+        message=message,
+        retry=RETRY_SECONDS,
+    )

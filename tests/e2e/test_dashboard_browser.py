@@ -152,6 +152,6 @@ def test_the_page_recovers_after_the_server_restarts(dashboard: Dashboard, page:
     badge = page.locator("#connection")
     wait_for(lambda: badge.inner_text() == "live")
     dashboard.stop()
-    wait_for(lambda: "connection lost" in badge.inner_text(), timeout=20)
+    wait_for(lambda: "dashboard unreachable" in badge.inner_text(), timeout=20)
     dashboard.start()
     wait_for(lambda: badge.inner_text() == "live", timeout=30)
