@@ -227,7 +227,7 @@ def test_a_version_1_database_is_upgraded_in_place(db: Backend) -> None:
     from tasker.store.sql import SqlStore
 
     store: SqlStore = RECORDER.store
-    assert store.replay_journal("00000000-0000-4000-8000-000000000001", "h", 1, []) == (0, 0)
+    assert store.replay_journal("00000000-0000-4000-8000-000000000001", "h", 1, []) == (0, 0, 0)
     (active,) = tasker.get_active_tasks()
     assert active.process_start_time is not None
     assert db.scalar(f"SELECT COUNT(process_start_time) FROM {db.table('active_tasks')}") == 1
