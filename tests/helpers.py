@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.servers import PrivatePostgres, ServerError
 from tasker.models import NewRun, Status
 
 # CI sets TASKER_TEST_ENGINES=1: a test that needs an engine (joblib, Dask, Ray, Celery …) or
@@ -124,3 +125,21 @@ def cli_commands(parser: Any, prefix: str = "") -> dict[str, Any]:
                 found[prefix + name] = sub
                 found.update(cli_commands(sub, f"{prefix}{name} "))
     return found
+
+
+class PrivateServer(PrivatePostgres):
+    """A PostgreSQL server of the test's own, on a free loopback port, that the test may stop
+    and start at will (benchmarks/servers.py); a server program that is missing or fails
+    fails the test, with its output."""
+
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        try:
+            super().__init__(settings)
+        except ServerError as exc:
+            pytest.fail(str(exc))
+
+    def _run(self, program: str, *args: str) -> None:
+        try:
+            super()._run(program, *args)
+        except ServerError as exc:
+            pytest.fail(str(exc))

@@ -146,9 +146,14 @@ def _checked(field: str, check: Callable[[], T]) -> T:
         raise _BadFilter(field, str(exc)) from None
 
 
+def _filters(request: Request) -> dict[str, str]:
+    """The history's filters as the request gives them ("" where not given)."""
+    return {k: request.query_params.get(k, "") for k in _FILTERS}
+
+
 def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, str], int, int, bool]:
     q = request.query_params
-    filters = {k: q.get(k, "") for k in _FILTERS}
+    filters = _filters(request)
     offset = _checked("offset", lambda: _int(q.get("offset"), 0, "offset", 0, 10**9))
     limit = _checked("limit", lambda: _int(q.get("limit"), PAGE_SIZE, "limit", 1, 1000))
     # The forms the CLI's --since takes (7d, an ISO date, ...): one parser for both.
@@ -173,8 +178,8 @@ def history_page(request: Request) -> Response:
         rows, filters, offset, limit, more = _history(request)
     except _BadFilter as exc:
         # The form stays as it was filled in, with what is wrong beside the field.
-        filters = {k: request.query_params.get(k, "") for k in _FILTERS}
-        page = pages.history_page([], filters, 0, PAGE_SIZE, False, problem=(exc.field, str(exc)))
+        problem = (exc.field, str(exc))
+        page = pages.history_page([], _filters(request), 0, PAGE_SIZE, False, problem=problem)
         return HTMLResponse(page, status_code=400)
     except TaskerError as exc:
         return _error(exc, request)

@@ -299,6 +299,12 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+_DATABASE_UP = (
+    "# HELP tasker_database_up Whether the dashboard could read the database.",
+    "# TYPE tasker_database_up gauge",
+)
+
+
 def metrics_text() -> str:
     """Prometheus text exposition: runs by status (latest per task), active runs, and the
     last success time and duration per task."""
@@ -308,8 +314,7 @@ def metrics_text() -> str:
         by_status[str(row.status)] = by_status.get(str(row.status), 0) + 1
     active = tasker.get_active_tasks()
     lines = [
-        "# HELP tasker_database_up Whether the dashboard could read the database.",
-        "# TYPE tasker_database_up gauge",
+        *_DATABASE_UP,
         "tasker_database_up 1",
         "# HELP tasker_tasks Registered tasks by the status of their latest run.",
         "# TYPE tasker_tasks gauge",
@@ -353,9 +358,5 @@ def metrics_failure(exc: Exception) -> str:
     """``/metrics`` when the database cannot be read: the exposition format still, with
     ``tasker_database_up 0`` and the reason as a comment."""
     reason = " ".join(str(exc).split())
-    return (
-        f"# tasker cannot read the database: {reason}\n"
-        "# HELP tasker_database_up Whether the dashboard could read the database.\n"
-        "# TYPE tasker_database_up gauge\n"
-        "tasker_database_up 0\n"
-    )
+    lines = [f"# tasker cannot read the database: {reason}", *_DATABASE_UP, "tasker_database_up 0"]
+    return "\n".join(lines) + "\n"

@@ -72,16 +72,15 @@ def _same(stored: datetime | None, given: Any) -> bool:
     )
 
 
-def _ended_since_by(record: RunRecord, when: Any, writer: Origin) -> bool:
-    """Did ``record``'s own process end it at or after ``when``, that process being
-    ``writer``? (An end by the reaper takes updates, so it refuses none.)"""
+def _ended_since_by(end: datetime | None, run: RunRecord, when: Any, writer: Origin) -> bool:
+    """Was ``end`` (of ``run`` or of one of its subtasks) at or after ``when``, ``run``'s
+    process being ``writer``? (An end by the reaper takes updates, so it refuses none.)"""
     return (
-        record.status.is_terminal
-        and record.end_time is not None
+        end is not None
         and isinstance(when, datetime)
-        and record.end_time >= when - _SAME_INSTANT
+        and end >= when - _SAME_INSTANT
         and writer[1] is not None
-        and (record.hostname, record.process_id) == writer
+        and (run.hostname, run.process_id) == writer
     )
 
 
@@ -132,10 +131,7 @@ def batch_committed(store: SqlStore, events: list[ev.Event], writer: Origin) -> 
     for event in events:  # nothing telling in it: progress and updates only
         kind, run_id, args = event
         try:
-            if kind == ev.INCREMENT_SUBTASK:
-                sub = _subtask(store, run_id, args[0])
-                return sub is not None and _exactly(sub.last_update, args[2])
-            if kind == ev.UPDATE_SUBTASK:
+            if kind in (ev.INCREMENT_SUBTASK, ev.UPDATE_SUBTASK):  # (number, _, when, ...)
                 sub = _subtask(store, run_id, args[0])
                 return sub is not None and _exactly(sub.last_update, args[2])
             if kind == ev.UPDATE_RUN:
@@ -173,7 +169,7 @@ def _recorded(store: SqlStore, event: ev.Event, writer: Origin) -> bool:
         end = values.get("end_time", when) if isinstance(values, dict) else when
         return isinstance(status, Status) and run.status is status and _same(run.end_time, end)
     if kind == ev.UPDATE_RUN:
-        return _ended_since_by(run, args[1], writer)
+        return run.status.is_terminal and _ended_since_by(run.end_time, run, args[1], writer)
     if kind == ev.START_SUBTASK:
         sub = _subtask(store, run_id, args[0])
         return sub is not None and _same(sub.start_time, args[4])
@@ -184,11 +180,5 @@ def _recorded(store: SqlStore, event: ev.Event, writer: Origin) -> bool:
         sub = _subtask(store, run_id, number)
         if _ending_matches(sub, values):
             return True
-        return (
-            sub is not None
-            and sub.end_time is not None
-            and isinstance(when, datetime)
-            and sub.end_time >= when - _SAME_INSTANT
-            and (run.hostname, run.process_id) == writer
-        )
+        return sub is not None and _ended_since_by(sub.end_time, run, when, writer)
     return False

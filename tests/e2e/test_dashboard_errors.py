@@ -17,32 +17,16 @@ from typing import Any
 
 import pytest
 
-from benchmarks.servers import PrivatePostgres, ServerError
-from tests.e2e.browser import Dashboard, browser_page, dashboard_env
+from tests.e2e.browser import Dashboard, browser_page, dashboard_env, served
+from tests.helpers import PrivateServer
 
 # An outage must show within a few refreshes, and recovery too.
 SHOWN_WITHIN = 15.0
 
 
-class Server(PrivatePostgres):
-    """The test's own PostgreSQL; a server program that is missing or fails fails the test."""
-
-    def __init__(self) -> None:
-        try:
-            super().__init__()
-        except ServerError as exc:
-            pytest.fail(str(exc))
-
-    def _run(self, program: str, *args: str) -> None:
-        try:
-            super()._run(program, *args)
-        except ServerError as exc:
-            pytest.fail(str(exc))
-
-
 @pytest.fixture
-def postgres() -> Iterator[Server]:
-    server = Server()
+def postgres() -> Iterator[PrivateServer]:
+    server = PrivateServer()
     try:
         server.start()
         yield server
@@ -51,7 +35,7 @@ def postgres() -> Iterator[Server]:
 
 
 @pytest.fixture
-def dashboard(postgres: Server, tmp_path: Path) -> Iterator[Dashboard]:
+def dashboard(postgres: PrivateServer, tmp_path: Path) -> Iterator[Dashboard]:
     env = dashboard_env(
         tmp_path,
         TASKER_DB_URL=postgres.url,
@@ -61,12 +45,8 @@ def dashboard(postgres: Server, tmp_path: Path) -> Iterator[Dashboard]:
     env.pop("TASKER_DB_PATH")
     run = [sys.executable, "-c", "import tasker\nwith tasker.task('ETL', 'load'): pass"]
     subprocess.run(run, env=env, check=True, timeout=60)
-    server = Dashboard(env)
-    server.start()
-    try:
+    with served(env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _get(url: str) -> tuple[int, str, dict[str, str]]:
@@ -89,7 +69,7 @@ def _eventually(check: Any, timeout: float = SHOWN_WITHIN) -> Any:
 
 
 def test_healthz_metrics_and_a_fresh_page_say_the_database_is_away(
-    postgres: Server, dashboard: Dashboard
+    postgres: PrivateServer, dashboard: Dashboard
 ) -> None:
     assert _get(dashboard.url + "/healthz")[:2] == (200, "ok")
     status, body, headers = _get(dashboard.url + "/metrics")
@@ -116,7 +96,7 @@ def test_healthz_metrics_and_a_fresh_page_say_the_database_is_away(
 
 
 def test_an_open_page_dims_its_data_and_names_what_is_away_then_recovers(
-    postgres: Server, dashboard: Dashboard
+    postgres: PrivateServer, dashboard: Dashboard
 ) -> None:
     with browser_page(1400) as page:
         page.goto(dashboard.url + "/")

@@ -23,8 +23,7 @@ import tasker
 from benchmarks.servers import PgBouncer, ServerError
 from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
-from tests.helpers import skip_or_fail, write_script
-from tests.integration.conftest import PrivateServer
+from tests.helpers import PrivateServer, skip_or_fail, write_script
 
 
 def _held(db: Backend, name: str) -> int:

@@ -24,6 +24,7 @@ from tasker.runtime import events, journal
 from tasker.runtime.recorder import RECORDER
 from tests.conftest import ROOT, Backend
 from tests.helpers import (
+    PrivateServer,
     new_run,
     run_script,
     start_script,
@@ -31,7 +32,6 @@ from tests.helpers import (
     wait_for,
     write_script,
 )
-from tests.integration.conftest import PrivateServer
 
 WARNING = "tasker cannot write to the database"
 
