@@ -1,4 +1,4 @@
--- tasker schema version 6 for postgresql.
+-- tasker schema version 7 for postgresql.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE SCHEMA IF NOT EXISTS tasker;
@@ -10,6 +10,18 @@ CREATE TABLE IF NOT EXISTS tasker.journal_replays (
 	events INTEGER NOT NULL, 
 	replayed_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	PRIMARY KEY (journal_id)
+);
+
+CREATE TABLE IF NOT EXISTS tasker.run_counts (
+	shard INTEGER NOT NULL, 
+	n_not_started BIGINT DEFAULT '0' NOT NULL, 
+	n_started BIGINT DEFAULT '0' NOT NULL, 
+	n_running BIGINT DEFAULT '0' NOT NULL, 
+	n_completed BIGINT DEFAULT '0' NOT NULL, 
+	n_failed BIGINT DEFAULT '0' NOT NULL, 
+	n_skipped BIGINT DEFAULT '0' NOT NULL, 
+	n_cancelled BIGINT DEFAULT '0' NOT NULL, 
+	PRIMARY KEY (shard)
 );
 
 CREATE TABLE IF NOT EXISTS tasker.stages (
@@ -126,7 +138,7 @@ CREATE TABLE IF NOT EXISTS tasker.subtask_progress (
 );
 
 CREATE OR REPLACE VIEW tasker.current_task_status AS
-SELECT tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_id, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.tasks.script_path, tasker.tasks.script_filename, tasker.tasks.log_path, tasker.tasks.log_filename, CASE WHEN (tasker.task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE tasker.task_runs.status END AS status, tasker.task_runs.run_id, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.user_name, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.subtask_progress.subtask_name, tasker.subtask_progress.status AS subtask_status, tasker.subtask_progress.percent_complete AS subtask_percent_complete, tasker.subtask_progress.items_total, tasker.subtask_progress.items_complete, tasker.task_runs.error_message 
+SELECT tasker.stages.stage_name, tasker.stages.stage_order, tasker.tasks.task_id, tasker.tasks.task_name, tasker.tasks.task_type, tasker.tasks.task_order, tasker.tasks.script_path, tasker.tasks.script_filename, tasker.tasks.log_path, tasker.tasks.log_filename, CASE WHEN (tasker.task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE tasker.task_runs.status END AS status, tasker.task_runs.run_id, tasker.task_runs.hostname, tasker.task_runs.process_id, tasker.task_runs.user_name, tasker.task_runs.start_time, tasker.task_runs.end_time, tasker.task_runs.last_update, tasker.task_runs.total_subtasks, tasker.task_runs.current_subtask, tasker.task_runs.overall_percent_complete, tasker.task_runs.overall_progress_message, tasker.subtask_progress.subtask_name, tasker.subtask_progress.status AS subtask_status, tasker.subtask_progress.percent_complete AS subtask_percent_complete, tasker.subtask_progress.items_total, tasker.subtask_progress.items_complete, tasker.task_runs.error_message, tasker.subtask_progress.start_time AS subtask_start_time 
 FROM tasker.stages JOIN tasker.tasks ON tasker.tasks.stage_id = tasker.stages.stage_id LEFT OUTER JOIN tasker.task_runs ON tasker.task_runs.run_id = tasker.tasks.last_run_id LEFT OUTER JOIN tasker.subtask_progress ON tasker.subtask_progress.run_id = tasker.task_runs.run_id AND tasker.subtask_progress.subtask_number = tasker.task_runs.current_subtask;
 
 CREATE OR REPLACE VIEW tasker.active_tasks AS
@@ -168,10 +180,46 @@ DROP TRIGGER IF EXISTS trg_subtask_progress_touch ON tasker.subtask_progress;
 
 CREATE TRIGGER trg_subtask_progress_touch BEFORE UPDATE ON tasker.subtask_progress FOR EACH ROW EXECUTE FUNCTION tasker.tasker_touch();
 
+INSERT INTO tasker.run_counts (shard) VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15), (16), (17), (18), (19), (20), (21), (22), (23), (24), (25), (26), (27), (28), (29), (30), (31), (32), (33), (34), (35), (36), (37), (38), (39), (40), (41), (42), (43), (44), (45), (46), (47), (48), (49), (50), (51), (52), (53), (54), (55), (56), (57), (58), (59), (60), (61), (62), (63) ON CONFLICT (shard) DO NOTHING;
+
+CREATE OR REPLACE FUNCTION tasker.tasker_count_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    d bigint[];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT ARRAY[count(*) FILTER (WHERE n.status = 'NOT_STARTED'), count(*) FILTER (WHERE n.status = 'STARTED'), count(*) FILTER (WHERE n.status = 'RUNNING'), count(*) FILTER (WHERE n.status = 'COMPLETED'), count(*) FILTER (WHERE n.status = 'FAILED'), count(*) FILTER (WHERE n.status = 'SKIPPED'), count(*) FILTER (WHERE n.status = 'CANCELLED')] INTO d FROM tasker_new AS n;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT ARRAY[count(*) FILTER (WHERE o.status = 'NOT_STARTED'), count(*) FILTER (WHERE o.status = 'STARTED'), count(*) FILTER (WHERE o.status = 'RUNNING'), count(*) FILTER (WHERE o.status = 'COMPLETED'), count(*) FILTER (WHERE o.status = 'FAILED'), count(*) FILTER (WHERE o.status = 'SKIPPED'), count(*) FILTER (WHERE o.status = 'CANCELLED')] INTO d FROM tasker_old AS o;
+        d := ARRAY(SELECT -x FROM unnest(d) AS x);
+    ELSE
+        SELECT ARRAY[count(*) FILTER (WHERE n.status = 'NOT_STARTED') - count(*) FILTER (WHERE o.status = 'NOT_STARTED'), count(*) FILTER (WHERE n.status = 'STARTED') - count(*) FILTER (WHERE o.status = 'STARTED'), count(*) FILTER (WHERE n.status = 'RUNNING') - count(*) FILTER (WHERE o.status = 'RUNNING'), count(*) FILTER (WHERE n.status = 'COMPLETED') - count(*) FILTER (WHERE o.status = 'COMPLETED'), count(*) FILTER (WHERE n.status = 'FAILED') - count(*) FILTER (WHERE o.status = 'FAILED'), count(*) FILTER (WHERE n.status = 'SKIPPED') - count(*) FILTER (WHERE o.status = 'SKIPPED'), count(*) FILTER (WHERE n.status = 'CANCELLED') - count(*) FILTER (WHERE o.status = 'CANCELLED')] INTO d
+        FROM tasker_old AS o JOIN tasker_new AS n ON n.run_id = o.run_id
+        WHERE n.status IS DISTINCT FROM o.status;
+    END IF;
+    IF d <> ARRAY[0, 0, 0, 0, 0, 0, 0]::bigint[] THEN
+        UPDATE tasker.run_counts SET n_not_started = n_not_started + d[1], n_started = n_started + d[2], n_running = n_running + d[3], n_completed = n_completed + d[4], n_failed = n_failed + d[5], n_skipped = n_skipped + d[6], n_cancelled = n_cancelled + d[7]
+        WHERE shard = pg_backend_pid() % 64;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS trg_task_runs_count_insert ON tasker.task_runs;
+
+CREATE TRIGGER trg_task_runs_count_insert AFTER INSERT ON tasker.task_runs REFERENCING NEW TABLE AS tasker_new FOR EACH STATEMENT EXECUTE FUNCTION tasker.tasker_count_runs();
+
+DROP TRIGGER IF EXISTS trg_task_runs_count_update ON tasker.task_runs;
+
+CREATE TRIGGER trg_task_runs_count_update AFTER UPDATE ON tasker.task_runs REFERENCING OLD TABLE AS tasker_old NEW TABLE AS tasker_new FOR EACH STATEMENT EXECUTE FUNCTION tasker.tasker_count_runs();
+
+DROP TRIGGER IF EXISTS trg_task_runs_count_delete ON tasker.task_runs;
+
+CREATE TRIGGER trg_task_runs_count_delete AFTER DELETE ON tasker.task_runs REFERENCING OLD TABLE AS tasker_old FOR EACH STATEMENT EXECUTE FUNCTION tasker.tasker_count_runs();
+
 CREATE TABLE IF NOT EXISTS tasker.schema_info (
 	key VARCHAR(64) NOT NULL, 
 	value VARCHAR(255) NOT NULL, 
 	PRIMARY KEY (key)
 );
 
-INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '6');
+INSERT INTO tasker.schema_info (key, value) VALUES ('schema_version', '7');

@@ -1,4 +1,4 @@
--- tasker schema version 6 for sqlite.
+-- tasker schema version 7 for sqlite.
 -- Generated from tasker/store/schema.py by `tasker schema --write schema`; do not edit.
 
 CREATE TABLE IF NOT EXISTS journal_replays (
@@ -8,6 +8,18 @@ CREATE TABLE IF NOT EXISTS journal_replays (
 	events INTEGER NOT NULL, 
 	replayed_at DATETIME NOT NULL, 
 	PRIMARY KEY (journal_id)
+);
+
+CREATE TABLE IF NOT EXISTS run_counts (
+	shard INTEGER NOT NULL, 
+	n_not_started BIGINT DEFAULT '0' NOT NULL, 
+	n_started BIGINT DEFAULT '0' NOT NULL, 
+	n_running BIGINT DEFAULT '0' NOT NULL, 
+	n_completed BIGINT DEFAULT '0' NOT NULL, 
+	n_failed BIGINT DEFAULT '0' NOT NULL, 
+	n_skipped BIGINT DEFAULT '0' NOT NULL, 
+	n_cancelled BIGINT DEFAULT '0' NOT NULL, 
+	PRIMARY KEY (shard)
 );
 
 CREATE TABLE IF NOT EXISTS stages (
@@ -126,7 +138,7 @@ CREATE TABLE IF NOT EXISTS subtask_progress (
 DROP VIEW IF EXISTS current_task_status;
 
 CREATE VIEW current_task_status AS
-SELECT stages.stage_name, stages.stage_order, tasks.task_id, tasks.task_name, tasks.task_type, tasks.task_order, tasks.script_path, tasks.script_filename, tasks.log_path, tasks.log_filename, CASE WHEN (task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE task_runs.status END AS status, task_runs.run_id, task_runs.hostname, task_runs.process_id, task_runs.user_name, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, subtask_progress.subtask_name, subtask_progress.status AS subtask_status, subtask_progress.percent_complete AS subtask_percent_complete, subtask_progress.items_total, subtask_progress.items_complete, task_runs.error_message 
+SELECT stages.stage_name, stages.stage_order, tasks.task_id, tasks.task_name, tasks.task_type, tasks.task_order, tasks.script_path, tasks.script_filename, tasks.log_path, tasks.log_filename, CASE WHEN (task_runs.status IS NULL) THEN 'NOT_STARTED' ELSE task_runs.status END AS status, task_runs.run_id, task_runs.hostname, task_runs.process_id, task_runs.user_name, task_runs.start_time, task_runs.end_time, task_runs.last_update, task_runs.total_subtasks, task_runs.current_subtask, task_runs.overall_percent_complete, task_runs.overall_progress_message, subtask_progress.subtask_name, subtask_progress.status AS subtask_status, subtask_progress.percent_complete AS subtask_percent_complete, subtask_progress.items_total, subtask_progress.items_complete, task_runs.error_message, subtask_progress.start_time AS subtask_start_time 
 FROM stages JOIN tasks ON tasks.stage_id = stages.stage_id LEFT OUTER JOIN task_runs ON task_runs.run_id = tasks.last_run_id LEFT OUTER JOIN subtask_progress ON subtask_progress.run_id = task_runs.run_id AND subtask_progress.subtask_number = task_runs.current_subtask;
 
 DROP VIEW IF EXISTS active_tasks;
@@ -136,10 +148,33 @@ SELECT task_runs.run_id, task_runs.task_id, stages.stage_name, stages.stage_orde
 FROM task_runs JOIN tasks ON tasks.task_id = task_runs.task_id JOIN stages ON stages.stage_id = tasks.stage_id 
 WHERE task_runs.status IN ('STARTED', 'RUNNING');
 
+INSERT OR IGNORE INTO run_counts (shard) VALUES (0);
+
+DROP TRIGGER IF EXISTS trg_task_runs_count_insert;
+
+CREATE TRIGGER trg_task_runs_count_insert AFTER INSERT ON task_runs FOR EACH ROW
+BEGIN
+    UPDATE run_counts SET n_not_started = n_not_started + (NEW.status = 'NOT_STARTED'), n_started = n_started + (NEW.status = 'STARTED'), n_running = n_running + (NEW.status = 'RUNNING'), n_completed = n_completed + (NEW.status = 'COMPLETED'), n_failed = n_failed + (NEW.status = 'FAILED'), n_skipped = n_skipped + (NEW.status = 'SKIPPED'), n_cancelled = n_cancelled + (NEW.status = 'CANCELLED') WHERE shard = 0;
+END;
+
+DROP TRIGGER IF EXISTS trg_task_runs_count_update;
+
+CREATE TRIGGER trg_task_runs_count_update AFTER UPDATE OF status ON task_runs FOR EACH ROW WHEN NEW.status IS NOT OLD.status
+BEGIN
+    UPDATE run_counts SET n_not_started = n_not_started + (NEW.status = 'NOT_STARTED') - (OLD.status = 'NOT_STARTED'), n_started = n_started + (NEW.status = 'STARTED') - (OLD.status = 'STARTED'), n_running = n_running + (NEW.status = 'RUNNING') - (OLD.status = 'RUNNING'), n_completed = n_completed + (NEW.status = 'COMPLETED') - (OLD.status = 'COMPLETED'), n_failed = n_failed + (NEW.status = 'FAILED') - (OLD.status = 'FAILED'), n_skipped = n_skipped + (NEW.status = 'SKIPPED') - (OLD.status = 'SKIPPED'), n_cancelled = n_cancelled + (NEW.status = 'CANCELLED') - (OLD.status = 'CANCELLED') WHERE shard = 0;
+END;
+
+DROP TRIGGER IF EXISTS trg_task_runs_count_delete;
+
+CREATE TRIGGER trg_task_runs_count_delete AFTER DELETE ON task_runs FOR EACH ROW
+BEGIN
+    UPDATE run_counts SET n_not_started = n_not_started - (OLD.status = 'NOT_STARTED'), n_started = n_started - (OLD.status = 'STARTED'), n_running = n_running - (OLD.status = 'RUNNING'), n_completed = n_completed - (OLD.status = 'COMPLETED'), n_failed = n_failed - (OLD.status = 'FAILED'), n_skipped = n_skipped - (OLD.status = 'SKIPPED'), n_cancelled = n_cancelled - (OLD.status = 'CANCELLED') WHERE shard = 0;
+END;
+
 CREATE TABLE IF NOT EXISTS schema_info (
 	"key" VARCHAR(64) NOT NULL, 
 	value VARCHAR(255) NOT NULL, 
 	PRIMARY KEY ("key")
 );
 
-INSERT INTO schema_info (key, value) VALUES ('schema_version', '6');
+INSERT INTO schema_info (key, value) VALUES ('schema_version', '7');

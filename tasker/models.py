@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 __all__ = [
@@ -124,8 +124,8 @@ class TaskRecord(_Record):
 class TaskStatusRecord(_Record):
     """A registered task with its latest run (NOT_STARTED and no run fields if it never ran).
 
-    ``items_total``, ``items_complete``, ``subtask_name`` and ``subtask_percent_complete``
-    describe the run's current subtask.
+    ``items_total``, ``items_complete``, ``subtask_name``, ``subtask_percent_complete`` and
+    ``subtask_start_time`` describe the run's current subtask.
     """
 
     stage_name: str
@@ -156,6 +156,8 @@ class TaskStatusRecord(_Record):
     items_total: int | None
     items_complete: int | None
     error_message: str | None
+    # When the current subtask started: its rate is its own items over its own time.
+    subtask_start_time: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -220,8 +222,11 @@ class RunRecord(_Record):
 
     @property
     def duration(self) -> float | None:
-        """Seconds from start to end (to the last update while the run is active)."""
-        end = self.end_time or self.last_update
+        """Seconds from start to end; to now while the run is active (an ended run without
+        an end time, written so by hand, to its last update)."""
+        end = self.end_time
+        if end is None:
+            end = datetime.now(timezone.utc) if Status(self.status).is_active else self.last_update
         if self.start_time is None or end is None:
             return None
         return (end - self.start_time).total_seconds()

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tasker.errors import UnknownRunError, ValidationError
+from tasker.live_figures import Figures, RateWindow, figures, run_duration
 from tasker.models import (
     RunRecord,
     StageRecord,
@@ -26,12 +27,17 @@ from tasker.runtime.recorder import RECORDER
 
 __all__ = [
     "get_active_tasks",
+    "get_children",
+    "get_pipeline_run",
+    "get_pipeline_runs",
     "get_run",
     "get_stages",
     "get_subtask_progress",
     "get_task_history",
     "get_task_status",
     "get_tasks",
+    "pipeline_root",
+    "pipeline_roots",
     "run_progress",
     "stage_line",
     "stage_status",
@@ -134,6 +140,36 @@ def get_subtask_progress(run_id: str | None = None, *, as_frame: bool = False) -
 
     rid = resolve_run_id(run_id if run_id is not None else context.current_run_id())
     return _frame_or_list(RECORDER.synced_store().subtasks(rid), SubtaskRecord, as_frame)
+
+
+def get_children(run_id: str | None = None) -> list[RunRecord]:
+    """The runs directly under a run (the current run by default), oldest first."""
+    from tasker.explicit import resolve_run_id
+
+    return RECORDER.synced_store().children(resolve_run_id(run_id))
+
+
+def get_pipeline_runs(limit: int = 20) -> list[RunRecord]:
+    """The latest pipeline runs, newest first: runs without a parent, under each of which
+    its nested runs, child processes and the scripts it started are recorded."""
+    return RECORDER.synced_store().pipeline_roots(_limit(limit) or 20)
+
+
+def pipeline_root(run_id: str) -> str:
+    """The pipeline run ``run_id`` belongs to: the topmost run above it (itself when it has
+    no parent)."""
+    return RECORDER.synced_store().roots_of([run_id]).get(run_id, run_id)
+
+
+def pipeline_roots(run_ids: Sequence[str]) -> dict[str, str]:
+    """For each of ``run_ids``, the pipeline run it belongs to (see :func:`pipeline_root`)."""
+    return RECORDER.synced_store().roots_of(list(dict.fromkeys(run_ids)))
+
+
+def get_pipeline_run(run_id: str) -> list[tuple[RunRecord, int]]:
+    """The whole pipeline run ``run_id`` belongs to: its topmost run and every run under it,
+    oldest first, each with its depth below the top (0 for the top run itself)."""
+    return RECORDER.synced_store().pipeline(pipeline_root(run_id))
 
 
 def run_progress(runs: Sequence[RunRecord]) -> list[Progress]:
@@ -247,21 +283,76 @@ def recent_durations(task_ids: Sequence[int], per_task: int) -> dict[int, list[f
 
 def elapsed(row: TaskStatusRecord | RunRecord, now: datetime) -> float | None:
     """Seconds from the run's start to its end; to ``now`` while it is active."""
-    if row.start_time is None:
-        return None
-    end = row.end_time or (now if Status(row.status).is_active else row.last_update)
-    return (end - row.start_time).total_seconds() if end is not None else None
+    return run_duration(row.status, row.start_time, row.end_time, now, row.last_update)
 
 
-def rate_and_eta(row: TaskStatusRecord, now: datetime) -> tuple[float | None, float | None]:
-    """For an active run: items of its current subtask done per second since the run
-    started, and the seconds left at that rate (None where unknown)."""
-    if not Status(row.status).is_active or row.start_time is None:
-        return None, None
-    seconds = (now - row.start_time).total_seconds()
-    done = row.items_complete or 0
-    if seconds <= 0 or done <= 0:
-        return None, None
-    rate = done / seconds
-    total = row.items_total
-    return rate, ((total - done) / rate if total and total > done else None)
+def status_figures(
+    row: TaskStatusRecord,
+    now: datetime,
+    *,
+    past_durations: Sequence[float] = (),
+    window: RateWindow | None = None,
+) -> Figures:
+    """The live figures of a task's latest run (``tasker.live_figures``): its duration, its
+    current subtask's rate and ETA, and the ETA of the whole run from ``past_durations``
+    (``recent_durations()`` of the task)."""
+    return figures(
+        status=row.status,
+        start_time=row.start_time,
+        end_time=row.end_time,
+        last_update=row.last_update,
+        now=now,
+        run_id=row.run_id,
+        subtask_number=row.current_subtask if row.subtask_name is not None else None,
+        subtask_start=row.subtask_start_time,
+        total_subtasks=row.total_subtasks,
+        items_complete=row.items_complete,
+        items_total=row.items_total,
+        past_durations=past_durations,
+        window=window,
+    )
+
+
+def run_figures(
+    run: RunRecord,
+    current: SubtaskRecord | None,
+    now: datetime,
+    *,
+    past_durations: Sequence[float] = (),
+    window: RateWindow | None = None,
+) -> Figures:
+    """The live figures of ``run`` given its current subtask (None when it has none), as
+    :func:`status_figures` gives them for a task's latest run."""
+    return figures(
+        status=run.status,
+        start_time=run.start_time,
+        end_time=run.end_time,
+        last_update=run.last_update,
+        now=now,
+        run_id=run.run_id,
+        subtask_number=None if current is None else current.subtask_number,
+        subtask_start=None if current is None else current.start_time,
+        total_subtasks=run.total_subtasks,
+        items_complete=None if current is None else current.items_complete,
+        items_total=None if current is None else current.items_total,
+        past_durations=past_durations,
+        window=window,
+    )
+
+
+def subtask_figures(sub: SubtaskRecord, now: datetime, window: RateWindow | None = None) -> Figures:
+    """One subtask's own figures: its duration (to ``now`` while it runs), its rate and the
+    time its items still need."""
+    return figures(
+        status=sub.status,
+        start_time=sub.start_time,
+        end_time=sub.end_time,
+        last_update=sub.last_update,
+        now=now,
+        run_id=sub.run_id,
+        subtask_number=sub.subtask_number,
+        subtask_start=sub.start_time,
+        items_complete=sub.items_complete,
+        items_total=sub.items_total,
+        window=window,
+    )

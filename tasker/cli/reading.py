@@ -61,7 +61,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def print_status(stage: str | None, statuses: list[str] | None, as_json: bool) -> int:
     import tasker
-    from tasker.queries import elapsed, rate_and_eta, stage_line, summarize_stages
+    from tasker.live_figures import PAST_RUNS, eta_text
+    from tasker.queries import recent_durations, stage_line, status_figures, summarize_stages
     from tasker.run_progress import of_status_row
 
     read_only()
@@ -74,15 +75,21 @@ def print_status(stage: str | None, statuses: list[str] | None, as_json: bool) -
     active = any(r.status.is_active for r in rows)
     if not statuses and active and tasker.reap_lost_runs():
         rows = tasker.get_task_status(stage=stage, status=statuses)
+    now = datetime.now(timezone.utc)
+    # The ETA of a whole run comes from its task's past runs: one bounded read of them, for
+    # the tasks with an active run only.
+    active_ids = [r.task_id for r in rows if r.status.is_active]
+    past = recent_durations(active_ids, PAST_RUNS) if active_ids else {}
+    live = [status_figures(r, now, past_durations=past.get(r.task_id, ())) for r in rows]
     if as_json:
-        print_json({"stages": summarize_stages(rows), "tasks": [r.as_dict() for r in rows]})
+        tasks = [{**r.as_dict(), **f.as_dict()} for r, f in zip(rows, live, strict=True)]
+        print_json({"stages": summarize_stages(rows), "tasks": tasks})
         return EXIT_OK
     if not rows:
         print("no tasks registered yet: run a tracked task or `tasker register FILE`")
         return EXIT_OK
-    now = datetime.now(timezone.utc)
     cells, notes = [], []
-    for r in rows:
+    for r, f in zip(rows, live, strict=True):
         shown = of_status_row(r)
         cells.append(
             [
@@ -93,8 +100,8 @@ def print_status(stage: str | None, statuses: list[str] | None, as_json: bool) -
                 shown.subtask,
                 r.hostname or "",
                 timestamp(r.start_time),
-                duration(elapsed(r, now)),
-                duration(rate_and_eta(r, now)[1]),
+                duration(f.duration),
+                eta_text(f),
             ]
         )
         notes.append(_error_note(str(r.status), r.error_message))

@@ -2,7 +2,8 @@
 
 On a terminal the screen is redrawn in place every ``interval`` seconds, fitted to the
 terminal's width and height: each stage with its summary, each task with its status, a
-progress bar, items, rate and ETA of its current subtask, and under a FAILED task its error.
+progress bar, items, the rate of its current subtask over the last 30 s of what it saw and
+the ETA (tasker.live_figures), and under a FAILED task its error.
 Elsewhere (a log file, a pipe) it prints a plain line whenever a task's status or progress
 changes. It reaps lost runs on each refresh, and stops on Ctrl-C (or after ``count``
 refreshes).
@@ -16,8 +17,8 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from tasker.cli.tables import Column, colour, fit, output_size, table, use_colour
-from tasker.formatting import duration
-from tasker.queries import rate_and_eta, stage_line, summarize_stages
+from tasker.live_figures import PAST_RUNS, RateWindow, eta_text
+from tasker.queries import recent_durations, stage_line, status_figures, summarize_stages
 from tasker.run_progress import of_status_row
 
 __all__ = ["render", "watch"]
@@ -48,9 +49,13 @@ def render(
     coloured: bool,
     width: int | None = None,
     height: int | None = None,
+    *,
+    past: dict[int, list[float]] | None = None,
+    window: RateWindow | None = None,
 ) -> list[str]:
     """The screen for ``rows`` (task status records), at most ``width`` columns and
-    ``height`` lines (no limit for None)."""
+    ``height`` lines (no limit for None); ``past``: the tasks' recent durations (for the
+    ETA of a whole run), ``window``: what the watch saw so far (for the rate)."""
     stamp = now.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     lines = [fit(f"tasker watch — {stamp}", width), ""]
     if not rows:
@@ -60,7 +65,10 @@ def render(
     for row in rows:
         shown = of_status_row(row)
         status = str(row.status)
-        rate, eta = rate_and_eta(row, now)
+        live = status_figures(
+            row, now, past_durations=(past or {}).get(row.task_id, ()), window=window
+        )
+        rate = live.rate
         active = row.status.is_active
         cells.append(
             [
@@ -70,7 +78,7 @@ def render(
                 f"{shown.percent:5.1f}%" if shown.percent is not None else "",
                 shown.items,
                 f"{rate:,.1f}/s" if rate is not None else "",
-                f"ETA {duration(eta)}" if eta is not None else "",
+                f"ETA {eta_text(live)}" if eta_text(live) else "",
                 shown.subtask if active else "",
             ]
         )
@@ -125,6 +133,9 @@ def watch(
     coloured = use_colour(out)
     seen: dict[Any, Any] = {}
     shown = 0
+    window = RateWindow()
+    past: dict[int, list[float]] = {}
+    past_read, past_ids = 0.0, frozenset[int]()
     if live:
         out.write("\x1b[2J")  # a clean screen to draw on
     try:
@@ -133,9 +144,14 @@ def watch(
             rows = tasker.get_task_status(stage=stage)
             now = datetime.now(timezone.utc)
             if live:
+                # The past durations change slowly: read a minute apart, or for a new task.
+                ids = frozenset(r.task_id for r in rows if r.status.is_active)
+                if ids and (not ids <= past_ids or time.monotonic() - past_read > 60):
+                    past = recent_durations(sorted(ids), PAST_RUNS)
+                    past_read, past_ids = time.monotonic(), ids
                 # The size is read on every refresh: the terminal may have been resized.
                 width, height = output_size(out)
-                screen = render(rows, now, coloured, width, height)
+                screen = render(rows, now, coloured, width, height, past=past, window=window)
                 # Home, draw, clear what is left of the previous screen.
                 out.write("\x1b[H" + "\x1b[K\n".join(screen) + "\x1b[J")
             else:

@@ -81,19 +81,32 @@ async def _on_error(request: Request, exc: Exception) -> Response:
 
 
 def _overview(request: Request) -> tuple[dict[str, Any], str]:
-    """The overview's data, and the address its page refreshes from (the same stage
-    filter, so that a refresh shows what the page showed)."""
+    """The overview's data, and the address its page refreshes from (the same stage and
+    pipeline run, so that a refresh shows what the page showed). ``pipeline``: a run id, or
+    a unique prefix of one, of the pipeline run to show."""
+    from tasker.queries import find_run
+
     stage = request.query_params.get("stage")
-    query = f"?{urlencode({'stage': stage})}" if stage else ""
-    return data.overview(stage), f"/fragments/overview{query}"
+    pipeline = request.query_params.get("pipeline") or None
+    if pipeline is not None:
+        pipeline = find_run(pipeline).run_id  # an UnknownRunError is the request's 404
+    kept = {k: v for k, v in (("stage", stage), ("pipeline", pipeline)) if v}
+    query = f"?{urlencode(kept)}" if kept else ""
+    return data.overview(stage, pipeline), f"/fragments/overview{query}"
 
 
 def overview_page(request: Request) -> Response:
-    return HTMLResponse(pages.overview_page(*_overview(request)))
+    try:
+        return HTMLResponse(pages.overview_page(*_overview(request)))
+    except TaskerError as exc:
+        return _error(exc, request)
 
 
 def overview_fragment(request: Request) -> Response:
-    return HTMLResponse(pages.overview_fragment(*_overview(request)))
+    try:
+        return HTMLResponse(pages.overview_fragment(*_overview(request)))
+    except TaskerError as exc:
+        return _error(exc, request)
 
 
 def _run(request: Request) -> dict[str, Any]:
@@ -201,7 +214,36 @@ def task_page(request: Request) -> Response:
 
 
 def api_overview(request: Request) -> Response:
-    return _json(data.overview(request.query_params.get("stage")))
+    try:
+        return _json(_overview(request)[0])
+    except TaskerError as exc:
+        return _error(exc, request)
+
+
+def api_pipelines(request: Request) -> Response:
+    """The latest pipeline runs (``limit``, 20 by default), newest first."""
+    from tasker.queries import get_pipeline_runs
+
+    try:
+        limit = _int(request.query_params.get("limit"), 20, "limit", 1, 1000)
+    except TaskerError as exc:
+        return _error(exc, request)
+    return _json({"pipelines": data.run_rows(get_pipeline_runs(limit))})
+
+
+def api_pipeline(request: Request) -> Response:
+    """The pipeline run a run belongs to: its top run and every run under it, each with its
+    ``depth`` below the top."""
+    from tasker.queries import find_run, get_pipeline_run
+
+    try:
+        tree = get_pipeline_run(find_run(request.path_params["run_id"]).run_id)
+    except TaskerError as exc:
+        return _error(exc, request)
+    runs = data.run_rows([run for run, _ in tree])
+    for row, (_, depth) in zip(runs, tree, strict=True):
+        row["depth"] = depth
+    return _json({"pipeline_run_id": runs[0]["run_id"] if runs else None, "runs": runs})
 
 
 def api_runs(request: Request) -> Response:
@@ -312,6 +354,8 @@ def create_app(
         Route("/api/active", api_active),
         Route("/api/runs", api_runs),
         Route("/api/runs/{run_id}", api_run),
+        Route("/api/pipelines", api_pipelines),
+        Route("/api/pipelines/{run_id}", api_pipeline),
         Route("/api/tasks/{stage}/{task}", api_task),
         Route("/metrics", metrics),
         Route("/healthz", health),

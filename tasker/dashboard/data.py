@@ -6,19 +6,25 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import tasker
-from tasker.models import RunRecord, Status, TaskStatusRecord
+from tasker.live_figures import PAST_RUNS, RateWindow
+from tasker.models import RunRecord, Status
+from tasker.pipelines import pipeline_view
 from tasker.queries import (
     count_runs_by_status,
-    elapsed,
+    get_children,
+    get_pipeline_runs,
     last_successes,
-    rate_and_eta,
+    pipeline_root,
     recent_durations,
+    run_figures,
     run_progress,
+    status_figures,
+    subtask_figures,
     summarize_stages,
 )
 from tasker.run_progress import Progress, of_run, of_status_row, of_subtask
@@ -34,42 +40,12 @@ __all__ = [
     "typical_durations",
 ]
 
-# Each task's latest COMPLETED runs looked at for "how long does this task usually take",
-# and for how long.
-TYPICAL_RUNS = 20
+# How long each task's latest COMPLETED runs' durations are kept ("how long does this task
+# usually take" changes slowly).
 TYPICAL_TTL = 60.0
 REAP_EVERY = 5.0
 
 _last_reap = 0.0
-
-T = TypeVar("T")
-
-
-class _Cached(Generic[T]):
-    """A value read from the database, kept for ``ttl`` seconds (computed again sooner when
-    the configuration points at another database)."""
-
-    def __init__(self, ttl: float, compute: Callable[[], T]) -> None:
-        self._ttl = ttl
-        self._compute = compute
-        self._lock = threading.Lock()
-        self._kept: tuple[object, float, T] | None = None
-
-    def get(self) -> T:
-        config = tasker.get_config()
-        database = (config.url, config.db_schema)
-        with self._lock:
-            kept = self._kept
-        if kept is not None and kept[0] == database and time.monotonic() - kept[1] < self._ttl:
-            return kept[2]
-        value = self._compute()
-        with self._lock:
-            self._kept = (database, time.monotonic(), value)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._kept = None
 
 
 def reap_now_and_then() -> None:
@@ -82,18 +58,18 @@ def reap_now_and_then() -> None:
 
 
 class _Typical:
-    """Each task's typical duration (the median of its latest ``TYPICAL_RUNS`` COMPLETED
-    runs), kept per task for ``ttl`` seconds (forgotten when the configuration points at
-    another database). Only the tasks asked for are read: the overview asks for those with
-    an active run, the only ones an ETA is shown for."""
+    """Each task's latest ``PAST_RUNS`` COMPLETED runs' durations, kept per task for
+    ``ttl`` seconds (forgotten when the configuration points at another database). Only the
+    tasks asked for are read: the overview asks for those with an active run, the only ones
+    an ETA is shown for."""
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._database: object = None
-        self._kept: dict[int, tuple[float, float | None]] = {}
+        self._kept: dict[int, tuple[float, list[float]]] = {}
 
-    def get(self, task_ids: Iterable[int]) -> dict[int, float]:
+    def get(self, task_ids: Iterable[int]) -> dict[int, list[float]]:
         config = tasker.get_config()
         database = (config.url, config.db_schema)
         asked = list(dict.fromkeys(task_ids))
@@ -104,14 +80,13 @@ class _Typical:
             kept = {i: self._kept[i] for i in asked if i in self._kept}
         stale = [i for i in asked if i not in kept or now - kept[i][0] >= self._ttl]
         if stale:
-            samples = recent_durations(stale, TYPICAL_RUNS)
+            samples = recent_durations(stale, PAST_RUNS)
             for task_id in stale:
-                values = samples.get(task_id)
-                kept[task_id] = (now, statistics.median(values) if values else None)
+                kept[task_id] = (now, samples.get(task_id, []))
             with self._lock:
                 if self._database == database:
                     self._kept.update((i, kept[i]) for i in stale)
-        return {i: v for i, (_, v) in kept.items() if v is not None}
+        return {i: v for i, (_, v) in kept.items() if v}
 
     def clear(self) -> None:
         with self._lock:
@@ -119,46 +94,74 @@ class _Typical:
 
 
 _TYPICAL = _Typical(TYPICAL_TTL)
+# What this dashboard saw of each running subtask's count, for rates over a sliding window
+# (tasker.live_figures): every page, fragment and API answer of the process reads it.
+WINDOW = RateWindow()
 
 
-def typical_durations(task_ids: Iterable[int]) -> dict[int, float]:
-    """By task id, the median duration of each of these tasks' latest ``TYPICAL_RUNS``
-    COMPLETED runs (a bounded read through an index per task; each kept for a minute);
+def past_durations(task_ids: Iterable[int]) -> dict[int, list[float]]:
+    """By task id, the durations of each of these tasks' latest ``PAST_RUNS`` COMPLETED
+    runs, newest first (a bounded read through an index per task; each kept for a minute);
     tasks that never completed are left out."""
     return _TYPICAL.get(task_ids)
 
 
+def typical_durations(task_ids: Iterable[int]) -> dict[int, float]:
+    """By task id, the median of :func:`past_durations`."""
+    return {i: statistics.median(v) for i, v in past_durations(task_ids).items()}
+
+
 def clear_caches() -> None:
-    """Forget the typical durations and run counts read so far (the next call reads them
-    again)."""
+    """Forget the past durations read so far (the next call reads them again)."""
     _TYPICAL.clear()
-    _RUN_COUNTS.clear()
 
 
-def _eta(row: TaskStatusRecord, now: datetime, typical: float | None) -> dict[str, Any]:
-    """The live rate, and the seconds left: at that rate, and from how long the task's past
-    runs took."""
-    rate, eta = rate_and_eta(row, now)
-    so_far = elapsed(row, now) if Status(row.status).is_active else None
-    history = max(0.0, typical - so_far) if typical is not None and so_far is not None else None
-    return {"rate": rate, "eta_rate": eta, "eta_history": history}
-
-
-def overview(stage: str | None = None) -> dict[str, Any]:
-    """Stages with their derived status, and every task with its latest run, ETAs included."""
+def overview(stage: str | None = None, pipeline: str | None = None) -> dict[str, Any]:
+    """Stages with their derived status, and every task with its latest run and its live
+    figures: of the current pipeline run, rows left from an earlier one marked, or of the
+    pipeline run ``pipeline`` (a run id) belongs to (tasker.pipelines)."""
     reap_now_and_then()
-    rows = tasker.get_task_status(stage=stage)
-    typical = typical_durations(r.task_id for r in rows if Status(r.status).is_active)
+    view = pipeline_view(tasker.get_task_status(stage=stage), pipeline)
+    rows = view.rows
+    past = past_durations(r.task_id for r in rows if Status(r.status).is_active)
     now = datetime.now(timezone.utc)
     tasks = []
     for row in rows:
         item = row.as_dict()
         item["status"] = str(row.status)
-        item["duration"] = elapsed(row, now)
-        item.update(_eta(row, now, typical.get(row.task_id)))
+        live = status_figures(row, now, past_durations=past.get(row.task_id, ()), window=WINDOW)
+        item.update(live.as_dict())
         item["progress"] = _shown(of_status_row(row))
+        item["pipeline_run_id"] = view.roots.get(row.run_id) if row.run_id else None
+        item["earlier"] = row.task_id in view.earlier and row.task_id not in view.absent
+        item["absent"] = row.task_id in view.absent
         tasks.append(item)
-    return {"generated_at": now.isoformat(), "stages": summarize_stages(rows), "tasks": tasks}
+    return {
+        "generated_at": now.isoformat(),
+        "pipeline": _pipeline_head(view.run_id),
+        "pipelines": [_pipeline_head(r.run_id, r) for r in get_pipeline_runs(PIPELINES_SHOWN)],
+        "stages": summarize_stages(view.for_stages()),
+        "tasks": tasks,
+    }
+
+
+# The latest pipeline runs an overview offers to step back to.
+PIPELINES_SHOWN = 10
+
+
+def _pipeline_head(run_id: str | None, run: RunRecord | None = None) -> dict[str, Any] | None:
+    """A pipeline run as the overview names it: its top run's id, task, status and start."""
+    if run_id is None:
+        return None
+    if run is None:
+        run = tasker.get_run(run_id)
+    return {
+        "run_id": run.run_id,
+        "stage_name": run.stage_name,
+        "task_name": run.task_name,
+        "status": str(run.status),
+        "start_time": run.start_time,
+    }
 
 
 def _shown(progress: Progress) -> dict[str, Any]:
@@ -192,8 +195,10 @@ def run_row(run: RunRecord) -> dict[str, Any]:
 
 
 def run_detail(run: RunRecord) -> dict[str, Any]:
-    """A run with its subtasks and the end of its log (see shown_log)."""
+    """A run with its subtasks (each with its own live figures), its live figures and the
+    end of its log (see shown_log)."""
     data = run_row(run)
+    now = datetime.now(timezone.utc)
     current = None
     subtasks = []
     for sub in tasker.get_subtask_progress(run.run_id):
@@ -202,12 +207,14 @@ def run_detail(run: RunRecord) -> dict[str, Any]:
         item["progress"] = _shown(of_subtask(sub))
         if sub.subtask_number == run.current_subtask:
             current = sub
-        end = sub.end_time or sub.last_update
-        item["duration"] = (
-            (end - sub.start_time).total_seconds() if sub.start_time and end else None
-        )
+        item.update(subtask_figures(sub, now, WINDOW).as_dict())
         subtasks.append(item)
     data["subtasks"] = subtasks
+    data["children"] = run_rows(get_children(run.run_id))
+    data["pipeline_run_id"] = pipeline_root(run.run_id) if run.parent_run_id else run.run_id
+    past = past_durations([run.task_id]).get(run.task_id, ()) if run.status.is_active else ()
+    live = run_figures(run, current, now, past_durations=past, window=WINDOW)
+    data.update(live.as_dict())
     data["progress"] = _shown(of_run(run, current))
     data.update(shown_log(run, tasker.get_config().log_roots))
     return data
@@ -289,12 +296,6 @@ def read_log_tail(
     return text, None
 
 
-# Counting every run reads the whole of an index (if not the table): once per COUNTS_TTL
-# is enough for scrapes.
-COUNTS_TTL = 10.0
-_RUN_COUNTS = _Cached(COUNTS_TTL, count_runs_by_status)
-
-
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -325,7 +326,8 @@ def metrics_text() -> str:
         "# HELP tasker_runs Runs in the database, by status.",
         "# TYPE tasker_runs gauge",
     ]
-    counts = _RUN_COUNTS.get()
+    # Kept by triggers in the database (tasker.store.triggers): current at every scrape.
+    counts = count_runs_by_status()
     for status in sorted(counts):
         lines.append(f'tasker_runs{{status="{status}"}} {counts[status]}')
     lines += [

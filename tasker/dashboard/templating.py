@@ -57,6 +57,15 @@ def _duration(value: float | None) -> str:
     return duration(value)
 
 
+def _rate(value: float | None) -> str:
+    """Items per second: ``1,234/s``, ``12.5/s``, ``0.25/s``; empty for None."""
+    if value is None:
+        return ""
+    if value >= 100:
+        return f"{value:,.0f}/s"
+    return f"{value:.1f}/s" if value >= 1 else f"{value:.2f}/s"
+
+
 def _task_url(stage: str, task: str) -> str:
     return f"/tasks/{quote(stage, safe='')}/{quote(task, safe='')}"
 
@@ -87,6 +96,7 @@ ENV = Environment(
 ENV.filters.update(
     timestamp=_timestamp,
     duration=_duration,
+    rate=_rate,
     anchor=_anchor,
     clamp=_clamp,
 )

@@ -19,7 +19,13 @@ from collections.abc import Callable
 from sqlalchemy import Connection, inspect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from tasker.store.schema import Tables, dialect_for, pg_touch_function, view_statements
+from tasker.store.schema import Tables, dialect_for, view_statements
+from tasker.store.triggers import (
+    count_trigger_statements,
+    pg_touch_function,
+    seed_statements,
+    shard_rows_statement,
+)
 
 __all__ = ["UPGRADES", "Upgrade", "refresh_views"]
 
@@ -73,9 +79,32 @@ def _add_run_columns(conn: Connection, dialect: str, t: Tables, names: tuple[str
         _exec(conn, dialect, f"ALTER TABLE {t.qualified(runs.name)} ADD COLUMN {name} {kind}")
 
 
-# Version 3's index on start_time alone: ix_task_runs_start_run (start_time, run_id, task_id)
-# serves everything it did.
-_RETIRED_INDEXES = ("ix_task_runs_start_time",)
+# Indexes that later versions replaced by wider ones: version 3's on start_time alone (by
+# (start_time, run_id, task_id), version 4); version 6's on parent_run_id alone (by
+# (parent_run_id, start_time, run_id), version 7).
+_RETIRED_INDEXES = {4: ("ix_task_runs_start_time",), 7: ("ix_task_runs_parent_run",)}
+
+
+def _build_indexes(conn: Connection, dialect: str, t: Tables, version: int) -> None:
+    """Build each index of task_runs unless it is there already (a fresh schema, or a step
+    run before: MySQL DDL is not undone), and drop those ``version`` retired."""
+    runs = t.task_runs
+    have = {i["name"] for i in inspect(conn).get_indexes(runs.name, schema=runs.schema)}
+    compiler = dialect_for(dialect)
+    for index in sorted(runs.indexes, key=lambda i: str(i.name)):
+        if index.name in have:
+            continue
+        create = CreateIndex(index).compile(
+            dialect=compiler, compile_kwargs={"literal_binds": True}
+        )
+        _exec(conn, dialect, str(create))
+    for name in _RETIRED_INDEXES.get(version, ()):
+        if name not in have:
+            continue
+        if dialect == "mysql":
+            _exec(conn, dialect, f"DROP INDEX {name} ON {t.qualified(runs.name)}")
+        else:  # a PostgreSQL index lives in its table's schema
+            _exec(conn, dialect, f"DROP INDEX IF EXISTS {t.qualified(name)}")
 
 
 def _to_4(conn: Connection, dialect: str, t: Tables) -> None:
@@ -85,23 +114,7 @@ def _to_4(conn: Connection, dialect: str, t: Tables) -> None:
     task_runs; version 3's index on start_time alone goes. Each index is built unless it is
     there already; on a long history building them takes a while (minutes at ten million
     runs), under the schema lock."""
-    runs = t.task_runs
-    have = {i["name"] for i in inspect(conn).get_indexes(runs.name, schema=runs.schema)}
-    compiler = dialect_for(dialect)
-    for index in sorted(runs.indexes, key=lambda i: str(i.name)):
-        if index.name in have:  # a fresh schema, or a step run before (MySQL DDL is not undone)
-            continue
-        create = CreateIndex(index).compile(
-            dialect=compiler, compile_kwargs={"literal_binds": True}
-        )
-        _exec(conn, dialect, str(create))
-    for name in _RETIRED_INDEXES:
-        if name not in have:
-            continue
-        if dialect == "mysql":
-            _exec(conn, dialect, f"DROP INDEX {name} ON {t.qualified(runs.name)}")
-        else:  # a PostgreSQL index lives in its table's schema
-            _exec(conn, dialect, f"DROP INDEX IF EXISTS {t.qualified(name)}")
+    _build_indexes(conn, dialect, t, 4)
 
 
 def _to_5(conn: Connection, dialect: str, t: Tables) -> None:
@@ -120,4 +133,41 @@ def _to_6(conn: Connection, dialect: str, t: Tables) -> None:
     _add_run_columns(conn, dialect, t, ("process_start_uptime",))
 
 
-UPGRADES: dict[int, Upgrade] = {1: _to_2, 2: _to_3, 3: _to_4, 4: _to_5, 5: _to_6}
+def _to_7(conn: Connection, dialect: str, t: Tables) -> None:
+    """Version 7: the index (parent_run_id, start_time, run_id) in place of parent_run_id's
+    own; ``subtask_start_time`` last in current_task_status (see refresh_views); the
+    run_counts table and the triggers on task_runs that keep it
+    (tasker.store.triggers), seeded from the runs there are: ``/metrics`` reads it instead of
+    counting the history.
+
+    The seeding is exact although other processes may be writing runs meanwhile: the table
+    is held from before the triggers exist until the counts are made. PostgreSQL's CREATE
+    TRIGGER takes a lock that keeps writers out until this transaction commits (and counts
+    what was committed before it); MySQL's DDL commits as it goes, so the step holds
+    ``LOCK TABLES … WRITE`` on both tables across the triggers and the counts. Counting a
+    long history reads it once, under the schema lock (seconds at ten million runs)."""
+    create = CreateTable(t.run_counts, if_not_exists=True)
+    conn.exec_driver_sql(str(create.compile(dialect=dialect_for(dialect))))
+    _exec(conn, dialect, shard_rows_statement(dialect, t))
+    # (parent_run_id, start_time, run_id) in place of parent_run_id alone: a run's children
+    # and the latest pipeline runs, each a range (tasker.store.pipelines).
+    _build_indexes(conn, dialect, t, 7)
+    if dialect == "mysql":
+        runs, counts = t.qualified("task_runs"), t.qualified("run_counts")
+        _exec(conn, dialect, f"LOCK TABLES {runs} WRITE, {counts} WRITE")
+    try:
+        for stmt in count_trigger_statements(dialect, t) + seed_statements(dialect, t):
+            _exec(conn, dialect, stmt)
+    finally:
+        if dialect == "mysql":
+            _exec(conn, dialect, "UNLOCK TABLES")  # commits the counts
+
+
+UPGRADES: dict[int, Upgrade] = {
+    1: _to_2,
+    2: _to_3,
+    3: _to_4,
+    4: _to_5,
+    5: _to_6,
+    6: _to_7,
+}

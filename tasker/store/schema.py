@@ -42,11 +42,17 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeDecorator, UserDefinedType
 
 from tasker.models import STATUS_VALUES, RunRecord, TaskStatusRecord
+from tasker.store.triggers import (
+    count_trigger_statements,
+    run_counts_table,
+    shard_rows_statement,
+    touch_trigger_statements,
+)
 
 __all__ = ["SCHEMA_VERSION", "Tables", "build_tables", "ddl_statements"]
 
 # Bump when the schema changes, and add the upgrade step to tasker.store.migrations.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DIALECT_NAMES = ("postgresql", "sqlite", "mysql")
 ACTIVE_STATUS_VALUES = ("STARTED", "RUNNING")
 
@@ -172,6 +178,7 @@ class Tables:
     task_runs: Table
     subtask_progress: Table
     journal_replays: Table
+    run_counts: Table
     schema: str | None
 
     def qualified(self, name: str) -> str:
@@ -297,7 +304,9 @@ def build_tables(schema: str | None = None, dialect: str | None = None) -> Table
         Index("ix_task_runs_status_start", "status", "start_time", "run_id"),
         Index("ix_task_runs_host_start", "hostname", "start_time", "run_id"),
         Index("ix_task_runs_task_status", "task_id", "status", "start_time", "run_id"),
-        Index("ix_task_runs_parent_run", "parent_run_id"),
+        # A run's children, oldest first; the runs without a parent (the pipeline runs),
+        # newest first: the NULL range (tasker.store.pipelines).
+        Index("ix_task_runs_parent_start", "parent_run_id", "start_time", "run_id"),
         # Active runs: a partial index stays tiny however long the history grows. MySQL has
         # no partial indexes; its plain index on status serves the same range scan.
         Index(
@@ -343,8 +352,17 @@ def build_tables(schema: str | None = None, dialect: str | None = None) -> Table
         **_mysql_options(dialect),
     )
     journal_replays = journal_replays_table(md, dialect)
+    run_counts = run_counts_table(md, _mysql_options(dialect))
     return Tables(
-        md, schema_info, stages, tasks, task_runs, subtask_progress, journal_replays, schema
+        md,
+        schema_info,
+        stages,
+        tasks,
+        task_runs,
+        subtask_progress,
+        journal_replays,
+        run_counts,
+        schema,
     )
 
 
@@ -385,6 +403,7 @@ def current_task_status_select(t: Tables) -> Select[Any]:
         "subtask_percent_complete": sp.c.percent_complete.label("subtask_percent_complete"),
         "items_total": sp.c.items_total,
         "items_complete": sp.c.items_complete,
+        "subtask_start_time": sp.c.start_time.label("subtask_start_time"),
     }
     return select(*record_columns(TaskStatusRecord, available)).select_from(
         t.stages.join(t.tasks, t.tasks.c.stage_id == t.stages.c.stage_id)
@@ -451,45 +470,6 @@ def _compile(stmt: Any, dialect: Dialect) -> str:
     return str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})).strip()
 
 
-def pg_touch_function(t: Tables) -> str:
-    """A BEFORE UPDATE trigger function keeping last_update / updated_at current for any
-    writer, tasker or not, while keeping a timestamp the writer set on purpose (e.g. a replayed
-    journal). A heartbeat alone is not an update of the run's progress."""
-    return (
-        f"CREATE OR REPLACE FUNCTION {t.qualified('tasker_touch')}() RETURNS trigger "
-        "LANGUAGE plpgsql AS $$\n"
-        "BEGIN\n"
-        "    IF TG_TABLE_NAME = 'task_runs' THEN\n"
-        "        IF NEW.last_update IS NOT DISTINCT FROM OLD.last_update\n"
-        "                AND NEW.heartbeat IS NOT DISTINCT FROM OLD.heartbeat THEN\n"
-        "            NEW.last_update := now();\n"
-        "        END IF;\n"
-        "    ELSIF TG_TABLE_NAME = 'subtask_progress' THEN\n"
-        "        IF NEW.last_update IS NOT DISTINCT FROM OLD.last_update THEN\n"
-        "            NEW.last_update := now();\n"
-        "        END IF;\n"
-        "    ELSIF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN\n"
-        "        NEW.updated_at := now();\n"
-        "    END IF;\n"
-        "    RETURN NEW;\n"
-        "END\n"
-        "$$"
-    )
-
-
-def _pg_triggers(t: Tables) -> list[str]:
-    fn = t.qualified("tasker_touch")
-    stmts = [pg_touch_function(t)]
-    for table in ("stages", "tasks", "task_runs", "subtask_progress"):
-        trigger = f"trg_{table}_touch"
-        stmts.append(f"DROP TRIGGER IF EXISTS {trigger} ON {t.qualified(table)}")
-        stmts.append(
-            f"CREATE TRIGGER {trigger} BEFORE UPDATE ON {t.qualified(table)} "
-            f"FOR EACH ROW EXECUTE FUNCTION {fn}()"
-        )
-    return stmts
-
-
 def view_statements(dialect_name: str, t: Tables) -> list[str]:
     """The statements (re)creating the views."""
     dialect = dialect_for(dialect_name)
@@ -522,7 +502,9 @@ def ddl_statements(dialect_name: str, schema: str | None = None) -> list[str]:
             stmts.append(_compile(CreateIndex(index), dialect))
     stmts.extend(view_statements(dialect_name, t))
     if dialect_name == "postgresql":
-        stmts.extend(_pg_triggers(t))
+        stmts.extend(touch_trigger_statements(t))
+    stmts.append(shard_rows_statement(dialect_name, t))
+    stmts.extend(count_trigger_statements(dialect_name, t))
     stmts.append(_compile(CreateTable(t.schema_info, if_not_exists=True), dialect))
     return stmts
 

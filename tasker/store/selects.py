@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import Executable, Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from tasker.models import STATUS_VALUES, RunRecord, SubtaskRecord
+from tasker.models import RunRecord, SubtaskRecord
 from tasker.store.schema import (
     Tables,
     active_condition,
@@ -52,6 +52,7 @@ from tasker.store.schema import (
     run_columns,
     run_select,
 )
+from tasker.store.triggers import count_columns
 
 __all__ = [
     "active_runs_select",
@@ -363,28 +364,16 @@ def current_subtasks_select(t: Tables) -> Select[Any]:
 
 @functools.lru_cache(maxsize=_SHAPES)
 def run_counts_select(t: Tables) -> Select[Any]:
-    """How many runs there are of each status (in STATUS_VALUES order): one count per
-    status, each the status's range of the (status, start_time, run_id) index read alone.
-
-    Each range is read in that index's own order, which no other path gives without a sort:
-    left to itself, PostgreSQL counts the most common status with a (parallel) scan of the
-    whole table."""
-    runs = t.task_runs
-    counts = []
-    for status in STATUS_VALUES:
-        in_index_order = (
-            select(runs.c.run_id)
-            .where(runs.c.status == literal_column(f"'{status}'"))
-            .order_by(runs.c.start_time, runs.c.run_id)
-            .subquery(f"runs_{status.lower()}")
+    """How many runs there are of each status (in STATUS_VALUES order): the sums of the
+    run_counts shards the triggers keep (tasker.store.triggers), a few dozen rows however
+    long the history."""
+    counts = t.run_counts
+    return select(
+        *(
+            func.coalesce(func.sum(counts.c[name]), 0).label(name)
+            for name in count_columns().values()
         )
-        counts.append(
-            select(func.count())
-            .select_from(in_index_order)
-            .scalar_subquery()
-            .label(f"n_{status.lower()}")
-        )
-    return select(*counts)
+    )
 
 
 def _latest_completed(t: Tables, task_id: Any, per_task: int) -> Select[Any]:

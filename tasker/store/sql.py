@@ -12,6 +12,7 @@ engine, tables and transactions they share):
   :mod:`tasker.store.multirow`);
 - :mod:`tasker.store.reads`: the queries, whose statements :mod:`tasker.store.selects`
   builds;
+- :mod:`tasker.store.pipelines`: pipeline runs (a run and every run under it);
 - :mod:`tasker.store.replay`: journal replay.
 """
 
@@ -21,6 +22,7 @@ from tasker.config import Config
 from tasker.store.batched import BatchedWrites
 from tasker.store.ddl import SchemaDdl
 from tasker.store.expressions import LOST_TYPE
+from tasker.store.pipelines import PipelineReads
 from tasker.store.reads import Reads
 from tasker.store.replay import JournalReplay
 from tasker.store.runs import RunWrites
@@ -33,7 +35,9 @@ __all__ = ["SqlStore", "open_store"]
 _LOST_TYPE = LOST_TYPE
 
 
-class SqlStore(SchemaDdl, BatchedWrites, RunWrites, SubtaskWrites, Reads, JournalReplay):
+class SqlStore(
+    SchemaDdl, BatchedWrites, RunWrites, SubtaskWrites, Reads, PipelineReads, JournalReplay
+):
     """Reads and writes tasker's tables. Thread-safe; one per process and configuration."""
 
 

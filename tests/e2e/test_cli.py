@@ -165,20 +165,35 @@ def test_the_cli_page_documents_every_command_and_option() -> None:
 def test_status_shows_an_eta_for_an_active_run(db: Backend, child_env: dict[str, str]) -> None:
     from datetime import datetime, timedelta, timezone
 
+    from sqlalchemy import update
+
     from tasker.runtime.recorder import RECORDER
 
     run_id = tasker.task_start("ETA", "counting")
     tasker.subtask_start("items", items_total=100)
     tasker.subtask_update(items_complete=25)
-    began = datetime.now(timezone.utc) - timedelta(seconds=100)
-    RECORDER.store.update_run(run_id, {"start_time": began}, began)
+    # The run started 1,000 s ago and its subtask 100 s ago: the rate is the subtask's own
+    # (25 items in 100 s), not the run's (25 in 1,000 s, which said an ETA of 50 minutes).
+    now = datetime.now(timezone.utc)
+    began, run_began = now - timedelta(seconds=100), now - timedelta(seconds=1000)
+    RECORDER.store.update_run(run_id, {"start_time": run_began}, run_began)
+    store = RECORDER.raw_store
+    sp = store.t.subtask_progress
+    with store.engine.begin() as conn:
+        conn.execute(update(sp).where(sp.c.run_id == run_id).values(start_time=began))
     status = run_cli("status", "--stage", "ETA", env=child_env)
     took = (datetime.now(timezone.utc) - began).total_seconds()
     (row,) = [ln for ln in status.stdout.splitlines() if "counting" in ln]
-    # 25 items in 100 s (and the moments the command took): 75 more take 3 times as long.
-    minutes, seconds = row.split()[-2:]
+    # 25 items in 100 s (and the moments the command took): 75 more take 3 times as long,
+    # the current subtask's time left (the task has no past runs to tell the whole run's).
+    minutes, seconds, what = row.split()[-3:]
     eta = int(minutes.rstrip("m")) * 60 + int(seconds.rstrip("s"))
-    assert 300 <= eta <= round(3 * took) + 1, row
+    assert what == "subtask" and 300 <= eta <= round(3 * took) + 1, row
+    shown = json.loads(run_cli("status", "--stage", "ETA", "--json", env=child_env).stdout)
+    took = (datetime.now(timezone.utc) - began).total_seconds()
+    (task,) = shown["tasks"]
+    assert 25 / took <= task["rate"] <= 0.25 and 1000 <= task["duration"] <= 1000 + took
+    assert task["eta_task"] is None and task["subtask_start_time"] is not None
 
 
 def test_config_option_before_or_after_the_command(tmp_path: Path) -> None:

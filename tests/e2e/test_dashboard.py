@@ -24,7 +24,7 @@ import pytest
 
 import tasker
 from tests.conftest import Backend
-from tests.helpers import free_port, need
+from tests.helpers import free_port, need, start_script, write_script
 
 uvicorn = need("uvicorn")
 XSS = "<img src=x onerror=alert(1)>"
@@ -106,7 +106,11 @@ def _pipeline(tmp_path: Path) -> dict[str, str]:
 
 
 def test_overview_api(served: Served, tmp_path: Path) -> None:
+    from tasker.runtime.recorder import RECORDER
+
     runs = _pipeline(tmp_path)
+    began = datetime.now(timezone.utc) - timedelta(seconds=60)  # longer than the done run
+    RECORDER.store.update_run(runs["live"], {"start_time": began}, began)
     data = served.json("/api/overview")
     assert [s["stage_name"] for s in data["stages"]] == ["PREP", "BUILD"]
     assert {s["stage_name"]: s["status"] for s in data["stages"]} == {
@@ -121,9 +125,67 @@ def test_overview_api(served: Served, tmp_path: Path) -> None:
         "RUNNING",
         25,
     )
-    assert fetch["rate"] > 0 and fetch["eta_rate"] is not None
-    assert fetch["eta_history"] is not None  # a completed run of the same task exists
+    assert fetch["rate"] > 0 and fetch["eta_subtask"] is not None
+    # A completed run of the same task exists, and took less than this one so far: overdue,
+    # with nothing left to say of the whole run but what its current subtask still needs.
+    assert fetch["overdue"] is True and fetch["eta_task"] == fetch["eta_subtask"]
     assert tasks[XSS]["status"] == "FAILED"
+
+
+LOOP = r"""
+import time
+import tasker
+
+@tasker.task(stage="LIVE", name="indexing")
+def index():
+    with tasker.subtask("prepare"):
+        time.sleep(6)
+    for _ in tasker.track(range(3000), name="index"):
+        time.sleep(0.05)
+
+index()
+"""
+
+
+def test_live_figures_are_the_current_subtasks_own(
+    served: Served, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    # A run that spent 6 s in its first subtask, then counts 20 items a second: the rate is
+    # the loop's own (the run's whole time would say under 12 a second 8 s in), the ETA its
+    # items left at that rate, the duration now - start; the API, which watches the count
+    # over a sliding window, and a one-shot `tasker status` say the same.
+    from tests.e2e.test_cli import run_cli
+
+    proc = start_script(write_script(tmp_path, LOOP), child_env)
+    try:
+        deadline = time.monotonic() + 90
+        task: dict[str, Any] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            tasks = {t["task_name"]: t for t in served.json("/api/overview")["tasks"]}
+            task = tasks.get("indexing", {})
+            if task.get("subtask_name") == "index" and (task["items_complete"] or 0) >= 160:
+                break
+            time.sleep(0.5)
+        assert task.get("subtask_name") == "index", (task, proc.poll())
+        now = datetime.now(timezone.utc)
+        assert 14 <= task["rate"] <= 20.5, task
+        assert 5 <= task["rate_seconds"] <= 30, task  # the window: what the dashboard saw
+        assert task["eta_subtask"] == pytest.approx((3000 - task["items_complete"]) / task["rate"])
+        started = datetime.fromisoformat(task["start_time"])
+        assert (
+            (now - started).total_seconds() - 2
+            <= task["duration"]
+            <= (now - started).total_seconds()
+        )
+        assert task["duration"] >= 14  # 6 s preparing, 8 s counting
+        status = run_cli("status", "--stage", "LIVE", "--json", env=child_env)
+        (once,) = json.loads(status.stdout)["tasks"]
+        assert 14 <= once["rate"] <= 20.5 and once["rate_seconds"] >= 8, once
+        page = served.get(f"/runs/{task['run_id']}")[1]
+        assert re.search(r"running \d+s · 1\d\.\d/s|running \d+s · 20\.\d/s", page), page
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
 
 
 def test_runs_api_filters_and_pages(served: Served, tmp_path: Path) -> None:

@@ -215,6 +215,12 @@ def _make_older(db: Backend, version: int) -> None:
             run(f"CREATE VIEW {t.qualified(name)} AS {body}")
         if version < 2:
             run(f"DROP TABLE {t.qualified('journal_replays')}")
+        if version < 7:  # the run counts and the triggers that keep them
+            for event in ("insert", "update", "delete"):
+                name = f"trg_task_runs_count_{event}"
+                on = f" ON {t.qualified('task_runs')}" if dialect == "postgresql" else ""
+                run(f"DROP TRIGGER {t.qualified(name) if dialect == 'mysql' else name}{on}")
+            run(f"DROP TABLE {t.qualified('run_counts')}")
         run(f"UPDATE {t.qualified('schema_info')} SET value = '{version}'")
 
 
@@ -356,7 +362,7 @@ def test_a_version_5_database_is_upgraded_to_version_6(db: Backend) -> None:
     # First use adds task_runs.process_start_uptime in place, last, and in the view, last;
     # the older row keeps NULL there and is still judged alive by its epoch start time.
     kept = tasker.get_run(old)
-    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION == 6
+    assert RECORDER.raw_store.schema_version() == SCHEMA_VERSION
     assert _run_columns(db)[-1] == "process_start_uptime"
     assert _view_columns(db) == view_before and view_before[-1] == "process_start_uptime"
     assert (kept.status, kept.process_start_uptime) == ("STARTED", None)

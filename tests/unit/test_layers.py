@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tasker.queries",
             "tasker.registration",
             "tasker.run_progress",
+            "tasker.live_figures",
+            "tasker.pipelines",
         ),
     ),
     (
