@@ -105,7 +105,7 @@ CREATE INDEX ix_task_runs_active ON task_runs (status, hostname);
 
 CREATE INDEX ix_task_runs_host_start ON task_runs (hostname, start_time, run_id);
 
-CREATE INDEX ix_task_runs_parent_run ON task_runs (parent_run_id);
+CREATE INDEX ix_task_runs_parent_start ON task_runs (parent_run_id, start_time, run_id);
 
 CREATE INDEX ix_task_runs_start_run ON task_runs (start_time, run_id, task_id);
 

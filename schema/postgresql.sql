@@ -107,7 +107,7 @@ CREATE INDEX ix_task_runs_active ON tasker.task_runs (status, hostname) WHERE st
 
 CREATE INDEX ix_task_runs_host_start ON tasker.task_runs (hostname, start_time, run_id);
 
-CREATE INDEX ix_task_runs_parent_run ON tasker.task_runs (parent_run_id);
+CREATE INDEX ix_task_runs_parent_start ON tasker.task_runs (parent_run_id, start_time, run_id);
 
 CREATE INDEX ix_task_runs_start_run ON tasker.task_runs (start_time, run_id, task_id);
 

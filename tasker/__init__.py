@@ -8,83 +8,138 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tasker.config import Config
-from tasker.errors import (
-    ConfigError,
-    DatabaseError,
-    RegistrationError,
-    RunEndedError,
-    SchemaVersionError,
-    TaskerError,
-    TaskerWarning,
-    UnknownRunError,
-    UnknownSubtaskError,
-    ValidationError,
-)
-from tasker.explicit import (
-    configure,
-    create_schema,
-    get_config,
-    purge_runs,
-    reap_lost_runs,
-    register_task,
-    register_tasks,
-    replay_journal,
-    subtask_complete,
-    subtask_fail,
-    subtask_increment,
-    subtask_start,
-    subtask_update,
-    task_complete,
-    task_fail,
-    task_start,
-    task_update,
-)
-from tasker.instrument.outcome import Skipped
-from tasker.models import (
-    ReplayResult,
-    RunRecord,
-    StageRecord,
-    Status,
-    SubtaskRecord,
-    TaskRecord,
-    TaskStatusRecord,
-)
-from tasker.queries import (
-    get_active_tasks,
-    get_run,
-    get_stages,
-    get_subtask_progress,
-    get_task_history,
-    get_task_status,
-    get_tasks,
-)
 from tasker.runtime import signals as _signals  # noqa: F401  (start-up: see below)
 
 # Start-up: importing tasker.runtime.signals hands the recorder its SIGTERM and exit handling
 # for the runs this process starts (the recorder, below it, imports nothing above it).
 
 if TYPE_CHECKING:
+    from tasker.config import Config
+    from tasker.errors import (
+        ConfigError,
+        DatabaseError,
+        RegistrationError,
+        RunEndedError,
+        SchemaVersionError,
+        TaskerError,
+        TaskerWarning,
+        UnknownRunError,
+        UnknownSubtaskError,
+        ValidationError,
+    )
+    from tasker.explicit import (
+        configure,
+        create_schema,
+        get_config,
+        purge_runs,
+        reap_lost_runs,
+        register_task,
+        register_tasks,
+        replay_journal,
+        subtask_complete,
+        subtask_fail,
+        subtask_increment,
+        subtask_start,
+        subtask_update,
+        task_complete,
+        task_fail,
+        task_start,
+        task_update,
+    )
     from tasker.instrument.blocks import Run, SubtaskHandle, current_run, skip
     from tasker.instrument.carry import attach, bind, handoff
     from tasker.instrument.decorators import subtask, task
+    from tasker.instrument.outcome import Skipped
     from tasker.instrument.track import track
+    from tasker.models import (
+        ReplayResult,
+        RunRecord,
+        StageRecord,
+        Status,
+        SubtaskRecord,
+        TaskRecord,
+        TaskStatusRecord,
+    )
+    from tasker.queries import (
+        get_active_tasks,
+        get_run,
+        get_stages,
+        get_subtask_progress,
+        get_task_history,
+        get_task_status,
+        get_tasks,
+    )
 
 __version__ = "0.1.0"
 
-# The automatic layer loads on first use: the command line, which never needs it, starts
-# faster (wrapt and the decorators' machinery stay unloaded).
+# Every public name loads with its module on first use (PEP 562): a command of the command
+# line loads only what it runs (`tasker status` never loads the explicit API's writes, and
+# none loads the automatic layer: wrapt and the decorators' machinery), so it starts faster.
+# The names above under TYPE_CHECKING are the same ones, for type checkers.
 _LAZY = {
-    "attach": "tasker.instrument.carry",
-    "bind": "tasker.instrument.carry",
-    "handoff": "tasker.instrument.carry",
+    "Config": "tasker.config",
+    **dict.fromkeys(
+        (
+            "ConfigError",
+            "DatabaseError",
+            "RegistrationError",
+            "RunEndedError",
+            "SchemaVersionError",
+            "TaskerError",
+            "TaskerWarning",
+            "UnknownRunError",
+            "UnknownSubtaskError",
+            "ValidationError",
+        ),
+        "tasker.errors",
+    ),
+    **dict.fromkeys(("configure", "create_schema", "get_config"), "tasker.explicit.configuration"),
+    **dict.fromkeys(("register_task", "register_tasks"), "tasker.explicit.configuration"),
+    **dict.fromkeys(
+        ("purge_runs", "reap_lost_runs", "replay_journal"), "tasker.explicit.maintenance"
+    ),
+    **dict.fromkeys(
+        (
+            "subtask_complete",
+            "subtask_fail",
+            "subtask_increment",
+            "subtask_start",
+            "subtask_update",
+        ),
+        "tasker.explicit.subtasks",
+    ),
+    **dict.fromkeys(
+        ("task_complete", "task_fail", "task_start", "task_update"), "tasker.explicit.tasks"
+    ),
+    **dict.fromkeys(("attach", "bind", "handoff"), "tasker.instrument.carry"),
+    **dict.fromkeys(("Run", "SubtaskHandle", "current_run", "skip"), "tasker.instrument.blocks"),
+    **dict.fromkeys(("subtask", "task"), "tasker.instrument.decorators"),
+    "Skipped": "tasker.instrument.outcome",
     "track": "tasker.instrument.track",
-    "Run": "tasker.instrument.blocks",
-    "SubtaskHandle": "tasker.instrument.blocks",
-    "current_run": "tasker.instrument.blocks",
-    "skip": "tasker.instrument.blocks",
-    "subtask": "tasker.instrument.decorators",
-    "task": "tasker.instrument.decorators",
+    **dict.fromkeys(
+        (
+            "ReplayResult",
+            "RunRecord",
+            "StageRecord",
+            "Status",
+            "SubtaskRecord",
+            "TaskRecord",
+            "TaskStatusRecord",
+        ),
+        "tasker.models",
+    ),
+    **dict.fromkeys(
+        (
+            "get_active_tasks",
+            "get_run",
+            "get_stages",
+            "get_subtask_progress",
+            "get_task_history",
+            "get_task_status",
+            "get_tasks",
+        ),
+        "tasker.queries",
+    ),
 }
 
 
@@ -95,7 +150,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
+    globals()[name] = value  # the next use is a plain module attribute
     return value
 
 

@@ -94,8 +94,11 @@ def replay_waiting() -> None:
     a run whose end waits in a journal is not lost. Costs a folder listing when none wait."""
     import tasker
     from tasker.runtime.journal import pending_files
+    from tasker.runtime.recorder import RECORDER
 
-    if pending_files(tasker.get_config()):
+    # The recorder's configuration, as tasker.get_config() returns it, without loading the
+    # explicit API's configuration module (and the registration parser) for every read.
+    if pending_files(RECORDER.config):
         tasker.replay_journal()
 
 

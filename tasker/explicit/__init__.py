@@ -7,29 +7,76 @@ nothing that was already recorded.
 
 from __future__ import annotations
 
-from tasker.explicit.common import resolve_run_id
-from tasker.explicit.configuration import (
-    configure,
-    create_schema,
-    get_config,
-    register_task,
-    register_tasks,
-)
-from tasker.explicit.maintenance import purge_runs, reap_lost_runs, replay_journal
-from tasker.explicit.subtasks import (
-    subtask_complete,
-    subtask_fail,
-    subtask_increment,
-    subtask_start,
-    subtask_update,
-)
-from tasker.explicit.tasks import (
-    end_run_by_id,
-    task_complete,
-    task_fail,
-    task_start,
-    task_update,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasker.explicit.common import resolve_run_id
+    from tasker.explicit.configuration import (
+        configure,
+        create_schema,
+        get_config,
+        register_task,
+        register_tasks,
+    )
+    from tasker.explicit.maintenance import purge_runs, reap_lost_runs, replay_journal
+    from tasker.explicit.subtasks import (
+        subtask_complete,
+        subtask_fail,
+        subtask_increment,
+        subtask_start,
+        subtask_update,
+    )
+    from tasker.explicit.tasks import (
+        end_run_by_id,
+        task_complete,
+        task_fail,
+        task_start,
+        task_update,
+    )
+
+# Each name loads with its module on first use (PEP 562): a command that only reads (`tasker
+# status`) never loads the writes' modules. The imports above are the same names, for type
+# checkers.
+_LAZY = {
+    "resolve_run_id": "tasker.explicit.common",
+    **dict.fromkeys(
+        ("configure", "create_schema", "get_config", "register_task", "register_tasks"),
+        "tasker.explicit.configuration",
+    ),
+    **dict.fromkeys(
+        ("purge_runs", "reap_lost_runs", "replay_journal"), "tasker.explicit.maintenance"
+    ),
+    **dict.fromkeys(
+        (
+            "subtask_complete",
+            "subtask_fail",
+            "subtask_increment",
+            "subtask_start",
+            "subtask_update",
+        ),
+        "tasker.explicit.subtasks",
+    ),
+    **dict.fromkeys(
+        ("end_run_by_id", "task_complete", "task_fail", "task_start", "task_update"),
+        "tasker.explicit.tasks",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tasker.explicit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next use is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "configure",

@@ -50,8 +50,9 @@ def write(
         else:  # a decorated call's start and end: one call more than before, no more
             RECORDER.submit(event)
         return None
-    writer = RECORDER.writer
-    if not strict and writer.failing:
+    # No writer built yet (a command of the command line): the database was never found away.
+    writer = RECORDER.built_writer
+    if not strict and writer is not None and writer.failing:
         _queue(fit_event(event)[0], True)  # no waiting on a database known to be away
         return default
     try:
@@ -60,7 +61,7 @@ def write(
         if strict or isinstance(exc, SchemaVersionError):
             raise
         if exc.unavailable:
-            writer.mark_failing(exc)
+            RECORDER.writer.mark_failing(exc)
             # Fitted to the server's limit by the writer, once it reaches the database.
             _queue(fit_event(event)[0], True)
         else:

@@ -15,7 +15,7 @@ from tasker.models import NewRun, Status
 from tasker.validate import storable_text
 
 if TYPE_CHECKING:
-    from tasker.store.batched import StoreCall
+    from tasker.store.calls import StoreCall
     from tasker.store.sql import SqlStore
 
 __all__ = [

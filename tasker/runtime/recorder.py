@@ -21,9 +21,9 @@ from tasker.runtime.capture.process import note_fork
 from tasker.runtime.console import setup_console
 from tasker.runtime.context import RunState
 from tasker.runtime.events import Event
-from tasker.runtime.writer import Writer
 
 if TYPE_CHECKING:  # the store (and SQLAlchemy) load on first use, keeping `import tasker` light
+    from tasker.runtime.writer import Writer
     from tasker.store.sql import SqlStore
 
 __all__ = ["RECORDER", "ProcessHooks", "Recorder"]
@@ -58,13 +58,9 @@ class Recorder:
         self._config_file: str | None = None
         self._config: Config | None = None
         self._store: SqlStore | None = None
-        self.writer = Writer(
-            lambda: self.store,
-            lambda: self.config,
-            self._live_run_ids,
-            self._reopen_store,
-            lambda: self._store,
-        )
+        # The background writer is built on the first event (see ``writer``): a process that
+        # only reads, such as most commands of the command line, never loads its machinery.
+        self._writer: Writer | None = None
         # Runs this process has started and not ended (for signals and exit).
         self.live_runs: set[RunState] = set()
         self._signals_installed = False
@@ -73,6 +69,30 @@ class Recorder:
         # passes calls straight through (one attribute read per call).
         self.disabled = False
         atexit.register(self._at_exit)
+
+    @property
+    def writer(self) -> Writer:
+        """The background writer, built on first use."""
+        writer = self._writer
+        if writer is None:
+            with self._lock:
+                if self._writer is None:
+                    from tasker.runtime.writer import Writer
+
+                    self._writer = Writer(
+                        lambda: self.store,
+                        lambda: self.config,
+                        self._live_run_ids,
+                        self._reopen_store,
+                        lambda: self._store,
+                    )
+                writer = self._writer
+        return writer
+
+    @property
+    def built_writer(self) -> Writer | None:
+        """The background writer if it was built already (asking does not build it)."""
+        return self._writer
 
     def _reopen_store(self) -> None:
         """Drop the store (its file was replaced): the next use opens the path again."""
@@ -109,7 +129,8 @@ class Recorder:
             self._store = None
         self._config = config
         self.disabled = not config.enabled
-        self.writer.new_database()
+        if self._writer is not None:  # a writer built later starts out looking for journals
+            self._writer.new_database()
         setup_console(config.console)
 
     @property
@@ -162,13 +183,16 @@ class Recorder:
     def synced_store(self) -> SqlStore:
         """The store, after the writer has written everything queued before this call: for
         synchronous calls that must see (and follow) the automatic layer's events."""
-        if self.writer.pending:
-            self.writer.flush()
+        writer = self._writer  # none built yet: nothing queued
+        if writer is not None and writer.pending:
+            writer.flush()
         return self.store
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Write everything tracked so far; True when done within ``timeout`` seconds."""
-        return self.writer.flush(timeout)
+        if self._writer is None:  # nothing was ever tracked
+            return True
+        return self._writer.flush(timeout)
 
     def install_signal_handlers(self) -> None:
         if not self._signals_installed:
@@ -205,7 +229,8 @@ class Recorder:
         # goes to the journal (the write in progress included), and the program ends on time.
         deadline = time.monotonic() + self.exit_timeout()
         self.hooks.end_live_runs_at_exit(deadline)
-        self.writer.flush(timeout=max(0.0, deadline - time.monotonic()), closing=True)
+        if self._writer is not None:  # none built: nothing was tracked, nothing to write
+            self._writer.flush(timeout=max(0.0, deadline - time.monotonic()), closing=True)
 
     def reset(self) -> None:
         """Forget the configuration and close the store (tests; ``configure()`` from scratch).
@@ -233,7 +258,8 @@ class Recorder:
         self._lock = threading.RLock()
         self.live_runs = set()
         self._signals_installed = False
-        self.writer._reset_state()
+        if self._writer is not None:
+            self._writer._reset_state()
         if self._store is not None:
             _inherited_stores.append(self._store)
             self._store = None
@@ -266,21 +292,27 @@ def _flush_at_multiprocessing_exit_once() -> None:
 
 
 def _before_fork() -> None:
-    global _mp_hooked
     # A forked child may report into the parent's run at once: the run (and its subtasks)
     # must be in the database first. Not from the writer thread itself, which cannot wait
-    # for itself.
-    writer = RECORDER.writer
-    bound = RECORDER.lock_timeout()  # a write in progress is waited for like a lock
-    # A write already stuck for a while (the database stalls or holds a lock) is not waited
-    # for again at each fork: a pool of N workers would cost N times the bound.
-    # Nor is a database known to be away tried again (each try costs up to connect_timeout).
-    stuck = writer.failing or writer.stalled(bound / 2)
-    if threading.current_thread().name != "tasker-writer" and writer.pending and not stuck:
-        writer.flush(timeout=bound)
-    writer.pause(timeout=0.0 if writer.stalled(bound / 2) else bound)
+    # for itself. No writer built yet: nothing tracked, nothing to write or hold.
+    writer = RECORDER._writer
+    if writer is not None:
+        bound = RECORDER.lock_timeout()  # a write in progress is waited for like a lock
+        # A write already stuck for a while (the database stalls or holds a lock) is not
+        # waited for again at each fork: a pool of N workers would cost N times the bound.
+        # Nor is a database known to be away tried again (each try costs up to
+        # connect_timeout).
+        stuck = writer.failing or writer.stalled(bound / 2)
+        if threading.current_thread().name != "tasker-writer" and writer.pending and not stuck:
+            writer.flush(timeout=bound)
+        writer.pause(timeout=0.0 if writer.stalled(bound / 2) else bound)
     for state in list(RECORDER.live_runs):
         state.handed_off = True  # the child may open subtasks of these runs (runs.start_subtask)
+    _hook_multiprocessing()
+
+
+def _hook_multiprocessing() -> None:
+    global _mp_hooked
     if not _mp_hooked and "multiprocessing" in sys.modules:
         # multiprocessing ends forked workers with os._exit(), skipping atexit, and clears
         # finalizers registered before its own start-up; a registered after-fork hook adds
@@ -289,6 +321,11 @@ def _before_fork() -> None:
 
         util.register_after_fork(RECORDER, _flush_at_multiprocessing_exit)
         _mp_hooked = True
+
+
+def _after_fork_in_parent() -> None:
+    if RECORDER._writer is not None:
+        RECORDER._writer.resume()
 
 
 def _after_fork_in_child() -> None:
@@ -310,6 +347,6 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork,
-        after_in_parent=RECORDER.writer.resume,
+        after_in_parent=_after_fork_in_parent,
         after_in_child=_after_fork_in_child,
     )

@@ -34,17 +34,13 @@ from typing import Any
 from sqlalchemy import Boolean, Connection, Float, Integer, String, Uuid, or_
 
 from tasker.models import NewRun, Status
+from tasker.store.calls import StoreCall, StoreCalls
 from tasker.store.folding import ColumnRule, FoldContext, RunFold, Unfoldable
-from tasker.store.levels import LevelWrites, Op, StoreCall
-from tasker.store.runs import RunWrites
+from tasker.store.levels import LevelWrites, Op
 from tasker.store.schema import UTCDateTime
-from tasker.store.subtasks import SubtaskWrites
 
 __all__ = ["BatchedWrites", "StoreCall"]
 
-_WRITES = frozenset(
-    ("start_run", "end_run", "update_run", "start_subtask", "update_subtask", "increment_subtask")
-)
 _ACTIVE = ("STARTED", "RUNNING")
 
 
@@ -61,20 +57,8 @@ _A_RUN = NewRun(
 )
 
 
-class BatchedWrites(LevelWrites, RunWrites, SubtaskWrites):
+class BatchedWrites(LevelWrites, StoreCalls):
     """Batches of store calls, written with few statements (see the module)."""
-
-    def write_call(self, call: StoreCall) -> Any:
-        """Make one store call; returns what the method returned."""
-        name, args = call
-        if name == "update_subtask":
-            run_id, number, values, when, items, reend = args
-            return self.update_subtask(
-                run_id, number, values, when, items_complete=items, reend=reend
-            )
-        if name not in _WRITES:
-            raise ValueError(f"not a store write: {name!r}")
-        return getattr(self, name)(*args)
 
     def write_calls(self, calls: Sequence[StoreCall], apart: Collection[str] = ()) -> None:
         """Make ``calls`` in one transaction (the batch's, inside :meth:`batch`), with the

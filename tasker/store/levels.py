@@ -27,14 +27,13 @@ from sqlalchemy import BigInteger, Connection, case, func, literal, select
 
 from tasker.errors import TaskerError
 from tasker.models import Status
+from tasker.store.calls import StoreCall
 from tasker.store.expressions import RUN_ERRORS, percent_of
 from tasker.store.folding import TERMINAL
 from tasker.store.multirow import MultiRowWrites
 
 __all__ = ["LevelWrites", "Mismatch", "StoreCall"]
 
-# A store write, as (method name, positional arguments): see BatchedWrites.write_call.
-StoreCall = tuple[str, tuple[Any, ...]]
 # One run's call at one level: (shape, row of values, whether the run's percent rolls up).
 Op = tuple[Any, tuple[Any, ...], bool]
 _TERMINAL = tuple(TERMINAL)

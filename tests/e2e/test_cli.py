@@ -133,7 +133,8 @@ def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
         "import sys, tasker\n"
         "heavy = ['psycopg', 'pymysql', 'sqlite3', 'pandas', 'sqlalchemy', 'tasker.cli',"
         " 'starlette', 'uvicorn', 'jinja2', 'tasker.dashboard', 'argparse', 'wrapt',"
-        " 'tasker.instrument.decorators']\n"
+        " 'tasker.instrument.decorators', 'tasker.runtime.writer', 'tasker.explicit.tasks',"
+        " 'tasker.queries', 'tasker.store']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run(
@@ -145,6 +146,53 @@ def test_import_tasker_loads_no_driver_pandas_or_cli() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+# What a command that reads or updates one run must not load: the background writer and its
+# batches (a command writes at once, with one statement), and the automatic layer.
+NOT_FOR_A_COMMAND = [
+    "tasker.runtime.writer",
+    "tasker.runtime.batches",
+    "tasker.runtime.delivery",
+    "tasker.store.batched",
+    "tasker.store.folding",
+    "tasker.store.levels",
+    "tasker.store.multirow",
+    "tasker.instrument.decorators",
+    "tasker.instrument.track",
+    "tasker.instrument.blocks",
+    "tasker.instrument.carry",
+    "wrapt",
+]
+
+
+@pytest.mark.parametrize("command", ["status", "update"])
+def test_status_and_update_load_no_writer_batches_or_automatic_layer(
+    db: Backend, child_env: dict[str, str], command: str
+) -> None:
+    # A run owned by this (live) process: status then has an active row, and reaps.
+    run_id = tasker.task_start("LIGHT", "one run", on_behalf_of=os.getpid())
+    tasker.flush()
+    args = ["status"] if command == "status" else ["update", run_id, "--message", "light"]
+    code = (
+        "import json, sys\n"
+        "from tasker.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        f"heavy = {NOT_FOR_A_COMMAND!r}\n"
+        "print(json.dumps([status, [m for m in heavy if m in sys.modules]]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [0, []]
+    if command == "update":
+        assert tasker.get_run(run_id).overall_progress_message == "light"
 
 
 def test_the_cli_page_documents_every_command_and_option() -> None:
@@ -160,6 +208,28 @@ def test_the_cli_page_documents_every_command_and_option() -> None:
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in page, f"tasker {name} {flag} is not documented"
+
+
+def test_a_command_line_builds_only_its_commands_parser(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tasker.cli.parser import COMMANDS, build, parse
+
+    def top(parser: object) -> list[str]:
+        return [name for name in cli_commands(parser) if " " not in name]
+
+    assert top(build()) == list(COMMANDS)
+    for argv in (["status"], ["--config", "x.yml", "status", "--json"], ["--config=x", "status"]):
+        args, parser = parse(argv)
+        assert args.command == "status" and top(parser) == ["status"]
+    # An abbreviated option before the command: the whole parser, which takes it all the same.
+    args, parser = parse(["--conf", "x.yml", "status"])
+    assert args.command == "status" and args.config == "x.yml" and top(parser) == list(COMMANDS)
+    # Help before the command lists every command.
+    with pytest.raises(SystemExit):
+        parse(["-h", "status"])
+    out = capsys.readouterr().out
+    assert all(f"    {name} " in out for name in COMMANDS)
 
 
 def test_status_shows_an_eta_for_an_active_run(db: Backend, child_env: dict[str, str]) -> None:

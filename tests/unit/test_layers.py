@@ -9,6 +9,9 @@ level or inside a function — leads back to where it started.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,60 @@ def test_the_pre_commit_hooks_run_the_checks_of_ci() -> None:
         assert command in entries and command in ci, command
     (layers,) = [e for e in entries if "test_layers.py" in e]
     assert (root / layers.split()[-1]).resolve() == Path(__file__).resolve()
+
+
+def _type_checking_names(package: str) -> dict[str, str]:
+    """The names a package's ``if TYPE_CHECKING:`` block imports, with their modules: what a
+    type checker sees as the package's public names (loaded lazily at run time)."""
+    init = PACKAGE.parent.joinpath(*package.split("."), "__init__.py")
+    names: dict[str, str] = {}
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for item in node.body:
+                assert isinstance(item, ast.ImportFrom) and item.module, ast.unparse(item)
+                names.update((alias.name, item.module) for alias in item.names)
+    return names
+
+
+@pytest.mark.parametrize("package", ["tasker", "tasker.explicit"])
+def test_every_public_name_is_its_defining_modules_object(package: str) -> None:
+    # The names load on first use (PEP 562): each one, in a fresh interpreter, is the very
+    # object its module defines, dir() lists every name of __all__, an unknown name is an
+    # AttributeError, and `import *` gives them all.
+    names = _type_checking_names(package)
+    code = f"""
+import importlib, json, sys
+package = importlib.import_module({package!r})
+names = {names!r}
+wrong = [n for n, m in names.items() if getattr(package, n) is not getattr(
+    importlib.import_module(m), n)]
+try:
+    package.no_such_name
+    unknown = "found"
+except AttributeError as exc:
+    unknown = str(exc)
+star = {{}}
+exec("from {package} import *", star)
+print(json.dumps({{
+    "wrong": wrong,
+    "all": sorted(package.__all__),
+    "undir": sorted(set(package.__all__) - set(dir(package))),
+    "unknown": unknown,
+    "star": sorted(set(package.__all__) - set(star)),
+}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found = json.loads(out.stdout)
+    assert found["wrong"] == []
+    assert found["undir"] == [] and found["star"] == []
+    assert found["unknown"] == f"module {package!r} has no attribute 'no_such_name'"
+    # Every public name is one a type checker sees too (flush and the version are defined
+    # in the package itself).
+    assert set(found["all"]) - set(names) <= {"flush", "__version__"}
