@@ -19,6 +19,7 @@ from tasker.queries import (
     rate_and_eta,
     recent_durations,
     run_progress,
+    search_status,
     summarize_stages,
 )
 from tasker.run_progress import Progress, of_run, of_status_row, of_subtask
@@ -144,10 +145,12 @@ def _eta(row: TaskStatusRecord, now: datetime, typical: float | None) -> dict[st
     return {"rate": rate, "eta_rate": eta, "eta_history": history}
 
 
-def overview(stage: str | None = None) -> dict[str, Any]:
-    """Stages with their derived status, and every task with its latest run, ETAs included."""
+def overview(stage: str | None = None, search: str | None = None) -> dict[str, Any]:
+    """Stages with their derived status, and every task with its latest run, ETAs included;
+    only the stages whose name holds ``stage`` and the tasks whose stage or task name holds
+    ``search``, in any case, when given."""
     reap_now_and_then()
-    rows = tasker.get_task_status(stage=stage)
+    rows = search_status(stage=stage, text=search) if stage or search else tasker.get_task_status()
     typical = typical_durations(r.task_id for r in rows if Status(r.status).is_active)
     now = datetime.now(timezone.utc)
     tasks = []
