@@ -8,7 +8,7 @@ dashboard's ``since``/``until``), so that what one accepts the others accept too
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from tasker.errors import ValidationError
 
@@ -46,11 +46,13 @@ def parse_age(text: str) -> timedelta | None:
     raise ValidationError(f"the age {_shown(text.strip())} is too long")
 
 
-def parse_since(text: str | None, what: str = "since") -> datetime | None:
+def parse_since(
+    text: str | None, what: str = "since", zone: tzinfo | None = None
+) -> datetime | None:
     """The point in time ``text`` names, timezone-aware in UTC: an age ago (see
     :func:`parse_age`), or an ISO 8601 date or date and time (with ``Z`` or an offset, else
-    local time). None, or a text of only spaces, is None: no bound. Anything else is a
-    ValidationError naming ``what`` and the accepted forms."""
+    in ``zone``, by default local time). None, or a text of only spaces, is None: no bound.
+    Anything else is a ValidationError naming ``what`` and the accepted forms."""
     if text is None or not text.strip():
         return None
     value = text.strip()
@@ -71,6 +73,8 @@ def parse_since(text: str | None, what: str = "since") -> datetime | None:
         when = datetime.fromisoformat(iso)
     except ValueError:
         raise ValidationError(f"{what}: expected {FORMS}, got {_shown(text)}") from None
+    if when.tzinfo is None and zone is not None:
+        when = when.replace(tzinfo=zone)
     try:
         # Naive: local time (what the user's clock shows), as astimezone() takes it.
         return when.astimezone(timezone.utc)

@@ -38,7 +38,10 @@ __all__ = [
     "get_tasks",
     "pipeline_root",
     "pipeline_roots",
+    "run_ids_starting_with",
     "run_progress",
+    "search_history",
+    "search_status",
     "stage_line",
     "stage_status",
     "summarize_stages",
@@ -125,6 +128,52 @@ def get_task_history(
         offset=offset,
     )
     return _frame_or_list(records, RunRecord, as_frame)
+
+
+def search_history(
+    *,
+    stage: str | None = None,
+    task: str | None = None,
+    text: str | None = None,
+    status: str | Status | Sequence[str | Status] | None = None,
+    hostname: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[RunRecord]:
+    """Runs newest first, as the dashboard searches them: ``stage`` and ``task`` are parts of
+    the names in any case (``static`` finds STATIC and STATIC_2), ``text`` a part of either
+    name; the names are matched in the tasks and stages first, then those tasks' runs read."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValidationError(f"offset must be a whole number of 0 or more, got {offset!r}")
+    return RECORDER.synced_store().history(
+        stage=stage,
+        task=task,
+        search=text,
+        contains=True,
+        status=_statuses(status),
+        hostname=hostname,
+        since=since,
+        until=until,
+        limit=_limit(limit),
+        offset=offset,
+    )
+
+
+def search_status(*, stage: str | None = None, text: str | None = None) -> list[TaskStatusRecord]:
+    """Registered tasks with their latest run, in stage and task order, whose stage name holds
+    ``stage`` and whose stage or task name holds ``text``, in any case."""
+    return RECORDER.synced_store().task_status(stage=stage, search=text, contains=True)
+
+
+def run_ids_starting_with(prefix: str, limit: int = 5) -> list[str]:
+    """The ids of the runs (at most ``limit``, in order) that start with ``prefix``, when it
+    can be the start of a run id (4 or more of its characters); else none."""
+    text = prefix.strip().lower()
+    if len(text) < 4 or any(c not in "0123456789abcdef-" for c in text):
+        return []
+    return RECORDER.synced_store().run_ids_with_prefix(text, _limit(limit) or 1)
 
 
 def get_run(run_id: str | None = None) -> RunRecord:

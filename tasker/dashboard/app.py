@@ -10,9 +10,11 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 import anyio.to_thread
@@ -24,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 import tasker
+from tasker import queries
 from tasker.ages import parse_since
 from tasker.dashboard import data, pages
 from tasker.dashboard.guards import (
@@ -42,6 +45,7 @@ from tasker.errors import (
     ValidationError,
 )
 from tasker.formatting import json_default
+from tasker.models import parse_status
 
 __all__ = ["HostGuard", "TokenGuard", "create_app", "serve"]
 
@@ -61,7 +65,10 @@ def _error(exc: Exception, request: Request) -> Response:
     if isinstance(exc, DatabaseError):
         status = 503  # the database is away: not the request's fault
     if request.url.path.startswith("/api/"):
-        return _json({"error": str(exc)}, status)
+        body = {"error": str(exc)}
+        if isinstance(exc, _BadFilter):
+            body["field"] = exc.field
+        return _json(body, status)
     if request.url.path.startswith("/fragments/"):
         return PlainTextResponse(str(exc), status)  # the open page says it in its banner
     if status == 503:
@@ -80,24 +87,29 @@ async def _on_error(request: Request, exc: Exception) -> Response:
 # ---------------------------------------------------------------------------- pages
 
 
-def _overview(request: Request) -> tuple[dict[str, Any], str]:
-    """The overview's data, and the address its page refreshes from (the same stage and
-    pipeline run, so that a refresh shows what the page showed). ``pipeline``: a run id, or
-    a unique prefix of one, of the pipeline run to show."""
-    from tasker.queries import find_run
-
-    stage = request.query_params.get("stage")
-    pipeline = request.query_params.get("pipeline") or None
+def _overview(request: Request) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """The overview's data, the address its page refreshes from (the same search and
+    pipeline run, so that a refresh shows what the page showed), and the search as given.
+    ``pipeline``: a run id, or a unique prefix of one, of the pipeline run to show."""
+    q = request.query_params
+    stage = _checked("stage", lambda: _search_text(q.get("stage"), "stage"))
+    text = _checked("q", lambda: _search_text(q.get("q"), "search"))
+    pipeline = q.get("pipeline") or None
     if pipeline is not None:
-        pipeline = find_run(pipeline).run_id  # an UnknownRunError is the request's 404
-    kept = {k: v for k, v in (("stage", stage), ("pipeline", pipeline)) if v}
-    query = f"?{urlencode(kept)}" if kept else ""
-    return data.overview(stage, pipeline), f"/fragments/overview{query}"
+        pipeline = queries.find_run(pipeline).run_id  # an UnknownRunError is the request's 404
+    given = {k: v for k, v in (("stage", stage), ("q", text), ("pipeline", pipeline)) if v}
+    query = f"?{urlencode(given)}" if given else ""
+    search = {"stage": stage or "", "q": text or ""}
+    return data.overview(stage, text, pipeline), f"/fragments/overview{query}", search
 
 
 def overview_page(request: Request) -> Response:
     try:
         return HTMLResponse(pages.overview_page(*_overview(request)))
+    except _BadFilter as exc:
+        search = {k: request.query_params.get(k, "") for k in ("stage", "q")}
+        page = pages.overview_page(None, None, search, problem=(exc.field, str(exc)))
+        return HTMLResponse(page, status_code=400)
     except TaskerError as exc:
         return _error(exc, request)
 
@@ -110,9 +122,7 @@ def overview_fragment(request: Request) -> Response:
 
 
 def _run(request: Request) -> dict[str, Any]:
-    from tasker.queries import find_run
-
-    return data.run_detail(find_run(request.path_params["run_id"]))
+    return data.run_detail(queries.find_run(request.path_params["run_id"]))
 
 
 def run_page(request: Request) -> Response:
@@ -141,7 +151,10 @@ def _int(text: str | None, default: int, what: str, low: int, high: int) -> int:
     return value
 
 
-_FILTERS = ("stage", "task", "status", "host", "since", "until")
+_FILTERS = ("q", "stage", "task", "host", "since", "until", "tz")
+# The longest search or name filter taken (longer is a 400 beside the field): no name is
+# that long, and every one is matched against every stage and task name.
+MAX_SEARCH = 200
 
 
 class _BadFilter(ValidationError):
@@ -159,23 +172,69 @@ def _checked(field: str, check: Callable[[], T]) -> T:
         raise _BadFilter(field, str(exc)) from None
 
 
-def _filters(request: Request) -> dict[str, str]:
-    """The history's filters as the request gives them ("" where not given)."""
-    return {k: request.query_params.get(k, "") for k in _FILTERS}
+def _search_text(text: str | None, what: str) -> str | None:
+    """A search or name filter as given, without surrounding spaces; None when empty."""
+    value = (text or "").strip()
+    if len(value) > MAX_SEARCH:
+        raise ValidationError(f"{what}: at most {MAX_SEARCH} characters, got {len(value)}")
+    return value or None
 
 
-def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, str], int, int, bool]:
+def _status_list(request: Request) -> list[str]:
+    """The statuses asked for: ``status`` given once or more, each one status or several
+    separated by commas (any case); none for any status."""
+    given = [v.strip() for item in request.query_params.getlist("status") for v in item.split(",")]
+    found: list[str] = []
+    for value in filter(None, given):
+        if len(value) > 20:
+            raise ValidationError(f"unknown status {value[:20] + '...'!r}")
+        status = parse_status(value).value
+        if status not in found:
+            found.append(status)
+    return found
+
+
+def _zone(name: str) -> tzinfo | None:
+    """The time zone (an IANA name such as Europe/Paris, which the page sends as the
+    browser's) that since and until are read in when they carry no offset; None: UTC."""
+    if not name:
+        return None
+    try:
+        if len(name) <= 64:
+            return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    raise ValidationError(f"tz: expected a time zone name such as Europe/Paris, got {name!r}")
+
+
+def _filters(request: Request) -> dict[str, Any]:
+    """The history's filters as the request gives them ("" where not given; ``status`` the
+    list of statuses given)."""
+    found: dict[str, Any] = {k: request.query_params.get(k, "") for k in _FILTERS}
+    found["status"] = request.query_params.getlist("status")
+    return found
+
+
+def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, Any], int, int, bool]:
     q = request.query_params
     filters = _filters(request)
     offset = _checked("offset", lambda: _int(q.get("offset"), 0, "offset", 0, 10**9))
     limit = _checked("limit", lambda: _int(q.get("limit"), PAGE_SIZE, "limit", 1, 1000))
-    # The forms the CLI's --since takes (7d, an ISO date, ...): one parser for both.
-    since = _checked("since", lambda: parse_since(filters["since"], "since"))
-    until = _checked("until", lambda: parse_since(filters["until"], "until"))
-    runs = tasker.get_task_history(
-        stage=filters["stage"] or None,
-        task=filters["task"] or None,
-        status=filters["status"] or None,
+    text = _checked("q", lambda: _search_text(filters["q"], "search"))
+    stage = _checked("stage", lambda: _search_text(filters["stage"], "stage"))
+    task = _checked("task", lambda: _search_text(filters["task"], "task"))
+    statuses = _checked("status", lambda: _status_list(request))
+    filters["status"] = statuses
+    # The forms the CLI's --since takes (7d, an ISO date, ...): one parser for both; a time
+    # without an offset is read in the page's time zone (tz), else in UTC.
+    zone = _checked("since", lambda: _zone(filters["tz"]) or ZoneInfo("UTC"))
+    since = _checked("since", lambda: parse_since(filters["since"], "since", zone))
+    until = _checked("until", lambda: parse_since(filters["until"], "until", zone))
+    runs = queries.search_history(
+        stage=stage,
+        task=task,
+        text=text,
+        status=statuses or None,
         hostname=filters["host"] or None,
         since=since,
         until=until,
@@ -186,9 +245,15 @@ def _history(request: Request) -> tuple[list[dict[str, Any]], dict[str, str], in
     return rows, filters, offset, limit, len(runs) > limit
 
 
+def _run_ids(filters: dict[str, Any]) -> list[str]:
+    """The runs whose id starts with the search (4 characters or more of a run id)."""
+    return queries.run_ids_starting_with(filters["q"]) if filters["q"] else []
+
+
 def history_page(request: Request) -> Response:
     try:
         rows, filters, offset, limit, more = _history(request)
+        run_ids = _run_ids(filters)
     except _BadFilter as exc:
         # The form stays as it was filled in, with what is wrong beside the field.
         problem = (exc.field, str(exc))
@@ -196,7 +261,8 @@ def history_page(request: Request) -> Response:
         return HTMLResponse(page, status_code=400)
     except TaskerError as exc:
         return _error(exc, request)
-    return HTMLResponse(pages.history_page(rows, filters, offset, limit, more))
+    page = pages.history_page(rows, filters, offset, limit, more, run_ids=run_ids)
+    return HTMLResponse(page)
 
 
 def _task_runs(request: Request) -> tuple[str, str, list[dict[str, Any]]]:
@@ -222,22 +288,18 @@ def api_overview(request: Request) -> Response:
 
 def api_pipelines(request: Request) -> Response:
     """The latest pipeline runs (``limit``, 20 by default), newest first."""
-    from tasker.queries import get_pipeline_runs
-
     try:
         limit = _int(request.query_params.get("limit"), 20, "limit", 1, 1000)
     except TaskerError as exc:
         return _error(exc, request)
-    return _json({"pipelines": data.run_rows(get_pipeline_runs(limit))})
+    return _json({"pipelines": data.run_rows(queries.get_pipeline_runs(limit))})
 
 
 def api_pipeline(request: Request) -> Response:
     """The pipeline run a run belongs to: its top run and every run under it, each with its
     ``depth`` below the top."""
-    from tasker.queries import find_run, get_pipeline_run
-
     try:
-        tree = get_pipeline_run(find_run(request.path_params["run_id"]).run_id)
+        tree = queries.get_pipeline_run(queries.find_run(request.path_params["run_id"]).run_id)
     except TaskerError as exc:
         return _error(exc, request)
     runs = data.run_rows([run for run, _ in tree])
@@ -248,10 +310,12 @@ def api_pipeline(request: Request) -> Response:
 
 def api_runs(request: Request) -> Response:
     try:
-        rows, _, offset, limit, more = _history(request)
+        rows, filters, offset, limit, more = _history(request)
+        run_ids = _run_ids(filters)
     except TaskerError as exc:
         return _error(exc, request)
-    return _json({"runs": rows, "offset": offset, "limit": limit, "more": more})
+    body = {"runs": rows, "offset": offset, "limit": limit, "more": more, "run_ids": run_ids}
+    return _json(body)
 
 
 def api_run(request: Request) -> Response:

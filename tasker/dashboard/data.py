@@ -23,6 +23,7 @@ from tasker.queries import (
     recent_durations,
     run_figures,
     run_progress,
+    search_status,
     status_figures,
     subtask_figures,
     summarize_stages,
@@ -116,12 +117,17 @@ def clear_caches() -> None:
     _TYPICAL.clear()
 
 
-def overview(stage: str | None = None, pipeline: str | None = None) -> dict[str, Any]:
+def overview(
+    stage: str | None = None, search: str | None = None, pipeline: str | None = None
+) -> dict[str, Any]:
     """Stages with their derived status, and every task with its latest run and its live
     figures: of the current pipeline run, rows left from an earlier one marked, or of the
-    pipeline run ``pipeline`` (a run id) belongs to (tasker.pipelines)."""
+    pipeline run ``pipeline`` (a run id) belongs to (tasker.pipelines); only the stages
+    whose name holds ``stage`` and the tasks whose stage or task name holds ``search``, in
+    any case, when given."""
     reap_now_and_then()
-    view = pipeline_view(tasker.get_task_status(stage=stage), pipeline)
+    found = search_status(stage=stage, text=search) if stage or search else None
+    view = pipeline_view(tasker.get_task_status() if found is None else found, pipeline)
     rows = view.rows
     past = past_durations(r.task_id for r in rows if Status(r.status).is_active)
     now = datetime.now(timezone.utc)

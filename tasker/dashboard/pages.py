@@ -33,7 +33,16 @@ RUN_FIELDS = (
 )  # fmt: skip
 
 
-def _overview_context(data: dict[str, Any], refresh: str) -> dict[str, Any]:
+def _overview_context(
+    data: dict[str, Any] | None, refresh: str | None, search: dict[str, str]
+) -> dict[str, Any]:
+    data = data or {
+        "stages": [],
+        "tasks": [],
+        "generated_at": None,
+        "pipeline": None,
+        "pipelines": [],
+    }
     tasks_by_stage: dict[str, list[dict[str, Any]]] = {}
     for task in data["tasks"]:
         tasks_by_stage.setdefault(task["stage_name"], []).append(task)
@@ -46,7 +55,14 @@ def _overview_context(data: dict[str, Any], refresh: str) -> dict[str, Any]:
         }
         for stage in data["stages"]
     ]
-    return {"data": data, "stages": stages, "refresh": refresh}
+    searched = any(search.values())
+    return {
+        "data": data,
+        "stages": stages,
+        "refresh": refresh,
+        "search": search,
+        "searched": searched,
+    }
 
 
 # The header's refresh state (class, text) as a page starts.
@@ -55,15 +71,27 @@ ENDED = ("idle", "the run has ended: not refreshing")
 STILL = ("idle", "")
 
 
-def overview_page(data: dict[str, Any], refresh: str) -> str:
-    """The overview; it refreshes itself from ``refresh`` (see overview_fragment)."""
-    context = _overview_context(data, refresh)
-    return render("overview.html", title="Overview", connection=LIVE, **context)
+def overview_page(
+    data: dict[str, Any] | None,
+    refresh: str | None,
+    search: dict[str, str],
+    *,
+    problem: tuple[str, str] | None = None,
+) -> str:
+    """The overview; it refreshes itself from ``refresh`` (see overview_fragment).
+    ``search``: the search box's ``q`` and the ``stage`` filter as given; ``problem``:
+    (field, message) of one that cannot be used, shown beside the search box (no data, no
+    refresh then)."""
+    context = _overview_context(data, refresh, search)
+    connection = STILL if problem else LIVE
+    return render(
+        "overview.html", title="Overview", connection=connection, problem=problem, **context
+    )
 
 
-def overview_fragment(data: dict[str, Any], refresh: str) -> str:
+def overview_fragment(data: dict[str, Any], refresh: str, search: dict[str, str]) -> str:
     """The overview's live part, which the page morphs itself into every second."""
-    return render("overview_live.html", **_overview_context(data, refresh))
+    return render("overview_live.html", **_overview_context(data, refresh, search))
 
 
 def _run_context(run: dict[str, Any]) -> dict[str, Any]:
@@ -89,21 +117,26 @@ def run_fragment(run: dict[str, Any]) -> str:
 
 def history_page(
     runs: Sequence[dict[str, Any]],
-    filters: dict[str, str],
+    filters: dict[str, Any],
     offset: int,
     limit: int,
     more: bool,
     *,
     problem: tuple[str, str] | None = None,
+    run_ids: Sequence[str] = (),
 ) -> str:
     """The history page; ``problem``: (field, message) of a filter that cannot be used, shown
-    beside the form as it was filled in (no runs then)."""
+    beside the form as it was filled in (no runs then); ``run_ids``: the runs whose id starts
+    with the search."""
     kept = {k: v for k, v in filters.items() if v}
     newer = older = None
     if offset > 0:
-        newer = "/history?" + urlencode({**kept, "offset": max(0, offset - limit), "limit": limit})
+        back = {**kept, "offset": max(0, offset - limit), "limit": limit}
+        newer = "/history?" + urlencode(back, doseq=True)
     if more:
-        older = "/history?" + urlencode({**kept, "offset": offset + limit, "limit": limit})
+        older = "/history?" + urlencode(
+            {**kept, "offset": offset + limit, "limit": limit}, doseq=True
+        )
     shown = f"runs {offset + 1} to {offset + len(runs)}" if runs else "no runs match"
     if problem is not None:
         shown = ""
@@ -114,6 +147,7 @@ def history_page(
         runs=runs,
         filters=filters,
         problem=problem,
+        run_ids=run_ids,
         shown=shown,
         newer=newer,
         older=older,

@@ -5,14 +5,15 @@ templates format values with."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
-from tasker.formatting import duration, timestamp
+from tasker.formatting import duration
 from tasker.models import Status
 
 __all__ = ["VENDOR", "render"]
@@ -46,11 +47,35 @@ HTMX_CONFIG = json.dumps(
 )
 
 
-def _timestamp(value: object) -> str:
-    """A time (or its ISO text, as the overview carries it) in local time; empty for None."""
+def _utc(value: object) -> datetime | None:
+    """A time (or its ISO text, as the overview carries it) in UTC; None for None."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return timestamp(value) if isinstance(value, datetime) else ""
+    if not isinstance(value, datetime):
+        return None
+    return (
+        value.replace(tzinfo=timezone.utc)
+        if value.tzinfo is None
+        else value.astimezone(timezone.utc)
+    )
+
+
+def _utc_text(value: object) -> str:
+    """A time as text in UTC, saying so (``2024-05-01 08:00:00 UTC``); empty for None."""
+    when = _utc(value)
+    return "" if when is None else when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _timestamp(value: object, ago: bool = True) -> Markup:
+    """A time as ``<time datetime="…Z">`` with its UTC text, which the page's script shows in
+    the browser's time zone, with how long ago it was (unless ``ago`` is false); empty for
+    None."""
+    when = _utc(value)
+    if when is None:
+        return Markup("")
+    iso = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    plain = "" if ago else ' data-ago="no"'
+    return Markup(f'<time datetime="{iso}"{plain}>{_utc_text(when)}</time>')
 
 
 def _duration(value: float | None) -> str:
@@ -95,6 +120,7 @@ ENV = Environment(
 )
 ENV.filters.update(
     timestamp=_timestamp,
+    utc=_utc_text,
     duration=_duration,
     rate=_rate,
     anchor=_anchor,

@@ -53,8 +53,14 @@ class Reads(StoreCore):
         stage: str | None = None,
         task: str | None = None,
         status: Sequence[str] | None = None,
+        *,
+        search: str | None = None,
+        contains: bool = False,
     ) -> list[TaskStatusRecord]:
-        stmt, params = task_status_select(self.t, stage=stage, task=task, status=status)
+        """``stage``, ``task``, ``search`` and ``contains``: see selects.task_ids_select."""
+        stmt, params = task_status_select(
+            self.t, stage=stage, task=task, status=status, search=search, contains=contains
+        )
         rows = self._run(
             "reading task status", lambda c: c.execute(stmt, params).all(), write=False
         )
@@ -76,13 +82,21 @@ class Reads(StoreCore):
         until: datetime | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        search: str | None = None,
+        contains: bool = False,
     ) -> list[RunRecord]:
+        """Runs newest first; ``stage``, ``task``, ``search`` and ``contains``: see
+        selects.task_ids_select."""
+
         def read(conn: Connection) -> list[Any]:
             task_ids = None
-            if stage is not None or task is not None:
-                # The stage and task filters as task ids, so that the runs are read from an
-                # index of task_runs alone (tasker.store.selects.history_select).
-                found = task_ids_select(self.t, stage=stage, task=task)
+            if stage is not None or task is not None or search is not None:
+                # The name filters as task ids, matched in the small tasks and stages tables,
+                # so that the runs are read from an index of task_runs alone
+                # (tasker.store.selects.history_select).
+                found = task_ids_select(
+                    self.t, stage=stage, task=task, search=search, contains=contains
+                )
                 task_ids = list(conn.execute(found).scalars())
                 if not task_ids:
                     return []

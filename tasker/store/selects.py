@@ -36,7 +36,9 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal,
     literal_column,
+    or_,
     select,
     union_all,
 )
@@ -59,6 +61,7 @@ __all__ = [
     "current_subtasks_select",
     "history_select",
     "last_successes_select",
+    "like_pattern",
     "ordered",
     "prefix_bounds",
     "recent_completed_select",
@@ -105,15 +108,64 @@ def _record_of_runs(t: Tables, picked: Subquery, *, order: Sequence[Any]) -> Sel
     )
 
 
-def task_ids_select(t: Tables, *, stage: str | None, task: str | None) -> Select[Any]:
-    """The ids of the tasks a history filter on stage and task name means (a task name may
-    be registered in several stages)."""
-    tasks, stages = t.tasks, t.stages
+# The escape character of the patterns of name searches (like_pattern).
+_ESCAPE = "/"
+
+
+def like_pattern(text: str) -> str:
+    """``%text%``, a LIKE pattern (ESCAPE '/') of the names that hold ``text``: the ``%``,
+    ``_`` and ``/`` a user types match themselves, not any text."""
+    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
+def _holds(column: Any, pattern: Any) -> ColumnElement[bool]:
+    """``column`` holds the text of ``pattern`` (a bound like_pattern), in any case: lower()
+    on both sides, since SQLite's LIKE ignores the case of ASCII letters only, PostgreSQL's
+    ignores none, and MariaDB's compares tasker's utf8mb4_bin columns exactly."""
+    return func.lower(column).like(func.lower(pattern), escape=_ESCAPE)
+
+
+def _names(
+    stage_name: Any,
+    task_name: Any,
+    stage: Any,
+    task: Any,
+    search: Any,
+    contains: bool,
+) -> list[ColumnElement[bool]]:
+    """The conditions on the stage and task names: each of ``stage`` and ``task`` (values or
+    bound parameters, None for none) the name itself, or with ``contains`` a like_pattern the
+    name holds in any case; ``search`` a like_pattern that either name holds."""
     conds: list[ColumnElement[bool]] = []
-    if stage is not None:
-        conds.append(stages.c.stage_name == stage)
-    if task is not None:
-        conds.append(tasks.c.task_name == task)
+    for column, value in ((stage_name, stage), (task_name, task)):
+        if value is not None:
+            conds.append(_holds(column, value) if contains else column == value)
+    if search is not None:
+        conds.append(or_(_holds(stage_name, search), _holds(task_name, search)))
+    return conds
+
+
+def task_ids_select(
+    t: Tables,
+    *,
+    stage: str | None,
+    task: str | None,
+    search: str | None = None,
+    contains: bool = False,
+) -> Select[Any]:
+    """The ids of the tasks a history filter on stage and task name means (a task name may
+    be registered in several stages): the names themselves, or with ``contains`` names that
+    hold them in any case; ``search``: a text either name holds, in any case. A read of the
+    small tasks and stages tables only, whatever it matches."""
+    tasks, stages = t.tasks, t.stages
+    if contains:
+        stage = None if stage is None else like_pattern(stage)
+        task = None if task is None else like_pattern(task)
+    found = None if search is None else literal(like_pattern(search), String())
+    by_stage = None if stage is None else literal(stage, String())
+    by_task = None if task is None else literal(task, String())
+    conds = _names(stages.c.stage_name, tasks.c.task_name, by_stage, by_task, found, contains)
     return (
         select(tasks.c.task_id)
         .select_from(tasks.join(stages, stages.c.stage_id == tasks.c.stage_id))
@@ -217,29 +269,43 @@ def task_status_select(
     stage: str | None = None,
     task: str | None = None,
     status: Sequence[str] | None = None,
+    search: str | None = None,
+    contains: bool = False,
 ) -> tuple[Select[Any], dict[str, Any]]:
     """Every registered task with its latest run (``tasks.last_run_id``, by primary key), in
-    stage and task order (a sort of one row per task): the statement and its parameters."""
-    stmt = _task_status_shape(t, stage is not None, task is not None, bool(status))
+    stage and task order (a sort of one row per task): the statement and its parameters.
+    ``stage``, ``task``, ``search`` and ``contains`` as for :func:`task_ids_select`."""
+    stmt = _task_status_shape(
+        t, stage is not None, task is not None, bool(status), search is not None, contains
+    )
     params: dict[str, Any] = {}
     if stage is not None:
-        params["x_stage"] = stage
+        params["x_stage"] = like_pattern(stage) if contains else stage
     if task is not None:
-        params["x_task"] = task
+        params["x_task"] = like_pattern(task) if contains else task
     if status:
         params["x_statuses"] = list(status)
+    if search is not None:
+        params["x_search"] = like_pattern(search)
     return stmt, params
 
 
 @functools.lru_cache(maxsize=_SHAPES)
-def _task_status_shape(t: Tables, stage: bool, task: bool, status: bool) -> Select[Any]:
+def _task_status_shape(
+    t: Tables, stage: bool, task: bool, status: bool, search: bool, contains: bool
+) -> Select[Any]:
     view = current_task_status_select(t).subquery("current_task_status")
     c = view.c
-    stmt = select(view)
-    if stage:
-        stmt = stmt.where(c.stage_name == bindparam("x_stage", type_=c.stage_name.type))
-    if task:
-        stmt = stmt.where(c.task_name == bindparam("x_task", type_=c.task_name.type))
+    stmt = select(view).where(
+        *_names(
+            c.stage_name,
+            c.task_name,
+            bindparam("x_stage", type_=c.stage_name.type) if stage else None,
+            bindparam("x_task", type_=c.task_name.type) if task else None,
+            bindparam("x_search", type_=c.task_name.type) if search else None,
+            contains,
+        )
+    )
     if status:
         stmt = stmt.where(c.status.in_(bindparam("x_statuses", expanding=True)))
     return stmt.order_by(

@@ -109,11 +109,20 @@ def served(env: dict[str, str]) -> Iterator[Dashboard]:
 
 
 @contextmanager
-def browser_page(width: int) -> Iterator[Any]:
-    """A page of a fresh Chromium, ``width`` by 900 pixels, closed with the block."""
+def chromium_browser() -> Iterator[Any]:
+    """A fresh Chromium, closed with the block: for tests that open pages of several kinds
+    (time zones, colour schemes, sizes)."""
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
-            yield browser.new_page(viewport={"width": width, "height": 900})
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(width: int, height: int = 900, **options: Any) -> Iterator[Any]:
+    """A page of a fresh Chromium, ``width`` by ``height`` pixels, closed with the block;
+    ``options`` for Playwright's new_page (timezone_id, color_scheme, locale ...)."""
+    with chromium_browser() as browser:
+        yield browser.new_page(viewport={"width": width, "height": height}, **options)

@@ -142,7 +142,7 @@ def test_a_bad_filter_keeps_the_form_with_the_reason_beside_it(
     assert status == 400
     assert '<form class="filters"' in body
     assert 'name="stage" value="ETL"' in body  # as it was filled in
-    assert 'name="since" value="yesterday" placeholder="7d, 12h or an ISO date"' in body
+    assert 'name="since" value="yesterday" placeholder="7d, 12h or 2024-05-01"' in body
     assert 'aria-invalid="true"' in body.split('name="since"')[1].split(">")[0]
     assert 'role="alert">since: expected an age like 30s' in body
     assert body.count('aria-invalid="true"') == 1

@@ -350,6 +350,18 @@ def test_every_read_is_index_driven(db: Backend, filled: dict[str, Any]) -> None
             stage="STAGE_0", task="task 0004", limit=50
         ),
         "get_task_history(limit=5000)": lambda: tasker.get_task_history(limit=5000),
+        # The dashboard's search: names matched in tasks and stages, then their runs.
+        "search_history(text=)": lambda: tasker.queries.search_history(text="TASK 000", limit=50),
+        "search_history(stage=, status=)": lambda: tasker.queries.search_history(
+            stage="stage_1", status=["FAILED", "SKIPPED"], limit=50
+        ),
+        "search_history(task=, offset=)": lambda: tasker.queries.search_history(
+            task="task 0", limit=50, offset=300
+        ),
+        "task status of a search": execute(
+            selects.task_status_select(t, stage="stage_2", search="TASK 00", contains=True)
+        ),
+        "overview of a search": _uncached(lambda: data.overview("stage", "task 01")),
         "find_run": lambda: find_run(some[1][:8]),
         "overview": _uncached(data.overview),
         "/metrics": _uncached(data.metrics_text),
@@ -401,6 +413,24 @@ def test_history_reads_the_same_runs_in_the_same_order(db: Backend, filled: dict
     )
     assert got(hostname="worker-05", since=since, until=until, limit=1000) == expect(
         lambda r: r["hostname"] == "worker-05" and since <= r["start_time"] < until, 1000
+    )
+    # The dashboard's search: parts of names in any case, "_" itself (not any character).
+    searched = tasker.queries.search_history
+    assert [r.run_id for r in searched(text="TASK 0009", limit=30)] == expect(
+        lambda r: tasks[r["task_id"]].task_name == "task 0009", 30
+    )
+    assert [r.run_id for r in searched(text="_1", limit=100, offset=50)] == expect(
+        lambda r: tasks[r["task_id"]].stage_name == "STAGE_1", 100, 50
+    )
+    assert [r.run_id for r in searched(stage="stage_", task="K 01", limit=60)] == expect(
+        lambda r: "task 01" in tasks[r["task_id"]].task_name, 60
+    )
+    failures = searched(text="task 01", status=["FAILED", "SKIPPED"], limit=40)
+    assert [r.run_id for r in failures] == expect(
+        lambda r: (
+            "task 01" in tasks[r["task_id"]].task_name and r["status"] in ("FAILED", "SKIPPED")
+        ),
+        40,
     )
     everything = got(limit=None)
     assert everything == [r["run_id"] for r in newest_first]

@@ -100,3 +100,17 @@ def test_a_since_too_far_back_is_refused() -> None:
         parse_since("9999999w", "until")
     with pytest.raises(ValidationError, match=r"^since: the age .* is too long"):
         parse_since("9" * 30 + "d")
+
+
+def test_since_naive_is_read_in_the_zone_given_and_an_offset_wins() -> None:
+    from zoneinfo import ZoneInfo
+
+    tokyo, new_york = ZoneInfo("Asia/Tokyo"), ZoneInfo("America/New_York")
+    utc = timezone.utc
+    assert parse_since("2024-05-01T08:00", zone=tokyo) == datetime(2024, 4, 30, 23, 0, tzinfo=utc)
+    assert parse_since("2024-01-15", zone=new_york) == datetime(2024, 1, 15, 5, 0, tzinfo=utc)
+    assert parse_since("2024-07-15", zone=new_york) == datetime(2024, 7, 15, 4, 0, tzinfo=utc)
+    assert parse_since("2024-05-01T08:00+02:00", zone=tokyo) == datetime(
+        2024, 5, 1, 6, 0, tzinfo=utc
+    )
+    assert parse_since("2024-05-01T08:00Z", zone=tokyo) == datetime(2024, 5, 1, 8, 0, tzinfo=utc)

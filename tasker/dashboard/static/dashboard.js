@@ -56,7 +56,12 @@
     if (isLive(event) && event.detail.shouldSwap) { before = statuses(); }
   });
 
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (isLive(event)) { showTimes(live()); }
+  });
+
   document.addEventListener("htmx:afterSettle", function (event) {
+    if (isLive(event)) { showTimes(live()); }
     if (!isLive(event) || before === null) { return; }
     announce(before, statuses());
     before = null;
@@ -126,4 +131,112 @@
     };
     tick();
   }
+
+  // Times: the server writes each as <time datetime="…Z"> with its UTC text; here it is shown
+  // in the browser's time zone, with the zone's name, and how long ago it was ("3 min ago",
+  // kept up to date). A refresh morphs in only the times that changed: the others are left
+  // as they are shown (see beforeNodeMorphed), the new ones are shown here after the swap.
+  var zone = "";
+  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { zone = ""; }
+  var local = null;
+  var relative = null;
+  try {
+    local = new Intl.DateTimeFormat(undefined, {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      second: "2-digit", hourCycle: "h23", timeZoneName: "short",
+    });
+    relative = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+  } catch (e) { local = null; }
+
+  function localText(date) {
+    var part = {};
+    local.formatToParts(date).forEach(function (p) { part[p.type] = p.value; });
+    return part.year + "-" + part.month + "-" + part.day + " " + part.hour + ":" +
+      part.minute + ":" + part.second + " " + (part.timeZoneName || "");
+  }
+
+  var STEPS = [[60, "second"], [3600, "minute"], [86400, "hour"], [604800, "day"],
+    [2629800, "week"], [31557600, "month"], [Infinity, "year"]];
+  var SIZES = { second: 1, minute: 60, hour: 3600, day: 86400, week: 604800,
+    month: 2629800, year: 31557600 };
+
+  function agoText(date) {
+    var seconds = (date.getTime() - Date.now()) / 1000;
+    var size = Math.abs(seconds);
+    for (var i = 0; i < STEPS.length; i += 1) {
+      if (size < STEPS[i][0]) {
+        var unit = STEPS[i][1];
+        return relative.format(Math.round(seconds / SIZES[unit]), unit);
+      }
+    }
+    return "";
+  }
+
+  function showTime(node) {
+    var iso = node.getAttribute("datetime");
+    var date = new Date(iso);
+    if (isNaN(date.getTime())) { return; }
+    var text = localText(date);
+    if (node.getAttribute("data-shown") !== iso) {
+      if (!node.hasAttribute("title")) { node.setAttribute("title", node.textContent); }
+      node.textContent = text;
+      node.setAttribute("data-shown", iso);
+    }
+    if (node.getAttribute("data-ago") === "no") { return; }
+    var ago = node.querySelector(".ago");
+    if (ago === null) {
+      ago = document.createElement("span");
+      ago.className = "ago";
+      node.appendChild(ago);
+    }
+    var words = " (" + agoText(date) + ")";
+    if (ago.textContent !== words) { ago.textContent = words; }
+  }
+
+  function showTimes(root) {
+    if (local === null || !root) { return; }
+    root.querySelectorAll("time[datetime]").forEach(showTime);
+  }
+
+  // A time that is shown already and has not changed is not morphed back to its UTC text.
+  function keepShownTimes() {
+    if (typeof Idiomorph === "undefined" || !Idiomorph.defaults) { return; }
+    var callbacks = Idiomorph.defaults.callbacks;
+    var next = callbacks.beforeNodeMorphed;
+    callbacks.beforeNodeMorphed = function (oldNode, newNode) {
+      if (oldNode.nodeName === "TIME" && newNode.nodeName === "TIME" &&
+          oldNode.getAttribute("data-shown") === newNode.getAttribute("datetime")) {
+        return false;
+      }
+      return next ? next(oldNode, newNode) : undefined;
+    };
+  }
+
+  // Since and until are read in the browser's time zone: the form sends it (tz) and says it.
+  function zoneOfForm() {
+    var input = document.querySelector("input[data-zone-input]");
+    if (!input || input.value || !zone) { return; }
+    input.value = zone;
+    document.querySelectorAll("[data-zone-label]").forEach(function (label) {
+      label.textContent = "(" + zone + ")";
+    });
+  }
+
+  // "/" puts the keyboard in the search box, unless it is typing into a field already.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) { return; }
+    var target = event.target;
+    var typing = target && (target.isContentEditable ||
+      /^(INPUT|TEXTAREA|SELECT)$/.test(target.nodeName));
+    var search = document.getElementById("search");
+    if (typing || !search) { return; }
+    event.preventDefault();
+    search.focus();
+    search.select();
+  });
+
+  keepShownTimes();
+  zoneOfForm();
+  showTimes(document);
+  window.setInterval(function () { showTimes(document); }, 5000);
 })();
