@@ -6,8 +6,9 @@ Runs live in SQLite by default, or in PostgreSQL or MySQL/MariaDB shared across 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tasker.lazy_names import lazy_names
 from tasker.runtime import signals as _signals  # noqa: F401  (start-up: see below)
 
 # Start-up: importing tasker.runtime.signals hands the recorder its SIGTERM and exit handling
@@ -143,19 +144,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tasker' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next use is a plain module attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names("tasker", globals(), _LAZY)
 
 
 def flush(timeout: float = 60.0) -> bool:

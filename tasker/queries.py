@@ -115,19 +115,33 @@ def get_task_history(
     as_frame: bool = False,
 ) -> Any:
     """Past and present runs, newest first (``list[RunRecord]``)."""
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValidationError(f"offset must be a whole number of 0 or more, got {offset!r}")
-    records = RECORDER.synced_store().history(
+    records = _history(
         stage=stage,
         task=task,
-        status=_statuses(status),
+        status=status,
         hostname=hostname,
         since=since,
         until=until,
-        limit=_limit(limit),
+        limit=limit,
         offset=offset,
     )
     return _frame_or_list(records, RunRecord, as_frame)
+
+
+def _history(
+    *,
+    status: str | Status | Sequence[str | Status] | None,
+    limit: object,
+    offset: object,
+    **filters: Any,
+) -> list[RunRecord]:
+    """The history read of :func:`get_task_history` and :func:`search_history`: the status,
+    limit and offset checked, the other filters as the store takes them."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValidationError(f"offset must be a whole number of 0 or more, got {offset!r}")
+    return RECORDER.synced_store().history(
+        status=_statuses(status), limit=_limit(limit), offset=offset, **filters
+    )
 
 
 def search_history(
@@ -145,18 +159,16 @@ def search_history(
     """Runs newest first, as the dashboard searches them: ``stage`` and ``task`` are parts of
     the names in any case (``static`` finds STATIC and STATIC_2), ``text`` a part of either
     name; the names are matched in the tasks and stages first, then those tasks' runs read."""
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValidationError(f"offset must be a whole number of 0 or more, got {offset!r}")
-    return RECORDER.synced_store().history(
+    return _history(
         stage=stage,
         task=task,
         search=text,
         contains=True,
-        status=_statuses(status),
+        status=status,
         hostname=hostname,
         since=since,
         until=until,
-        limit=_limit(limit),
+        limit=limit,
         offset=offset,
     )
 

@@ -7,7 +7,9 @@ nothing that was already recorded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tasker.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from tasker.explicit.common import resolve_run_id
@@ -63,19 +65,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tasker.explicit' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next use is a plain module attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names("tasker.explicit", globals(), _LAZY)
 
 
 __all__ = [

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tasker.formatting",
             "tasker.ages",
             "tasker.tracebacks",
+            "tasker.lazy_names",
         ),
     ),
     ("store", ("tasker.store",)),
