@@ -142,10 +142,13 @@ def overview(
         item["earlier"] = row.task_id in view.earlier and row.task_id not in view.absent
         item["absent"] = row.task_id in view.absent
         tasks.append(item)
+    latest = [_pipeline_head(r.run_id, r) for r in get_pipeline_runs(PIPELINES_SHOWN)]
+    # The one shown is mostly among the latest, already read; an older one is read alone.
+    shown = next((p for p in latest if p and p["run_id"] == view.run_id), None)
     return {
         "generated_at": now.isoformat(),
-        "pipeline": _pipeline_head(view.run_id),
-        "pipelines": [_pipeline_head(r.run_id, r) for r in get_pipeline_runs(PIPELINES_SHOWN)],
+        "pipeline": shown or _pipeline_head(view.run_id),
+        "pipelines": latest,
         "stages": summarize_stages(view.for_stages()),
         "tasks": tasks,
     }
